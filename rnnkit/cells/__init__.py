@@ -1,0 +1,14 @@
+"""Recurrent cells: one transition ``s_t = f_s(s_{t-1}, x_t)`` and its output map each."""
+from .base import Cell, State, map_state, state_tensors, state_where
+from .elman import ElmanCell
+from .gated import GatedCell
+from .gru import GRUCell
+from .jordan import JordanCell
+from .leaky import LeakyCell
+from .lstm import LSTMCell
+
+CELLS = {"elman": ElmanCell, "jordan": JordanCell, "gated": GatedCell, "lstm": LSTMCell,
+         "gru": GRUCell, "leaky": LeakyCell}
+
+__all__ = ["Cell", "State", "ElmanCell", "JordanCell", "GatedCell", "LSTMCell", "GRUCell",
+           "LeakyCell", "CELLS", "map_state", "state_tensors", "state_where"]

@@ -1,0 +1,174 @@
+"""The cell contract: one transition ``s_t = f_s(s_{t-1}, x_t)`` plus ``y_t = f_o(s_t)``.
+
+A cell is a single, batched time step. Runners (:mod:`rnnkit.engines`) carry it
+through time and never ask which cell they run; they only use this contract:
+
+- ``initial_state(batch_size, *, device=None, dtype=None) -> State``
+- ``forward(x_t, state) -> State``         one step, ``x_t`` is ``(B, input_size)``
+- ``output(state) -> Tensor``              ``(B, output_size)``, what a layer emits
+
+and two optional capabilities that faster engines look for:
+
+- ``project_inputs(x) -> Tensor``  the input part of the update for every step at
+  once (one GEMM over ``(B, T, input_size)``), and ``step(projected_t, state)``,
+  the recurrent part. When a cell defines both, ``forward`` is derived from them.
+- ``native_mode() -> str | None``  the name of a fused torch kernel (``"LSTM"``,
+  ``"GRU"``, ``"RNN_TANH"``, ``"RNN_RELU"``) that computes exactly this cell, with
+  weights laid out as ``torch.nn`` lays them out.
+
+A ``State`` is a tensor or a tuple of tensors (LSTM's ``(h, c)``), each ``(B, size)``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+State = Union[Tensor, Tuple[Tensor, ...]]
+
+__all__ = ["Cell", "State", "map_state", "state_tensors", "state_where"]
+
+
+def state_tensors(state: State) -> Tuple[Tensor, ...]:
+    """The tensors of a state as a tuple (a lone tensor becomes a 1-tuple)."""
+    return (state,) if isinstance(state, Tensor) else tuple(state)
+
+
+def map_state(fn: Callable[..., Tensor], *states: State) -> State:
+    """Apply ``fn`` component-wise to one or more states of the same structure."""
+    if isinstance(states[0], Tensor):
+        return fn(*states)
+    return tuple(fn(*parts) for parts in zip(*states))
+
+
+def state_where(keep_new: Tensor, new: State, old: State) -> State:
+    """Per batch row, take ``new`` where ``keep_new`` (B,) is true, else ``old``."""
+    mask = keep_new.unsqueeze(-1)
+    return map_state(lambda n, o: torch.where(mask, n, o), new, old)
+
+
+_MATHS = ("forward", "step", "project_inputs", "output")
+
+
+class Cell(nn.Module):
+    """Base class of every recurrent cell.
+
+    Subclasses set ``input_size``, ``hidden_size``, ``state_sizes`` (an ``int`` for
+    a one-tensor state, a tuple of ints for a tuple state) and, if the emitted
+    vector is not the hidden state, ``output_size``. They implement either
+    ``forward`` or the pair ``project_inputs``/``step``.
+    """
+
+    input_size: int
+    hidden_size: int
+    state_sizes: Union[int, Tuple[int, ...]]
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # A subclass that rewrites the maths no longer matches the fused kernel of
+        # its parent, so it loses the native engine unless it says otherwise.
+        if "native_mode" not in cls.__dict__ and any(m in cls.__dict__ for m in _MATHS):
+            if any(getattr(base, "native_mode", Cell.native_mode) is not Cell.native_mode
+                   for base in cls.__mro__[1:]):
+                cls.native_mode = Cell.native_mode
+
+    @property
+    def output_size(self) -> int:
+        return self.hidden_size
+
+    # ----- contract -------------------------------------------------------
+    def initial_state(self, batch_size: int, *, device=None, dtype=None) -> State:
+        """Zeros of the right structure: ``(B, size)`` per state tensor."""
+        ref = next(self.parameters(), None)
+        device = device if device is not None else (ref.device if ref is not None else None)
+        dtype = dtype if dtype is not None else (ref.dtype if ref is not None else None)
+        sizes = self.state_sizes
+        if isinstance(sizes, int):
+            return torch.zeros(batch_size, sizes, device=device, dtype=dtype)
+        return tuple(torch.zeros(batch_size, s, device=device, dtype=dtype) for s in sizes)
+
+    def forward(self, x_t: Tensor, state: State) -> State:
+        return self.step(self.project_inputs(x_t), state)
+
+    def output(self, state: State) -> Tensor:
+        return state if isinstance(state, Tensor) else state[0]
+
+    def native_mode(self) -> str | None:
+        return None
+
+    # ----- optional capabilities -------------------------------------------
+    def has_projection(self) -> bool:
+        """True when the cell splits its update into ``project_inputs`` + ``step``."""
+        return type(self).project_inputs is not Cell.project_inputs
+
+    def project_inputs(self, x: Tensor) -> Tensor:  # pragma: no cover - documented hook
+        raise NotImplementedError(f"{type(self).__name__} does not define project_inputs")
+
+    def step(self, projected_t: Tensor, state: State) -> State:  # pragma: no cover
+        raise NotImplementedError(f"{type(self).__name__} does not define step")
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}"
+
+
+class GatedWeightsMixin:
+    """Weights of cells whose update is ``num_chunks`` stacked affine maps.
+
+    Creates ``weight_ih`` ``(num_chunks·H, input_size)``, ``weight_hh``
+    ``(num_chunks·H, H)`` and, with ``bias``, ``bias_ih`` and ``bias_hh`` of
+    ``(num_chunks·H,)`` — the layout of ``torch.nn.RNN/LSTM/GRU``, so their
+    state dicts load unchanged. Initialised ``U(-1/√H, 1/√H)`` like torch.
+    """
+
+    def _make_weights(self, input_size: int, hidden_size: int, num_chunks: int,
+                      bias: bool, device=None, dtype=None) -> None:
+        kw = {"device": device, "dtype": dtype}
+        rows = num_chunks * hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(rows, input_size, **kw))
+        self.weight_hh = nn.Parameter(torch.empty(rows, hidden_size, **kw))
+        if bias:
+            self.bias_ih = nn.Parameter(torch.empty(rows, **kw))
+            self.bias_hh = nn.Parameter(torch.empty(rows, **kw))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        self.bias = bias
+
+    def _init_uniform(self) -> None:
+        bound = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0.0
+        with torch.no_grad():
+            for p in (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh):
+                if p is not None:
+                    p.uniform_(-bound, bound)
+
+    def _project(self, x: Tensor) -> Tensor:
+        return torch.nn.functional.linear(x, self.weight_ih, self.bias_ih)
+
+    def _recur(self, h: Tensor) -> Tensor:
+        return torch.nn.functional.linear(h, self.weight_hh, self.bias_hh)
+
+    def flat_weights(self) -> list:
+        """Weights in the order torch's fused kernels take them."""
+        ws = [self.weight_ih, self.weight_hh]
+        if self.bias:
+            ws += [self.bias_ih, self.bias_hh]
+        return ws
+
+
+def check_sizes(owner: str, **sizes: int) -> None:
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{owner}: {name} must be an int, got {type(value).__name__}")
+        if value <= 0:
+            raise ValueError(f"{owner}: {name} must be a positive integer, got {value}")
+
+
+def resolve_activation(owner: str, name: str) -> Callable[[Tensor], Tensor]:
+    acts = {"tanh": torch.tanh, "relu": torch.relu}
+    if name not in acts:
+        raise ValueError(f"{owner}: unknown nonlinearity {name!r}; choose one of {sorted(acts)}")
+    return acts[name]
+
+

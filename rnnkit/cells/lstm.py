@@ -1,0 +1,63 @@
+"""Long short-term memory."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .base import Cell, GatedWeightsMixin, check_sizes
+
+__all__ = ["LSTMCell"]
+
+
+class LSTMCell(GatedWeightsMixin, Cell):
+    r"""LSTM cell (Hochreiter & Schmidhuber 1997, with the forget gate of Gers et al. 2000).
+
+    .. math::
+        [i, f, g, o] &= W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh} \\
+        c_t &= \sigma(f) \odot c_{t-1} + \sigma(i) \odot \tanh(g) \\
+        h_t &= \sigma(o) \odot \tanh(c_t)
+
+    State ``(h, c)``, each (B, hidden_size); the cell emits ``h``. Weights follow
+    ``torch.nn.LSTM`` (gate order i, f, g, o). The forget-gate bias starts at
+    ``forget_bias`` (default 1, Jozefowicz et al. 2015) so that memory is kept
+    by default early in training; set ``forget_bias=None`` for torch's plain init.
+
+    >>> import torch, rnnkit
+    >>> cell = rnnkit.cells.LSTMCell(3, 5)
+    >>> h, c = cell(torch.randn(2, 3), cell.initial_state(2))
+    >>> float(cell.bias_ih[5:10].mean() + cell.bias_hh[5:10].mean())
+    1.0
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 forget_bias: float | None = 1.0, *, device=None, dtype=None):
+        super().__init__()
+        check_sizes(type(self).__name__, input_size=input_size, hidden_size=hidden_size)
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.state_sizes = (hidden_size, hidden_size)
+        self.forget_bias = forget_bias
+        self._make_weights(input_size, hidden_size, 4, bias, device, dtype)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self._init_uniform()
+        if self.bias and self.forget_bias is not None:
+            forget = slice(self.hidden_size, 2 * self.hidden_size)
+            with torch.no_grad():
+                self.bias_ih[forget] = self.forget_bias
+                self.bias_hh[forget] = 0.0
+
+    def project_inputs(self, x: Tensor) -> Tensor:
+        return self._project(x)                     # (..., 4H)
+
+    def step(self, projected_t: Tensor, state):
+        h, c = state
+        i, f, g, o = (projected_t + self._recur(h)).chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+
+    def native_mode(self):
+        return "LSTM"
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}, bias={self.bias}, forget_bias={self.forget_bias}"

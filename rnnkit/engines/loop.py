@@ -1,0 +1,36 @@
+"""The reference engine: the cell applied once per step, autograd does the rest.
+
+It is slow and obviously right, and every other engine is tested against it.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..cells.base import Cell, State, state_where
+
+__all__ = ["LoopEngine"]
+
+
+class LoopEngine:
+    name = "loop"
+
+    def supports(self, cell: Cell) -> str | None:
+        return None                                  # runs any cell
+
+    def run(self, cell: Cell, x: Tensor, state: State, lengths: Tensor | None):
+        """``x`` (B, T, X) batch-first; ``lengths`` (B,) or None. Returns (outputs, final_state)."""
+        steps = x.shape[1]
+        outputs = []
+        if lengths is None:
+            for t in range(steps):
+                state = cell(x[:, t], state)
+                outputs.append(cell.output(state))
+            return torch.stack(outputs, dim=1), state   # (B, T, O)
+        alive = torch.arange(steps, device=x.device) < lengths.to(x.device).unsqueeze(1)  # (B, T)
+        for t in range(steps):
+            # a finished sequence keeps its last state: that is its final state
+            state = state_where(alive[:, t], cell(x[:, t], state), state)
+            outputs.append(cell.output(state))
+        outputs = torch.stack(outputs, dim=1) * alive.unsqueeze(-1).to(x.dtype)
+        return outputs, state

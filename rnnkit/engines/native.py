@@ -1,0 +1,52 @@
+"""Dispatch to torch's fused RNN kernels (cuDNN on GPU, oneDNN/ATen on CPU).
+
+Cells that compute exactly what one of torch's kernels computes say so through
+``Cell.native_mode()`` and expose their weights in torch's order through
+``flat_weights()``; this engine then hands the whole sequence to the kernel.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, _VF
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from ..cells.base import Cell, State, state_tensors
+
+__all__ = ["NativeEngine"]
+
+_KERNELS = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}
+
+
+class NativeEngine:
+    name = "native"
+
+    def supports(self, cell: Cell) -> str | None:
+        mode = cell.native_mode()
+        if mode is None:
+            return f"{type(cell).__name__} has no fused torch kernel (native runs LSTMCell, GRUCell and ElmanCell)"
+        if mode not in _KERNELS:  # pragma: no cover - guards a custom cell's typo
+            return f"{type(cell).__name__}.native_mode() returned unknown kernel {mode!r}"
+        return None
+
+    def run(self, cell: Cell, x: Tensor, state: State, lengths: Tensor | None):
+        mode = cell.native_mode()
+        kernel = _KERNELS[mode]
+        weights = cell.flat_weights()
+        hx = tuple(s.unsqueeze(0) for s in state_tensors(state))      # (1, B, H) each
+        hx = hx if mode == "LSTM" else hx[0]
+        if lengths is None:
+            out, *final = kernel(x, hx, weights, cell.bias, 1, 0.0, cell.training, False, True)
+            return out, _unpack(final)
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        order, restore = packed.sorted_indices, packed.unsorted_indices
+        hx = tuple(h.index_select(1, order) for h in hx) if mode == "LSTM" else hx.index_select(1, order)
+        data, *final = kernel(packed.data, packed.batch_sizes, hx, weights, cell.bias, 1, 0.0,
+                              cell.training, False)
+        out, _ = pad_packed_sequence(PackedSequence(data, packed.batch_sizes, order, restore),
+                                     batch_first=True, total_length=x.shape[1])
+        return out, _unpack([h.index_select(1, restore) for h in final])
+
+
+def _unpack(final) -> State:
+    parts = tuple(h[0] for h in final)                                 # drop the layer dimension
+    return parts[0] if len(parts) == 1 else parts

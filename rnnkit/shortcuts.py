@@ -1,0 +1,165 @@
+"""Torch-like multi-layer RNNs: ``rnnkit.LSTM``, ``GRU``, ``ElmanRNN``, ``GatedRNN``, ``LeakyRNN``.
+
+Each one is a :class:`~rnnkit.layers.Stack` of :class:`~rnnkit.layers.Recurrent`
+(or :class:`~rnnkit.layers.Bidirectional`) layers over one cell type, with the
+argument names, state format and weight names of ``torch.nn.LSTM``: a
+``torch.nn.LSTM``/``GRU``/``RNN`` state dict loads directly, and gives identical
+outputs. The one difference is the default ``batch_first=True``.
+"""
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import Tensor, nn
+
+from ._checks import check_tensor_like
+from .cells import ElmanCell, GatedCell, GRUCell, LeakyCell, LSTMCell
+from .cells.base import check_sizes, state_tensors
+from .layers import Bidirectional, Recurrent, Stack
+
+__all__ = ["LSTM", "GRU", "ElmanRNN", "GatedRNN", "LeakyRNN"]
+
+_TORCH_KEY = re.compile(r"(weight|bias)_(ih|hh)_l(\d+)(_reverse)?$")
+
+
+class _StackedRNN(nn.Module):
+    cell_class: type
+    state_names: tuple = ("h_0",)
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bidirectional: bool = False, dropout: float = 0.0, engine: str = "auto", *,
+                 batch_first: bool = True, bias: bool = True, residual: bool = False,
+                 device=None, dtype=None, **cell_options):
+        super().__init__()
+        name = type(self).__name__
+        check_sizes(name, input_size=input_size, hidden_size=hidden_size, num_layers=num_layers)
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bidirectional, self.batch_first = bidirectional, batch_first
+        directions = 2 if bidirectional else 1
+
+        def runner(size: int, reverse: bool) -> Recurrent:
+            cell = self.cell_class(size, hidden_size, bias=bias, device=device, dtype=dtype, **cell_options)
+            return Recurrent(cell, engine, batch_first, reverse, name=name)
+
+        layers = []
+        for layer in range(num_layers):
+            size = input_size if layer == 0 else hidden_size * directions
+            layers.append(Bidirectional(runner(size, False), runner(size, True))
+                          if bidirectional else runner(size, False))
+        self.stack = Stack(layers, dropout=dropout, residual=residual)
+        self._register_load_state_dict_pre_hook(_accept_torch_names, with_module=True)
+
+    @property
+    def output_size(self) -> int:
+        return self.stack.output_size
+
+    @property
+    def engine(self) -> str:
+        return self._runners()[0].engine
+
+    def _runners(self) -> list:
+        return [m for m in self.stack.modules() if isinstance(m, Recurrent)]
+
+    def forward(self, x: Tensor, state=None, lengths=None):
+        """``x`` (B, T, input_size) → ``(outputs (B, T, D·H), final_state)``.
+
+        States use torch's layout: ``(num_layers·D, B, H)`` per tensor, and
+        ``(h, c)`` for the LSTM. ``lengths`` (B,) marks a padded batch.
+        """
+        per_layer = None if state is None else self._split(state, x)
+        outputs, finals = self.stack(x, per_layer, lengths)
+        return outputs, self._merge(finals)
+
+    # torch layout (L·D, B, H) <-> one cell state per layer and direction
+    def _split(self, state, x: Tensor) -> list:
+        name, count = type(self).__name__, len(self.state_names)
+        tensors = state_tensors(state) if isinstance(state, (Tensor, tuple, list)) else ()
+        if len(tensors) != count or (count == 1) != isinstance(state, Tensor):
+            want = "a tensor" if count == 1 else f"a tuple ({', '.join(self.state_names)})"
+            raise TypeError(f"{name}: expected the initial state to be {want}")
+        directions = 2 if self.bidirectional else 1
+        unbatched = x.dim() == 2 if isinstance(x, Tensor) else False
+        batch = () if unbatched else (x.shape[0 if self.batch_first else 1],)
+        shape = (self.num_layers * directions, *batch, self.hidden_size)
+        for label, tensor in zip(self.state_names, tensors):
+            check_tensor_like(name, f"hidden state {label}", tensor, shape, x)
+        cells = [tuple(t[i] for t in tensors) for i in range(shape[0])]
+        cells = [c[0] if count == 1 else c for c in cells]
+        if directions == 1:
+            return cells
+        return [(cells[2 * layer], cells[2 * layer + 1]) for layer in range(self.num_layers)]
+
+    def _merge(self, finals: list):
+        flat = [s for f in finals for s in (f if self.bidirectional else (f,))]
+        parts = [state_tensors(s) for s in flat]
+        stacked = tuple(torch.stack([p[k] for p in parts]) for k in range(len(self.state_names)))
+        return stacked[0] if len(stacked) == 1 else stacked
+
+    @classmethod
+    def from_torch(cls, module: nn.Module, engine: str = "auto"):
+        """Build the rnnkit twin of a ``torch.nn`` RNN, with the same weights."""
+        torch_class = {LSTM: nn.LSTM, GRU: nn.GRU, ElmanRNN: nn.RNN}.get(cls)
+        if torch_class is None or type(module) is not torch_class:
+            raise TypeError(f"{cls.__name__}.from_torch: expected a torch.nn."
+                            f"{torch_class.__name__ if torch_class else 'LSTM/GRU/RNN'}, "
+                            f"got {type(module).__name__}")
+        if getattr(module, "proj_size", 0):
+            raise ValueError(f"{cls.__name__}.from_torch: proj_size={module.proj_size} is not supported")
+        extra = {"nonlinearity": module.nonlinearity} if cls is ElmanRNN else {}
+        ref = next(module.parameters())
+        twin = cls(module.input_size, module.hidden_size, module.num_layers, module.bidirectional,
+                   module.dropout, engine, batch_first=module.batch_first, bias=module.bias,
+                   device=ref.device, dtype=ref.dtype, **extra)
+        twin.load_state_dict(module.state_dict())
+        return twin.train(module.training)
+
+    def extra_repr(self) -> str:
+        return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+                f"bidirectional={self.bidirectional}, engine={self.engine!r}")
+
+
+def _accept_torch_names(module, state_dict, prefix, *_):
+    """Rename ``weight_ih_l0_reverse``-style keys (torch.nn) to this module's names."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        match = _TORCH_KEY.fullmatch(key[len(prefix):])
+        if match is None:
+            continue
+        kind, which, layer, reverse = match.groups()
+        where = f"stack.layers.{layer}."
+        if module.bidirectional:
+            where += "backward_layer." if reverse else "forward_layer."
+        state_dict[f"{prefix}{where}cell.{kind}_{which}"] = state_dict.pop(key)
+
+
+class LSTM(_StackedRNN):
+    """Multi-layer LSTM with torch's interface (see :class:`rnnkit.cells.LSTMCell`).
+
+    >>> import torch, rnnkit
+    >>> lstm = rnnkit.LSTM(10, 20, num_layers=2, bidirectional=True)
+    >>> out, (h_n, c_n) = lstm(torch.randn(3, 5, 10))
+    >>> tuple(out.shape), tuple(h_n.shape)
+    ((3, 5, 40), (4, 3, 20))
+    """
+    cell_class = LSTMCell
+    state_names = ("h_0", "c_0")
+
+
+class GRU(_StackedRNN):
+    """Multi-layer GRU with torch's interface (see :class:`rnnkit.cells.GRUCell`)."""
+    cell_class = GRUCell
+
+
+class ElmanRNN(_StackedRNN):
+    """Multi-layer Elman RNN, ``torch.nn.RNN``'s twin; ``nonlinearity="tanh"|"relu"``."""
+    cell_class = ElmanCell
+
+
+class GatedRNN(_StackedRNN):
+    """Multi-layer simple gated RNN (see :class:`rnnkit.cells.GatedCell`)."""
+    cell_class = GatedCell
+
+
+class LeakyRNN(_StackedRNN):
+    """Multi-layer leaky RNN; ``alpha=``, ``learn_alpha=`` go to :class:`rnnkit.cells.LeakyCell`."""
+    cell_class = LeakyCell

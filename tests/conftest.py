@@ -1,0 +1,36 @@
+import zlib
+
+import pytest
+import torch
+
+F64 = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def _seeded(request):
+    """Each test gets its own seed (from its name): reproducible, yet different per test."""
+    torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))
+    yield
+
+
+def grads_of(module, *tensors):
+    """Gradients of every parameter (by name) and of the given leaf tensors."""
+    named = {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+    for i, t in enumerate(tensors):
+        named[f"input{i}"] = t.grad.clone()
+    return named
+
+
+def assert_close(a, b, rtol=1e-6, atol=1e-10, what=""):
+    if isinstance(a, (tuple, list)):
+        assert type(a) is type(b) or isinstance(b, (tuple, list)), what
+        assert len(a) == len(b), what
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_close(x, y, rtol, atol, f"{what}[{i}]")
+        return
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), f"{what}: {sorted(a)} vs {sorted(b)}"
+        for k in a:
+            assert_close(a[k], b[k], rtol, atol, f"{what}.{k}")
+        return
+    torch.testing.assert_close(a, b, rtol=rtol, atol=atol, msg=lambda m: f"{what}: {m}")

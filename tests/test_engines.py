@@ -1,0 +1,101 @@
+"""Every engine agrees with the reference ``loop`` engine: outputs, final state, all gradients."""
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+import rnnkit
+from rnnkit.cells import Cell, ElmanCell, GatedCell, GRUCell, JordanCell, LeakyCell, LSTMCell
+from rnnkit.engines import AUTO_PREFERENCE, ENGINES
+
+from conftest import F64, assert_close
+
+NATIVE_CELLS = {
+    "elman-tanh": lambda x, h, bias: ElmanCell(x, h, bias, dtype=F64),
+    "elman-relu": lambda x, h, bias: ElmanCell(x, h, bias, nonlinearity="relu", dtype=F64),
+    "lstm": lambda x, h, bias: LSTMCell(x, h, bias, dtype=F64),
+    "gru": lambda x, h, bias: GRUCell(x, h, bias, dtype=F64),
+}
+
+
+def run_with_grads(layer, x, state, lengths):
+    x = x.clone().requires_grad_()
+    state = tuple(s.clone().requires_grad_() for s in state)
+    out, final = layer(x, state[0] if len(state) == 1 else state, lengths)
+    final = (final,) if isinstance(final, torch.Tensor) else final
+    # random projections of every result, so every gradient path carries signal
+    g = torch.Generator().manual_seed(7)
+    loss = (out * torch.randn(out.shape, generator=g, dtype=F64)).sum()
+    for f in final:
+        loss = loss + (f * torch.randn(f.shape, generator=g, dtype=F64)).sum()
+    layer.zero_grad()
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in layer.named_parameters()}
+    grads["x"] = x.grad
+    grads.update({f"state{i}": s.grad for i, s in enumerate(state)})
+    return out.detach(), tuple(f.detach() for f in final), grads
+
+
+@settings(max_examples=40, deadline=None)
+@given(kind=st.sampled_from(sorted(NATIVE_CELLS)), batch=st.integers(1, 5), steps=st.integers(1, 9),
+       input_size=st.integers(1, 6), hidden_size=st.integers(1, 7), bias=st.booleans(),
+       reverse=st.booleans(), ragged=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_native_equals_loop(kind, batch, steps, input_size, hidden_size, bias, reverse, ragged, seed):
+    torch.manual_seed(seed)
+    cell = NATIVE_CELLS[kind](input_size, hidden_size, bias)
+    x = torch.randn(batch, steps, input_size, dtype=F64)
+    state = tuple(torch.randn(batch, hidden_size, dtype=F64) for _ in range(2 if kind == "lstm" else 1))
+    lengths = torch.randint(1, steps + 1, (batch,)) if ragged else None
+    native = rnnkit.Recurrent(cell, engine="native", reverse=reverse)
+    loop = rnnkit.Recurrent(cell, engine="loop", reverse=reverse)
+    assert_close(run_with_grads(native, x, state, lengths), run_with_grads(loop, x, state, lengths),
+                 what=f"{kind} native vs loop")
+
+
+@pytest.mark.parametrize("make, engine", [
+    (lambda: LSTMCell(3, 4), "native"), (lambda: GRUCell(3, 4), "native"),
+    (lambda: ElmanCell(3, 4), "native"), (lambda: ElmanCell(3, 4, nonlinearity="relu"), "native"),
+    (lambda: GatedCell(3, 4), "loop"), (lambda: LeakyCell(3, 4), "loop"),
+    (lambda: JordanCell(3, 4, output_size=2), "loop"),
+])
+def test_auto_picks_fastest_engine_that_runs_the_cell(make, engine):
+    assert rnnkit.Recurrent(make()).engine == engine
+
+
+def test_subclass_that_changes_the_maths_loses_the_native_kernel():
+    class PeepholeLSTM(LSTMCell):
+        def step(self, projected_t, state):
+            h, c = super().step(projected_t, state)
+            return h, 0.5 * c
+
+    cell = PeepholeLSTM(3, 4)
+    assert cell.native_mode() is None
+    assert rnnkit.Recurrent(cell).engine == "loop"
+    with pytest.raises(ValueError, match=r"engine 'native' cannot run this cell: PeepholeLSTM has no "
+                                         r"fused torch kernel"):
+        rnnkit.Recurrent(cell, engine="native")
+
+
+def test_engine_registry_is_the_one_place_engines_are_named():
+    assert set(AUTO_PREFERENCE) <= set(ENGINES)
+    assert ENGINES["loop"].supports(GatedCell(2, 2)) is None
+
+
+def test_loop_engine_runs_a_cell_defined_by_forward_only():
+    class Accumulator(Cell):
+        """s_t = s_{t-1} + x_t: the running sum, written with forward alone."""
+
+        def __init__(self, size):
+            super().__init__()
+            self.input_size = self.hidden_size = self.state_sizes = size
+
+        def forward(self, x_t, s):
+            return s + x_t
+
+    x = torch.randn(2, 6, 3, dtype=F64)
+    layer = rnnkit.Recurrent(Accumulator(3))
+    assert layer.engine == "loop"
+    out, final = layer(x, lengths=[6, 4])
+    assert_close(out[0], x[0].cumsum(0))
+    assert_close(out[1, :4], x[1, :4].cumsum(0))
+    assert torch.all(out[1, 4:] == 0)
+    assert_close(final[1], x[1, :4].sum(0))

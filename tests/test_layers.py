@@ -1,0 +1,210 @@
+"""Layers: torch.nn parity, variable lengths, depth, direction."""
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import rnnkit
+from rnnkit.cells import ElmanCell, GatedCell, GRUCell, LeakyCell, LSTMCell
+
+from conftest import F64, assert_close
+
+TWINS = [(rnnkit.LSTM, nn.LSTM, {}), (rnnkit.GRU, nn.GRU, {}), (rnnkit.ElmanRNN, nn.RNN, {}),
+         (rnnkit.ElmanRNN, nn.RNN, {"nonlinearity": "relu"})]
+
+
+def _forward_backward(module, x, state, lengths=None, packed=False):
+    """Outputs, final state and every gradient, for a random linear functional of both."""
+    x = x.clone().requires_grad_()
+    state = tuple(s.clone().requires_grad_() for s in state)
+    hx = state if len(state) > 1 else state[0]
+    if packed:
+        out, final = module(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False), hx)
+        out = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0]
+    elif lengths is None:
+        out, final = module(x, hx)
+    else:
+        out, final = module(x, hx, lengths)
+    final = final if isinstance(final, tuple) else (final,)
+    g = torch.Generator().manual_seed(3)
+    loss = (out * torch.randn(out.shape, generator=g, dtype=F64)).sum()
+    loss = loss + sum((f * torch.randn(f.shape, generator=g, dtype=F64)).sum() for f in final)
+    module.zero_grad()
+    loss.backward()
+    grads = {"x": x.grad, **{f"state{i}": s.grad for i, s in enumerate(state)}}
+    grads.update({p.data_ptr(): p.grad for p in module.parameters()})
+    return out.detach(), tuple(f.detach() for f in final), grads
+
+
+
+
+@pytest.mark.parametrize("ours_cls, torch_cls, extra", TWINS)
+@pytest.mark.parametrize("num_layers, bidirectional", [(1, False), (2, False), (1, True), (2, True)])
+@pytest.mark.parametrize("engine", ["auto", "loop"])
+def test_loaded_from_torch_state_dict_matches_torch(ours_cls, torch_cls, extra, num_layers,
+                                                    bidirectional, engine):
+    theirs = torch_cls(5, 7, num_layers=num_layers, bidirectional=bidirectional, batch_first=True,
+                       dtype=F64, **extra)
+    ours = ours_cls(5, 7, num_layers=num_layers, bidirectional=bidirectional, engine=engine,
+                    dtype=F64, **extra)
+    ours.load_state_dict(theirs.state_dict())
+    batch, directions = 3, 2 if bidirectional else 1
+    x = torch.randn(batch, 6, 5, dtype=F64)
+    state = tuple(torch.randn(num_layers * directions, batch, 7, dtype=F64)
+                  for _ in range(2 if torch_cls is nn.LSTM else 1))
+    out_t, final_t, grads_t = _forward_backward(theirs, x, state)
+    out_o, final_o, grads_o = _forward_backward(ours, x, state)
+    assert_close(out_o, out_t, what="outputs")
+    assert_close(final_o, final_t, what="final state")
+    assert_close(grads_o["x"], grads_t["x"], what="input grad")
+    for i in range(len(state)):
+        assert_close(grads_o[f"state{i}"], grads_t[f"state{i}"], what="initial-state grad")
+    # parameter gradients, matched by name through the torch -> rnnkit key mapping
+    remapped = dict(ours.state_dict())
+    torch_named = dict(theirs.named_parameters())
+    ours_by_value = {k: p for k, p in ours.named_parameters()}
+    for name, p in torch_named.items():
+        twin = [k for k in ours_by_value if torch.equal(remapped[k], p.detach())]
+        assert len(twin) == 1, name
+        assert_close(ours_by_value[twin[0]].grad, p.grad, what=f"grad {name}")
+
+
+@pytest.mark.parametrize("ours_cls, torch_cls, extra", TWINS)
+def test_lengths_match_torch_packed_sequences(ours_cls, torch_cls, extra):
+    theirs = torch_cls(4, 6, num_layers=2, bidirectional=True, batch_first=True, dtype=F64, **extra)
+    ours = ours_cls.from_torch(theirs)
+    lengths = torch.tensor([5, 2, 7, 1])
+    x = torch.randn(4, 7, 4, dtype=F64)
+    state = tuple(torch.randn(4, 4, 6, dtype=F64) for _ in range(2 if torch_cls is nn.LSTM else 1))
+    expected = _forward_backward(theirs, x, state, lengths, packed=True)
+    out, final, grads = _forward_backward(ours, x, state, lengths)
+    assert_close(out, expected[0], what="outputs")
+    assert_close(final, expected[1], what="final state")
+    assert_close(grads["x"], expected[2]["x"], what="input grad")
+
+
+def _layers():
+    return {
+        "lstm-native": lambda: rnnkit.Recurrent(LSTMCell(3, 4, dtype=F64)),
+        "gru-loop": lambda: rnnkit.Recurrent(GRUCell(3, 4, dtype=F64), engine="loop"),
+        "elman-reverse": lambda: rnnkit.Recurrent(ElmanCell(3, 4, dtype=F64), reverse=True),
+        "gated-reverse": lambda: rnnkit.Recurrent(GatedCell(3, 4, dtype=F64), reverse=True),
+        "bi-leaky": lambda: rnnkit.Bidirectional(rnnkit.Recurrent(LeakyCell(3, 4, dtype=F64)),
+                                                 rnnkit.Recurrent(LeakyCell(3, 4, dtype=F64), reverse=True)),
+        "deep-bi-lstm": lambda: rnnkit.LSTM(3, 4, num_layers=2, bidirectional=True, dtype=F64),
+        "deep-residual-gru": lambda: rnnkit.Stack(
+            [rnnkit.Recurrent(GRUCell(3, 4, dtype=F64)), rnnkit.Recurrent(GRUCell(4, 4, dtype=F64)),
+             rnnkit.Recurrent(GRUCell(4, 4, dtype=F64), reverse=True)], residual=True),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_layers()))
+def test_each_sequence_in_a_padded_batch_gives_what_it_gives_alone(name):
+    layer = _layers()[name]()
+    lengths = [6, 1, 4, 3]
+    x = torch.randn(4, 6, 3, dtype=F64)
+    for b, n in enumerate(lengths):
+        x[b, n:] = 1e3 * torch.randn(6 - n, 3, dtype=F64)             # garbage in the padding
+    out, final = layer(x, lengths=lengths)
+    for b, n in enumerate(lengths):
+        alone_out, alone_final = layer(x[b:b + 1, :n])
+        assert_close(out[b:b + 1, :n], alone_out, what=f"{name} outputs of sequence {b}")
+        assert torch.all(out[b, n:] == 0), "outputs past a sequence's end must be zero"
+        pick = lambda s: s[:, b:b + 1] if isinstance(layer, rnnkit.LSTM) else s[b:b + 1]
+        assert_close(_map(pick, final), alone_final, what=f"{name} final state of sequence {b}")
+
+
+def _map(fn, state):
+    if isinstance(state, torch.Tensor):
+        return fn(state)
+    return type(state)(_map(fn, s) for s in state) if isinstance(state, tuple) else [_map(fn, s) for s in state]
+
+
+def test_reverse_layer_reads_each_sequence_from_its_own_end():
+    cell = ElmanCell(2, 3, dtype=F64)
+    x = torch.randn(2, 5, 2, dtype=F64)
+    out, final = rnnkit.Recurrent(cell, reverse=True)(x, lengths=[5, 3])
+    fwd_out, fwd_final = rnnkit.Recurrent(cell)(x[1:, :3].flip(1))
+    assert_close(out[1, :3], fwd_out[0].flip(0))
+    assert_close(final[1], fwd_final[0])
+
+
+def test_batch_first_false_and_unbatched_inputs_agree_with_batch_first():
+    cell = LSTMCell(3, 4, dtype=F64)
+    x = torch.randn(2, 5, 3, dtype=F64)
+    out, (h, c) = rnnkit.Recurrent(cell)(x)
+    out_tf, (h_tf, c_tf) = rnnkit.Recurrent(cell, batch_first=False)(x.transpose(0, 1))
+    assert_close(out_tf.transpose(0, 1), out)
+    assert_close((h_tf, c_tf), (h, c))
+    out_one, (h_one, _) = rnnkit.Recurrent(cell)(x[0])
+    assert_close(out_one, out[0])
+    assert_close(h_one, h[0])
+
+
+def test_stack_composes_layers_with_residual_connections_and_dropout_between():
+    first, second = rnnkit.Recurrent(GRUCell(3, 4, dtype=F64)), rnnkit.Recurrent(GatedCell(4, 4, dtype=F64))
+    deep = rnnkit.Stack([first, second], dropout=0.5, residual=True).eval()
+    x = torch.randn(2, 5, 3, dtype=F64)
+    h1, s1 = first(x)
+    h2, s2 = second(h1)
+    out, states = deep(x)
+    assert_close(out, h2 + h1)
+    assert_close(states, [s1, s2])
+    deep.train()
+    torch.manual_seed(0)
+    out_train, _ = deep(x)
+    torch.manual_seed(0)
+    mask = torch.nn.functional.dropout(torch.ones_like(h1), 0.5, True)
+    assert_close(out_train, second(h1 * mask)[0] + h1)
+
+
+def test_shortcut_dropout_is_applied_between_layers_only_in_training():
+    lstm = rnnkit.LSTM(3, 4, num_layers=2, dropout=0.9, dtype=F64)
+    x = torch.randn(2, 5, 3, dtype=F64)
+    lstm.eval()
+    assert_close(lstm(x)[0], lstm(x)[0])
+    lstm.train()
+    assert not torch.allclose(lstm(x)[0], lstm(x)[0])
+
+
+def test_bidirectional_merges_by_concat_or_sum():
+    fwd, bwd = rnnkit.Recurrent(GRUCell(3, 4, dtype=F64)), rnnkit.Recurrent(GRUCell(3, 4, dtype=F64), reverse=True)
+    x = torch.randn(2, 5, 3, dtype=F64)
+    of, sf = fwd(x)
+    ob, sb = bwd(x)
+    out, (state_f, state_b) = rnnkit.Bidirectional(fwd, bwd)(x)
+    assert_close(out, torch.cat([of, ob], -1))
+    assert_close((state_f, state_b), (sf, sb))
+    out_sum, _ = rnnkit.Bidirectional(fwd, bwd, merge="sum")(x)
+    assert_close(out_sum, of + ob)
+
+
+def test_state_dict_round_trip_and_torch_names_both_load():
+    a = rnnkit.GRU(3, 4, num_layers=2, bidirectional=True)
+    b = rnnkit.GRU(3, 4, num_layers=2, bidirectional=True)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 5, 3)
+    assert_close(a(x), b(x))
+    theirs = nn.GRU(3, 4, num_layers=2, bidirectional=True, batch_first=True)
+    theirs.load_state_dict({k: v for k, v in zip(dict(theirs.state_dict()), _torch_ordered(a))})
+    c = rnnkit.GRU(3, 4, num_layers=2, bidirectional=True)
+    c.load_state_dict(theirs.state_dict())
+    assert_close(c(x), theirs(x))
+
+
+def _torch_ordered(model):
+    values = []
+    for layer in model.stack.layers:
+        for side in (layer.forward_layer, layer.backward_layer):
+            values += [p.detach().clone() for p in side.cell.flat_weights()]
+    return values
+
+
+def test_shortcuts_take_cell_options():
+    leaky = rnnkit.LeakyRNN(3, 4, alpha=0.25)
+    assert torch.all(leaky.stack.layers[0].cell.alpha == 0.25)
+    relu = rnnkit.ElmanRNN(3, 4, nonlinearity="relu")
+    out, _ = relu(torch.randn(2, 5, 3))
+    assert (out >= 0).all()
+    gated = rnnkit.GatedRNN(3, 4, num_layers=2)
+    assert gated.engine == "loop" and gated(torch.randn(2, 5, 3))[1].shape == (2, 2, 4)
