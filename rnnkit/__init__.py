@@ -1,14 +1,14 @@
 """rnnkit: recurrent neural networks as state machines ``s_t = f_s(s_{t-1}, x_t)``, ``y_t = f_o(s_t)``.
 
 Cells (:mod:`rnnkit.cells`) define one step; engines (:mod:`rnnkit.engines`)
-carry a cell through time; layers compose them; readouts turn states into
-distributions; :mod:`rnnkit.reference` proves the gradients right.
+carry a cell through time; layers compose them; readouts (:mod:`rnnkit.readouts`)
+turn states into distributions; :mod:`rnnkit.reference` proves the gradients right.
 """
-from . import cells, engines
+from . import cells, engines, machine, readouts, reference
 from .layers import Bidirectional, Recurrent, Stack
 from .shortcuts import GRU, LSTM, ElmanRNN, GatedRNN, LeakyRNN
 
 __version__ = "0.1.0"
 
-__all__ = ["cells", "engines", "Recurrent", "Stack", "Bidirectional",
-           "LSTM", "GRU", "ElmanRNN", "GatedRNN", "LeakyRNN", "__version__"]
+__all__ = ["cells", "engines", "machine", "readouts", "reference", "Recurrent", "Stack",
+           "Bidirectional", "LSTM", "GRU", "ElmanRNN", "GatedRNN", "LeakyRNN", "__version__"]

@@ -1,0 +1,98 @@
+"""The ``rnnkit`` command line."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+
+__all__ = ["main"]
+
+
+def _demo(args) -> int:
+    """Delayed recall: read a symbol, wait ``delay`` steps, say it again.
+
+    The vanishing-gradient story in seconds: to learn the task, the error signal
+    must travel back ``delay`` steps; an Elman RNN's gradient shrinks along the way,
+    so it stops learning as the delay grows, while gated cells keep a path open.
+    The summary line is computed from the measured accuracies.
+    """
+    from tqdm import tqdm
+
+    import rnnkit
+    from rnnkit.readouts import CategoricalReadout
+
+    torch.manual_seed(args.seed)
+    symbols, steps = 4, args.delay + 1
+
+    def batch(size):
+        first = torch.randint(symbols, (size,))
+        x = torch.zeros(size, steps, symbols + 1)
+        x[:, 0, :symbols] = torch.nn.functional.one_hot(first, symbols).float()
+        x[:, 1:, symbols] = torch.randn(size, steps - 1)            # distracting noise
+        return x, first
+
+    print(f"delayed recall of 1 of {symbols} symbols after {args.delay} noisy steps "
+          f"(chance accuracy {1 / symbols:.0%}); {args.steps} Adam steps per model")
+    results = {}
+    for name, cls in [("elman", rnnkit.ElmanRNN), ("gated", rnnkit.GatedRNN),
+                      ("gru", rnnkit.GRU), ("lstm", rnnkit.LSTM)]:
+        rnn, readout = cls(symbols + 1, args.hidden_size), CategoricalReadout(args.hidden_size, symbols)
+        params = list(rnn.parameters()) + list(readout.parameters())
+        opt = torch.optim.Adam(params, lr=args.lr)
+        start = time.perf_counter()
+        bar = tqdm(range(args.steps), desc=f"{name:5} ({rnn.engine})", leave=False, disable=True if args.quiet else None)
+        for _ in bar:
+            x, first = batch(64)
+            out, _ = rnn(x)
+            loss = -readout.log_prob(first, out[:, -1]).mean()
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        with torch.no_grad():
+            x, first = batch(1000)
+            out, _ = rnn(x)
+            accuracy = (readout.logits(out[:, -1]).argmax(-1) == first).float().mean().item()
+        results[name] = accuracy
+        print(f"  {name:6} engine={rnn.engine:6} test accuracy {accuracy:6.1%}  "
+              f"({time.perf_counter() - start:4.1f} s)")
+    solved = [n for n, a in results.items() if a >= 0.95]
+    unsolved = [n for n, a in results.items() if a < 0.95]
+    print(f"solved (>= 95%): {', '.join(solved) or 'none'}; not solved: {', '.join(unsolved) or 'none'}"
+          f" -- try --delay 10 and --delay 60 to see where each cell gives up")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rnnkit", description="Recurrent neural networks as state machines.")
+    parser.add_argument("--version", action="version", version=f"rnnkit {__import__('rnnkit').__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo = commands.add_parser("demo", help="train Elman, gated, GRU and LSTM cells on delayed recall (~20 s)",
+                               description=_demo.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    demo.add_argument("--delay", type=int, default=30, help="steps between the symbol and its recall (default 30)")
+    demo.add_argument("--steps", type=int, default=600, help="training steps per model (default 600)")
+    demo.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
+    demo.add_argument("--hidden-size", type=int, default=32, help="hidden units (default 32)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    for name in ("delay", "steps", "hidden_size"):
+        if getattr(args, name, 1) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
