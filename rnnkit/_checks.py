@@ -10,6 +10,25 @@ from torch import Tensor
 from .cells.base import State, state_tensors
 
 
+def check_features(owner: str, what: str, x, size: int, like: Tensor | None, holder: str) -> Tensor:
+    """``x`` is a tensor whose last dimension is ``size``, on the dtype and device of
+    ``like`` (a parameter or buffer of ``holder``: "layer", "readout", "system")."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{owner}: expected the {what} to be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() == 0 or x.shape[-1] != size:
+        got = x.shape[-1] if x.dim() else "a scalar"
+        raise ValueError(f"{owner}: expected {what} of size {size} in the last dimension, got {got}")
+    if like is not None:
+        if x.dtype != like.dtype:
+            raise TypeError(f"{owner}: {what} dtype {x.dtype} does not match the {holder}'s dtype "
+                            f"{like.dtype}; convert the {what} with .to({like.dtype}) or the {holder} "
+                            f"with .to({x.dtype})")
+        if x.device != like.device:
+            raise ValueError(f"{owner}: {what} is on {x.device} but the {holder} is on {like.device}; "
+                             f"move one of them with .to(device)")
+    return x
+
+
 def check_input(owner: str, x, input_size: int, like: Tensor | None, batch_first: bool) -> Tensor:
     if not isinstance(x, Tensor):
         raise TypeError(f"{owner}: expected the input to be a torch.Tensor, got {type(x).__name__}")
@@ -17,20 +36,10 @@ def check_input(owner: str, x, input_size: int, like: Tensor | None, batch_first
     if x.dim() not in (2, 3):
         raise ValueError(f"{owner}: expected input of rank 3 {layout}, or rank 2 (time, features) "
                          f"for one unbatched sequence, got rank {x.dim()} with shape {tuple(x.shape)}")
-    if x.shape[-1] != input_size:
-        raise ValueError(f"{owner}: expected input of size {input_size} in the last dimension, "
-                         f"got {x.shape[-1]}")
     if not x.is_floating_point():
         raise TypeError(f"{owner}: expected a floating-point input, got {x.dtype}; "
                         f"convert it with x.float() (token ids go through an embedding first)")
-    if like is not None:
-        if x.dtype != like.dtype:
-            raise TypeError(f"{owner}: input dtype {x.dtype} does not match the parameters' dtype "
-                            f"{like.dtype}; convert the input with .to({like.dtype}) or the layer "
-                            f"with .to({x.dtype})")
-        if x.device != like.device:
-            raise ValueError(f"{owner}: input is on {x.device} but the parameters are on "
-                             f"{like.device}; move one of them with .to(device)")
+    check_features(owner, "input", x, input_size, like, "layer")
     time_dim = 0 if (x.dim() == 2 or not batch_first) else 1
     if x.shape[time_dim] == 0:
         raise ValueError(f"{owner}: expected at least one time step, got an input of shape {tuple(x.shape)}")

@@ -25,6 +25,8 @@ from typing import Any, Callable, Hashable, Iterable, Mapping, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from ._checks import check_features
+
 __all__ = ["StateMachine", "FiniteStateMachine", "LTISystem", "RationalRNN", "rational_sqrt2"]
 
 
@@ -381,16 +383,7 @@ class LTISystem(nn.Module):
         if xs.dim() not in (2, 3):
             raise ValueError(f"{owner}: expected input of shape (batch, T, input_size) or (T, input_size), "
                              f"got shape {tuple(xs.shape)}")
-        if xs.shape[-1] != self.input_size:
-            raise ValueError(f"{owner}: expected input with last dimension input_size = {self.input_size}, "
-                             f"got {xs.shape[-1]} (input shape {tuple(xs.shape)})")
-        if xs.dtype != self.A.dtype:
-            raise TypeError(f"{owner}: input dtype {xs.dtype} does not match the system's dtype "
-                            f"{self.A.dtype}; convert the input with .to({self.A.dtype}) or the system "
-                            f"with .to({xs.dtype})")
-        if xs.device != self.A.device:
-            raise ValueError(f"{owner}: input is on {xs.device} but the system is on {self.A.device}; "
-                             f"move one of them with .to(device)")
+        check_features(owner, "input", xs, self.input_size, self.A, "system")
         return xs
 
     def _check_state(self, state, batch: int, unbatched: bool) -> Tensor:

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import check_lengths
+from ._checks import check_features, check_lengths
 from .cells.base import check_sizes
 
 __all__ = ["Readout", "CategoricalReadout", "GaussianReadout", "BernoulliReadout",
@@ -103,21 +103,7 @@ class Readout(nn.Module):
 
     # ----- checks ------------------------------------------------------------
     def _check_hidden(self, h) -> Tensor:
-        owner = type(self).__name__
-        if not isinstance(h, Tensor):
-            raise TypeError(f"{owner}: expected the hidden state to be a torch.Tensor, got {type(h).__name__}")
-        if h.dim() == 0 or h.shape[-1] != self.hidden_size:
-            got = h.shape[-1] if h.dim() else "a scalar"
-            raise ValueError(f"{owner}: expected hidden state with last dimension {self.hidden_size}, "
-                             f"got {got} (hidden state shape {tuple(h.shape)})")
-        if h.dtype != self.weight.dtype:
-            raise TypeError(f"{owner}: hidden state dtype {h.dtype} does not match the readout's dtype "
-                            f"{self.weight.dtype}; convert the hidden state with .to({self.weight.dtype}) "
-                            f"or the readout with .to({h.dtype})")
-        if h.device != self.weight.device:
-            raise ValueError(f"{owner}: hidden state is on {h.device} but the readout is on "
-                             f"{self.weight.device}; move one of them with .to(device)")
-        return h
+        return check_features(type(self).__name__, "hidden state", h, self.hidden_size, self.weight, "readout")
 
     def _check_target_tensor(self, y, h: Tensor) -> Tensor:
         owner = type(self).__name__

@@ -80,6 +80,8 @@ def test_lstm_forget_bias_starts_at_one_by_default_and_is_configurable():
     assert_close(cell.bias_ih[H:2 * H] + cell.bias_hh[H:2 * H], torch.ones(H))
     cell = LSTMCell(X, H, forget_bias=3.0)
     assert_close(cell.bias_ih[H:2 * H] + cell.bias_hh[H:2 * H], torch.full((H,), 3.0))
+    gated = GatedCell(X, H, gate_bias=-2.0)
+    assert_close(gated.bias_ih[:H] + gated.bias_hh[:H], torch.full((H,), -2.0))
     plain = LSTMCell(X, H, forget_bias=None)
     assert plain.bias_ih[H:2 * H].abs().max() <= 1 / H ** 0.5
 

@@ -75,7 +75,7 @@ def test_state_of_the_wrong_shape():
 
 
 def test_mismatched_dtype():
-    with raises(TypeError, "LSTM: input dtype torch.float32 does not match the parameters' dtype "
+    with raises(TypeError, "LSTM: input dtype torch.float32 does not match the layer's dtype "
                            "torch.float64; convert the input with .to(torch.float64) or the layer "
                            "with .to(torch.float32)"):
         rnnkit.LSTM(3, 4, dtype=torch.float64)(torch.randn(2, 5, 3))
@@ -87,7 +87,7 @@ def test_mismatched_dtype():
 def test_mismatched_device():
     # the meta device stands in for a GPU: it is a real, different device on every machine
     layer = rnnkit.GRU(3, 4, device="meta")
-    with raises(ValueError, "GRU: input is on cpu but the parameters are on meta; move one of them "
+    with raises(ValueError, "GRU: input is on cpu but the layer is on meta; move one of them "
                             "with .to(device)"):
         layer(torch.randn(2, 5, 3))
     with raises(ValueError, "Recurrent(GRUCell): state is on meta but the input is on cpu"):

@@ -304,7 +304,7 @@ def test_make_readout_builds_each_family_and_lists_choices_for_unknown_ones():
 
 def test_hidden_state_errors_name_the_class_and_both_sizes():
     readout = CategoricalReadout(32, 10)
-    with pytest.raises(ValueError, match=r"CategoricalReadout: expected hidden state with last dimension 32, got 31"):
+    with pytest.raises(ValueError, match=r"CategoricalReadout: expected hidden state of size 32 in the last dimension, got 31$"):
         readout(torch.randn(4, 31))
     with pytest.raises(TypeError, match=r"PoissonReadout: hidden state dtype torch.float64 does not match "
                                         r"the readout's dtype torch.float32"):

@@ -143,6 +143,13 @@ class GatedWeightsMixin:
                 if p is not None:
                     p.uniform_(-bound, bound)
 
+    def _set_chunk_bias(self, chunk: int, value: float) -> None:
+        """Start gate ``chunk``'s total bias (``bias_ih + bias_hh``) at ``value``."""
+        rows = slice(chunk * self.hidden_size, (chunk + 1) * self.hidden_size)
+        with torch.no_grad():
+            self.bias_ih[rows] = value
+            self.bias_hh[rows] = 0.0
+
     def _project(self, x: Tensor) -> Tensor:
         return torch.nn.functional.linear(x, self.weight_ih, self.bias_ih)
 

@@ -38,9 +38,7 @@ class GatedCell(GatedWeightsMixin, Cell):
     def reset_parameters(self) -> None:
         self._init_uniform()
         if self.bias and self.gate_bias is not None:
-            with torch.no_grad():
-                self.bias_ih[: self.hidden_size] = self.gate_bias
-                self.bias_hh[: self.hidden_size] = 0.0
+            self._set_chunk_bias(0, self.gate_bias)          # chunks: gate, candidate
 
     def project_inputs(self, x: Tensor) -> Tensor:
         return self._project(x)                     # (..., 2H)

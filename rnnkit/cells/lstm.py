@@ -25,7 +25,7 @@ class LSTMCell(GatedWeightsMixin, Cell):
     >>> import torch, rnnkit
     >>> cell = rnnkit.cells.LSTMCell(3, 5)
     >>> h, c = cell(torch.randn(2, 3), cell.initial_state(2))
-    >>> float(cell.bias_ih[5:10].mean() + cell.bias_hh[5:10].mean())
+    >>> float((cell.bias_ih[5:10] + cell.bias_hh[5:10]).mean().detach())
     1.0
     """
 
@@ -42,10 +42,7 @@ class LSTMCell(GatedWeightsMixin, Cell):
     def reset_parameters(self) -> None:
         self._init_uniform()
         if self.bias and self.forget_bias is not None:
-            forget = slice(self.hidden_size, 2 * self.hidden_size)
-            with torch.no_grad():
-                self.bias_ih[forget] = self.forget_bias
-                self.bias_hh[forget] = 0.0
+            self._set_chunk_bias(1, self.forget_bias)        # gate order i, f, g, o
 
     def project_inputs(self, x: Tensor) -> Tensor:
         return self._project(x)                     # (..., 4H)
