@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import math
+import shlex
 import sys
 import time
+from pathlib import Path
 
 import torch
+
+from . import __version__
+from .models.language_model import CELL_NETWORKS
 
 __all__ = ["main"]
 
@@ -66,9 +72,134 @@ def _demo(args) -> int:
     return 0
 
 
+def _load_corpus(data: str | None) -> tuple[str, str]:
+    from .data import default_corpus, describe_default_corpus, read_text
+
+    if data is None:
+        return default_corpus(), describe_default_corpus()
+    text = read_text(data)
+    where = "standard input" if data == "-" else f"'{data}'"
+    return text, f"{len(text):,} characters from {where}"
+
+
+def _train(args) -> int:
+    from .data import Vocabulary, split_train_validation
+    from .models import LanguageModel, LanguageModelConfig, bits_per_token
+    from .train import TrainConfig, Trainer, TrainingDiverged, read_checkpoint
+    from .train.distributed import is_main, setup, teardown
+
+    out = Path(args.out)
+    if args.resume:
+        _, saved, _ = read_checkpoint(out, "latest")
+        vocab = Vocabulary.from_dict(saved["vocabulary"])
+        model_config = LanguageModelConfig.from_dict(saved["model"])
+        train_values = dict(saved["training"])
+        for limit in ("max_minutes", "max_epochs", "max_steps"):   # limits may be extended
+            if getattr(args, limit) is not None:
+                train_values[limit] = getattr(args, limit)
+        train_config = TrainConfig.from_dict(train_values)
+        data = saved.get("data")
+    else:
+        if out.exists() and any(out.iterdir()):
+            raise ValueError(f"'{out}' already holds files; pass --resume to continue that run, or "
+                             f"--out NEW_DIRECTORY to start another")
+        data = args.data
+        model_config = None
+        train_config = TrainConfig(
+            batch_size=args.batch_size, truncation=args.truncation, optimizer=args.optimizer, lr=args.lr,
+            weight_decay=args.weight_decay, clip_norm=args.clip_norm or None, clip_value=args.clip_value,
+            schedule=args.schedule, warmup=args.warmup, max_minutes=args.max_minutes,
+            max_epochs=args.max_epochs, max_steps=args.max_steps, eval_every=args.eval_every,
+            early_stopping=args.early_stopping, seed=args.seed)
+    text, description = _load_corpus(data)
+    rank, world, device = setup()
+    if args.resume:
+        ids = torch.tensor(vocab.encode(text), dtype=torch.long)
+    else:
+        vocab = Vocabulary.build(text, level=args.level)
+        ids = torch.tensor(vocab.encode(text), dtype=torch.long)
+        model_config = LanguageModelConfig(
+            vocab_size=len(vocab), cell=args.cell, hidden_size=args.hidden_size,
+            num_layers=args.num_layers, embedding_size=args.embedding_size, dropout=args.dropout,
+            tie_weights=args.tie_weights)
+    train_ids, validation_ids = split_train_validation(ids, args.validation_fraction if not args.resume
+                                                       else 0.1)
+    torch.manual_seed(train_config.seed)
+    model = LanguageModel(model_config)
+    if is_main():
+        print(f"corpus: {description}; {len(vocab)} {vocab.level} tokens in the vocabulary; "
+              f"{len(train_ids):,} for training, {len(validation_ids):,} for validation")
+        params = sum(p.numel() for p in model.parameters())
+        print(f"model: {model_config.cell} x{model_config.num_layers}, hidden {model_config.hidden_size}, "
+              f"{params:,} parameters, engine {model.rnn.engine}, on {device}"
+              f"{f', {world} processes' if world > 1 else ''}")
+    trainer = Trainer(model, train_config, out, progress=not args.quiet,
+                      checkpoint_config={"model": model_config.to_dict(), "vocabulary": vocab.to_dict(),
+                                         "data": data, "rnnkit_version": __version__})
+    try:
+        summary = trainer.fit(train_ids, validation_ids, resume=args.resume)
+    except TrainingDiverged as error:
+        print(f"rnnkit: training stopped: {error}", file=sys.stderr)
+        return 1
+    finally:
+        teardown()
+    if is_main():
+        loss = summary["validation_loss"]
+        print(f"\nvalidation loss {loss:.4f} nats/{vocab.level} (perplexity {math.exp(loss):.2f}, "
+              f"{bits_per_token(loss):.3f} bits/{vocab.level}) after {summary['steps']:,} steps, "
+              f"{summary['tokens']:,} tokens, {summary['seconds']:.0f} s "
+              f"({summary['tokens_per_second'] / 1e3:.1f}k tokens/s)")
+        print(f"run directory: {out}")
+        if summary["plot"]:
+            print(f"loss plot:     {summary['plot']}")
+        else:
+            print("loss plot:     not written (pip install 'rnnkit[plot]' for matplotlib)")
+        print(f"sample from it: rnnkit sample {shlex.quote(str(out))} --length 500")
+    return 0
+
+
+def _sample(args) -> int:
+    from .generate import stream
+    from .models import load_language_model
+
+    model, vocab, _ = load_language_model(args.run_dir, args.checkpoint)
+    # stream() checks the options and the prime when called, before anything is printed
+    pieces = stream(model, vocab, args.prime, length=args.length, temperature=args.temperature,
+                    top_k=args.top_k, top_p=args.top_p, greedy=args.greedy, seed=args.seed)
+    sys.stdout.write(args.prime)
+    for piece in pieces:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .data import read_text
+    from .models import bits_per_token, load_language_model
+
+    model, vocab, _ = load_language_model(args.run_dir, args.checkpoint)
+    ids = torch.tensor(vocab.encode(read_text(args.data)), dtype=torch.long)
+    if len(ids) < 2:
+        raise ValueError(f"'{args.data}' holds {len(ids)} token(s); evaluation needs at least 2")
+    total, count, state = 0.0, 0, None
+    with torch.no_grad():
+        for start in range(0, len(ids) - 1, 4096):
+            chunk = ids[start: start + 4097].unsqueeze(0)
+            loss, state = model.loss(chunk[:, :-1], chunk[:, 1:], state)
+            total += loss.item() * (chunk.shape[1] - 1)
+            count += chunk.shape[1] - 1
+    loss = total / count
+    unknown = sum(1 for i in ids.tolist() if i == vocab.unk_id)
+    print(f"{count:,} {vocab.level} tokens: loss {loss:.4f} nats/{vocab.level}, perplexity "
+          f"{math.exp(loss):.3f}, {bits_per_token(loss):.4f} bits/{vocab.level}"
+          + (f" ({unknown:,} unknown tokens counted as <unk>)" if unknown else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rnnkit", description="Recurrent neural networks as state machines.")
-    parser.add_argument("--version", action="version", version=f"rnnkit {__import__('rnnkit').__version__}")
+    parser.add_argument("--version", action="version", version=f"rnnkit {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = commands.add_parser("demo", help="train Elman, gated, GRU and LSTM cells on delayed recall (~20 s)",
                                description=_demo.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -79,6 +210,68 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(run=_demo)
+
+    train = commands.add_parser(
+        "train", help="train a language model on a text corpus",
+        description="Train a character (or word) language model with truncated backpropagation through "
+                    "time. With no --data it trains on a fixed selection of Python's own standard-library "
+                    "source, which every Python installation has.")
+    data = train.add_argument_group("data")
+    data.add_argument("--data", metavar="PATH", help="UTF-8 text file, directory of them, or - for stdin "
+                      "(default: the built-in corpus)")
+    data.add_argument("--level", choices=["char", "word"], default="char", help="tokens (default char)")
+    data.add_argument("--validation-fraction", type=float, default=0.1,
+                      help="last fraction of the corpus held out (default 0.1)")
+    model = train.add_argument_group("model")
+    model.add_argument("--cell", default="lstm", choices=sorted(CELL_NETWORKS), help="recurrent cell (default lstm)")
+    model.add_argument("--hidden-size", type=int, default=256, help="hidden units per layer (default 256)")
+    model.add_argument("--num-layers", type=int, default=1, help="stacked layers (default 1)")
+    model.add_argument("--embedding-size", type=int, default=64, help="token embedding size (default 64)")
+    model.add_argument("--dropout", type=float, default=0.0, help="dropout probability (default 0)")
+    model.add_argument("--tie-weights", action="store_true", help="share embedding and readout weights")
+    opt = train.add_argument_group("optimisation")
+    opt.add_argument("--truncation", type=int, default=64, help="BPTT steps per chunk (default 64)")
+    opt.add_argument("--batch-size", type=int, default=32, help="parallel streams per process (default 32)")
+    opt.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
+    opt.add_argument("--lr", type=float, default=1e-2, help="peak learning rate (default 1e-2)")
+    opt.add_argument("--weight-decay", type=float, default=0.0)
+    opt.add_argument("--schedule", choices=["cosine", "plateau", "constant"], default="cosine",
+                     help="learning-rate schedule (default cosine over the run)")
+    opt.add_argument("--warmup", type=float, default=0.02, help="warm-up fraction of the run (default 0.02)")
+    opt.add_argument("--clip-norm", type=float, default=1.0, help="global gradient-norm clip, 0 = off (default 1)")
+    opt.add_argument("--clip-value", type=float, default=None, help="element-wise gradient clip (default off)")
+    run = train.add_argument_group("run")
+    run.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget (default 2)")
+    run.add_argument("--max-epochs", type=float, default=None, help="passes over the training text")
+    run.add_argument("--max-steps", type=int, default=None, help="optimizer steps")
+    run.add_argument("--eval-every", type=int, default=500, help="steps between validations (default 500)")
+    run.add_argument("--early-stopping", type=int, default=None, metavar="N",
+                     help="stop after N validations without improvement")
+    run.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    run.add_argument("--out", default="runs/lm", help="run directory (default runs/lm)")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(run=_train)
+
+    sample = commands.add_parser("sample", help="generate text from a trained model",
+                                 description="Stream text from a trained language model, token by token.")
+    sample.add_argument("run_dir", metavar="RUN_DIR", help="the --out directory of a training run")
+    sample.add_argument("--prime", default="", help="text to start from")
+    sample.add_argument("--length", type=int, default=500, help="tokens to generate (default 500)")
+    sample.add_argument("--temperature", type=float, default=0.8, help="softmax temperature (default 0.8)")
+    sample.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens")
+    sample.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass in (0, 1]")
+    sample.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    sample.add_argument("--seed", type=int, default=None, help="random seed for reproducible samples")
+    sample.add_argument("--checkpoint", choices=["best", "latest"], default="best")
+    sample.set_defaults(run=_sample)
+
+    evaluate = commands.add_parser("evaluate", help="loss, perplexity and bits per token on a text",
+                                   description="Evaluate a trained language model on a text.")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR")
+    evaluate.add_argument("--data", required=True, metavar="PATH", help="text file, directory, or -")
+    evaluate.add_argument("--checkpoint", choices=["best", "latest"], default="best")
+    evaluate.set_defaults(run=_evaluate)
     return parser
 
 
@@ -88,10 +281,19 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    for name in ("delay", "steps", "hidden_size"):
-        if getattr(args, name, 1) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    return args.run(args)
+    for name in ("delay", "steps", "hidden_size", "num_layers", "embedding_size", "truncation",
+                 "batch_size", "length", "eval_every", "max_steps"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.command == "train" and not args.resume and args.max_minutes is None \
+            and args.max_epochs is None and args.max_steps is None:
+        args.max_minutes = 2.0
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"rnnkit {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

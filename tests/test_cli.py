@@ -28,3 +28,94 @@ def test_console_script_help_and_version():
     assert result.returncode == 0 and "demo" in result.stdout
     result = subprocess.run([sys.executable, "-m", "rnnkit.cli", "--version"], capture_output=True, text=True)
     assert result.stdout.strip() == "rnnkit 0.1.0"
+
+
+# ----- the main job: train, sample, evaluate ---------------------------------------------------
+
+SPEECH = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
+          "First Citizen:\nYou are all resolved rather to die than to famish?\n\n") * 30
+TINY = ["--hidden-size", "32", "--embedding-size", "16", "--batch-size", "4", "--truncation", "16",
+        "--eval-every", "10", "--quiet"]
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "speech.txt"
+    path.write_text(SPEECH)
+    return path
+
+
+def test_train_sample_evaluate_end_to_end(tmp_path, corpus, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(corpus), "--max-steps", "30", "--out", str(out), *TINY]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"validation loss \d\.\d{4} nats/char \(perplexity [\d.]+, [\d.]+ bits/char\) after 30 "
+                     r"steps", printed), printed
+    assert f"sample from it: rnnkit sample {out} --length 500" in printed
+    for name in ("latest", "best", "metrics.jsonl", "loss.png"):
+        assert (out / name).exists(), name
+    assert main(["sample", str(out), "--prime", "First", "--length", "40", "--seed", "3"]) == 0
+    first = capsys.readouterr().out
+    assert first.startswith("First") and len(first) == len("First") + 40 + 1
+    assert main(["sample", str(out), "--prime", "First", "--length", "40", "--seed", "3"]) == 0
+    assert capsys.readouterr().out == first                            # seeded: reproducible
+    assert main(["evaluate", str(out), "--data", str(corpus)]) == 0
+    assert re.match(r"[\d,]+ char tokens: loss \d\.\d{4} nats/char, perplexity [\d.]+, [\d.]+ bits/char",
+                    capsys.readouterr().out)
+
+
+def test_resume_continues_a_run_and_refuses_to_overwrite_one(tmp_path, corpus, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(corpus), "--max-steps", "20", "--out", str(out), *TINY]) == 0
+    assert main(["train", "--data", str(corpus), "--max-steps", "20", "--out", str(out), *TINY]) == 2
+    assert (f"'{out}' already holds files; pass --resume to continue that run, or --out NEW_DIRECTORY "
+            f"to start another") in capsys.readouterr().err
+    assert main(["train", "--resume", "--max-steps", "30", "--out", str(out), "--quiet"]) == 0
+    assert "after 30 steps" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "no such file or directory: '{path}'; pass --data a UTF-8 text file, a directory of them, "
+           "or - for standard input"),
+    (b"", "{path} is empty: there is no text to train on"),
+    (b"abc\x00\x01\x02", "{path} looks like a binary file (it contains NUL bytes); rnnkit trains on UTF-8 text"),
+    ("caf\u00e9 na\u00efve".encode("latin-1"), "{path} is not valid UTF-8 (first bad byte at offset 3)"),
+    (b"tiny", "the corpus has 4 tokens, too few"),
+])
+def test_bad_data_files_fail_clearly_and_write_nothing(tmp_path, capsys, content, message):
+    path = tmp_path / "data.txt"
+    if content is not None:
+        path.write_bytes(content)
+    out = tmp_path / "run"
+    code = main(["train", "--data", str(path), "--max-steps", "5", "--out", str(out), *TINY])
+    assert code == 2
+    assert message.format(path=path) in capsys.readouterr().err
+    assert not (out / "latest").exists()
+
+
+def test_unknown_cell_and_unknown_option_are_usage_errors(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--cell", "transformer"])
+    assert exit_info.value.code == 2
+    assert "argument --cell: invalid choice: 'transformer'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--hiddn-size", "8"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --hiddn-size" in capsys.readouterr().err
+
+
+def test_sampling_a_directory_without_a_checkpoint(tmp_path, capsys):
+    assert main(["sample", str(tmp_path)]) == 2
+    assert (f"'{tmp_path}' holds no rnnkit checkpoint (no 'best' file); pass the --out directory of an "
+            f"`rnnkit train` run, or train one first") in capsys.readouterr().err
+
+
+def test_prime_outside_the_vocabulary(tmp_path, corpus, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(corpus), "--max-steps", "5", "--out", str(out), *TINY]) == 0
+    capsys.readouterr()
+    assert main(["sample", str(out), "--prime", "Zebra\u00e9"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""                                          # nothing printed before the check
+    assert ("prime contains characters not in the vocabulary: 'Z', 'b', '\u00e9'; the model knows "
+            "33 characters") in captured.err

@@ -1,0 +1,23 @@
+"""The data layer of the language model that ``rnnkit train`` trains.
+
+- :mod:`~rnnkit.data.corpus`: read the text (a file, a directory, standard input,
+  or the default corpus of Python's own standard library) and split off validation.
+- :mod:`~rnnkit.data.vocab`: characters or words to ids and back.
+- :mod:`~rnnkit.data.batching`: contiguous streams cut into chunks for truncated BPTT.
+
+>>> from rnnkit.data import ContiguousBatches, Vocabulary, split_train_validation
+>>> text = "the cat sat on the mat\\n" * 20
+>>> vocab = Vocabulary.build(text, level="char")
+>>> train, validation = split_train_validation(vocab.encode(text))
+>>> batches = ContiguousBatches(train, batch_size=4, truncation=16)
+>>> len(vocab), len(train), len(validation), batches.stream_length, len(batches)
+(14, 414, 46, 103, 7)
+"""
+from .batching import ContiguousBatches, evaluation_batches
+from .corpus import (DEFAULT_CORPUS_MODULES, DataNotFoundError, default_corpus, describe_default_corpus,
+                     read_text, split_train_validation)
+from .vocab import LEVELS, SPECIAL_TOKENS, Vocabulary
+
+__all__ = ["Vocabulary", "LEVELS", "SPECIAL_TOKENS", "read_text", "DataNotFoundError",
+           "DEFAULT_CORPUS_MODULES", "default_corpus", "describe_default_corpus", "split_train_validation",
+           "ContiguousBatches", "evaluation_batches"]

@@ -1,0 +1,199 @@
+r"""Batches for truncated backpropagation through time over contiguous streams.
+
+A corpus of ``N`` token ids ``x_0 ... x_{N-1}`` is cut into ``S = batch_size *
+world_size`` streams that lie end to end, each of ``L = (N - 1) // S`` input
+positions. Stream ``s`` reads the inputs ``x_{sL} ... x_{sL+L-1}`` and predicts
+the targets one token ahead, ``x_{sL+1} ... x_{sL+L}``, so the target of a
+stream's last input is the first input of the next stream, and the single extra
+token that needs is why ``N - 1`` and not ``N`` is divided. The last
+``N - 1 - S L`` tokens (fewer than ``S``) are dropped; every other consecutive
+pair ``(x_i, x_{i+1})``, ``i < S L``, is a training example exactly once per epoch.
+
+An epoch walks the streams left to right in chunks of ``truncation`` steps::
+
+    stream 0:  [ chunk 0 ][ chunk 1 ] ... [ last ]      inputs  (batch_size, <= truncation)
+    stream 1:  [ chunk 0 ][ chunk 1 ] ... [ last ]      targets = inputs shifted by one
+    ...
+
+Row ``b`` of chunk ``k + 1`` continues row ``b`` of chunk ``k``, so the hidden state
+a model ends chunk ``k`` with is the right initial state for chunk ``k + 1``: the
+trainer carries it (detached) from chunk to chunk and resets it at the start of an
+epoch. Process ``rank`` of ``world_size`` takes streams
+``rank * batch_size ... (rank + 1) * batch_size - 1``; every process sees the same
+number of chunks, and together they see exactly the chunks of one process with
+``batch_size * world_size`` streams.
+
+>>> import torch
+>>> batches = ContiguousBatches(torch.arange(11), batch_size=2, truncation=3)
+>>> for inputs, targets in batches:
+...     print(inputs.tolist(), targets.tolist())
+[[0, 1, 2], [5, 6, 7]] [[1, 2, 3], [6, 7, 8]]
+[[3, 4], [8, 9]] [[4, 5], [9, 10]]
+>>> len(batches), batches.tokens_per_epoch, batches.state_dict()
+(2, 10, {'epoch': 1, 'chunk': 0})
+"""
+from __future__ import annotations
+
+from numbers import Integral
+from typing import Iterator, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+__all__ = ["ContiguousBatches", "evaluation_batches"]
+
+
+def _check_count(owner: str, name: str, value, fix: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{owner}: {name} must be an int, got {value!r} ({type(value).__name__})")
+    if value < 1:
+        raise ValueError(f"{owner}: {name} must be at least 1, got {value}; {fix}")
+    return int(value)
+
+
+def _as_ids(owner: str, ids) -> Tensor:
+    """``ids`` as a contiguous 1-D int64 tensor."""
+    if not isinstance(ids, Tensor):
+        if not isinstance(ids, Sequence) or not all(isinstance(i, Integral) for i in ids):
+            raise TypeError(f"{owner}: expected the token ids as a 1-D integer tensor or a list of ints, "
+                            f"got {type(ids).__name__}")
+        ids = torch.tensor(list(ids), dtype=torch.int64)
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise TypeError(f"{owner}: expected integer token ids, got dtype {ids.dtype}; "
+                        f"encode the text with Vocabulary.encode")
+    if ids.dim() != 1:
+        raise ValueError(f"{owner}: expected a 1-D sequence of token ids, got shape {tuple(ids.shape)}; "
+                         f"flatten it with ids.reshape(-1) if it is one stream")
+    return ids.to(torch.int64).contiguous()
+
+
+class ContiguousBatches:
+    """Chunks ``(inputs, targets)`` of ``batch_size`` parallel streams, for truncated BPTT.
+
+    Args:
+        ids: the corpus, token ids (N,).
+        batch_size: streams of this process, the rows of every chunk.
+        truncation: time steps per chunk, the BPTT truncation length; the last chunk
+            of an epoch holds what is left (``stream_length % truncation`` steps if
+            that is not 0).
+        rank, world_size: this process and how many share the corpus (data parallel).
+
+    Iterating yields int64 tensors ``inputs, targets`` of shape (batch_size, T),
+    ``T <= truncation``, with ``targets[:, t]`` the token after ``inputs[:, t]``.
+    ``len()`` is the number of chunks per epoch.
+
+    The position is resumable: ``chunk`` counts the chunks of the current ``epoch``
+    already handed out, and counts a chunk as soon as it is handed out, so a
+    checkpoint written after its optimiser step resumes at the next one.
+    Iteration starts where the position says; when an epoch's last chunk has been
+    handed out and the loop asks for more, ``epoch`` goes up by one and ``chunk``
+    back to 0. One pass at a time: two loops over the same object share the position.
+
+    >>> import torch
+    >>> batches = ContiguousBatches(torch.arange(1, 14), batch_size=3, truncation=2)
+    >>> batches.stream_length, len(batches)
+    (4, 2)
+    >>> inputs, targets = next(iter(batches))
+    >>> inputs.tolist(), targets.tolist(), batches.state_dict()
+    ([[1, 2], [5, 6], [9, 10]], [[2, 3], [6, 7], [10, 11]], {'epoch': 0, 'chunk': 1})
+    """
+
+    def __init__(self, ids: Union[Tensor, Sequence[int]], batch_size: int, truncation: int, *,
+                 rank: int = 0, world_size: int = 1):
+        owner = type(self).__name__
+        ids = _as_ids(owner, ids)
+        self.batch_size = _check_count(owner, "batch_size", batch_size, "pass --batch-size 1 or more")
+        self.truncation = _check_count(owner, "truncation", truncation, "pass --truncation 1 or more")
+        self.world_size = _check_count(owner, "world_size", world_size, "use 1 for a single process")
+        if isinstance(rank, bool) or not isinstance(rank, Integral) or not 0 <= rank < world_size:
+            raise ValueError(f"{owner}: rank must be an int from 0 to world_size - 1 = {world_size - 1}, "
+                             f"got {rank!r}")
+        self.rank = int(rank)
+
+        streams = self.batch_size * self.world_size
+        self.stream_length = (ids.numel() - 1) // streams
+        if self.stream_length < 1:
+            processes = "process" if self.world_size == 1 else "processes"
+            raise ValueError(f"the corpus has {ids.numel()} tokens, too few for {streams} streams "
+                             f"(batch_size {self.batch_size} × {self.world_size} {processes}) of at least "
+                             f"2 tokens each; use a smaller --batch-size or more text")
+        used = streams * self.stream_length
+        rows = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
+        self._inputs = ids[:used].view(streams, self.stream_length)[rows]            # (B, L)
+        self._targets = ids[1:used + 1].view(streams, self.stream_length)[rows]      # (B, L)
+        self._chunks = -(-self.stream_length // self.truncation)
+        self._epoch = 0
+        self._chunk = 0
+
+    def __len__(self) -> int:
+        return self._chunks
+
+    @property
+    def tokens_per_epoch(self) -> int:
+        """Targets this process predicts per epoch, ``batch_size * stream_length``
+        (times ``world_size`` for the whole run)."""
+        return self.batch_size * self.stream_length
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    @property
+    def chunk(self) -> int:
+        return self._chunk
+
+    def __iter__(self) -> Iterator[Tuple[Tensor, Tensor]]:
+        if self._chunk == self._chunks:     # the last epoch ended without the loop asking for more
+            self._epoch, self._chunk = self._epoch + 1, 0
+        while self._chunk < self._chunks:
+            start = self._chunk * self.truncation
+            self._chunk += 1
+            steps = slice(start, start + self.truncation)
+            yield self._inputs[:, steps].contiguous(), self._targets[:, steps].contiguous()
+        self._epoch, self._chunk = self._epoch + 1, 0
+
+    def state_dict(self) -> dict:
+        """The position, ``{"epoch": int, "chunk": int}``."""
+        return {"epoch": self._epoch, "chunk": self._chunk}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume at a position :meth:`state_dict` returned."""
+        owner = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state, dict) or set(state) != {"epoch", "chunk"}:
+            got = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"{owner}: expected a dict with the keys 'epoch' and 'chunk', got {got}")
+        for key in ("epoch", "chunk"):
+            value = state[key]
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
+                raise ValueError(f"{owner}: {key} must be an int of at least 0, got {value!r}")
+        if state["chunk"] > self._chunks:
+            raise ValueError(f"{owner}: chunk {state['chunk']} is past the {self._chunks} chunks of an epoch; "
+                             f"the position was saved with other data, batch_size, truncation or world_size")
+        self._epoch, self._chunk = int(state["epoch"]), int(state["chunk"])
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(batch_size={self.batch_size}, truncation={self.truncation}, "
+                f"stream_length={self.stream_length}, chunks={self._chunks}, rank={self.rank}, "
+                f"world_size={self.world_size})")
+
+
+def evaluation_batches(ids: Union[Tensor, Sequence[int]], batch_size: int, truncation: int
+                       ) -> ContiguousBatches:
+    """The chunks of a validation set, for a loss computed with carried hidden state.
+
+    The same chunking as training (one process); a validation set too short for
+    ``batch_size`` streams gets as many streams as it has, ``min(batch_size, N - 1)``,
+    so a small corpus can still be evaluated. The mean loss is the summed loss over
+    an epoch's chunks divided by ``tokens_per_epoch``.
+
+    >>> import torch
+    >>> batches = evaluation_batches(torch.arange(5), batch_size=64, truncation=8)
+    >>> batches.batch_size, [inputs.tolist() for inputs, targets in batches]
+    (4, [[[0], [1], [2], [3]]])
+    """
+    ids = _as_ids("evaluation_batches", ids)
+    batch_size = _check_count("evaluation_batches", "batch_size", batch_size, "pass --batch-size 1 or more")
+    if ids.numel() < 2:
+        raise ValueError(f"the validation set has {ids.numel()} tokens, too few for one input and one "
+                         f"target; use more text or a larger validation fraction")
+    return ContiguousBatches(ids, min(batch_size, ids.numel() - 1), truncation)

@@ -1,0 +1,67 @@
+"""Data parallelism with ``torch.distributed``: launched by ``torchrun``, a no-op otherwise.
+
+Each process trains on its own share of the streams; gradients are averaged
+with an all-reduce before every optimizer step, so ``P`` processes with batch
+``B`` follow the same trajectory as one process with batch ``P·B``.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["setup", "average_gradients", "is_main", "broadcast_parameters", "teardown"]
+
+
+def setup() -> tuple[int, int, torch.device]:
+    """``(rank, world_size, device)``; joins the process group when ``torchrun`` started us."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+    else:
+        rank, world = 0, 1
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def is_main() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def broadcast_parameters(model: torch.nn.Module) -> None:
+    if dist.is_initialized():
+        for tensor in model.state_dict().values():
+            dist.broadcast(tensor, src=0)
+
+
+def average_gradients(parameters) -> None:
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return
+    world = dist.get_world_size()
+    grads = [p.grad for p in parameters if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])           # one all-reduce, not one per tensor
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset: offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def all_mean(value: float) -> float:
+    if not dist.is_initialized():
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.item() / dist.get_world_size()
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

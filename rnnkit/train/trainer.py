@@ -1,0 +1,337 @@
+"""A small, model-agnostic trainer: truncated BPTT over contiguous streams.
+
+The model only needs ``loss(inputs, targets, state) -> (loss, state)``. The
+trainer carries the recurrent state from one chunk of ``truncation`` steps to
+the next and detaches it there (truncated backpropagation through time), clips
+gradients, schedules the learning rate, validates, checkpoints atomically,
+stops on a wall-clock budget, and resumes exactly where a killed run stopped.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from ..data.batching import ContiguousBatches, evaluation_batches
+from . import distributed
+from .checkpoint import read_checkpoint, save_checkpoint
+from .metrics import MetricsLog, plot_losses
+
+__all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "detach_state"]
+
+
+@dataclass
+class TrainConfig:
+    """Training options (saved in every checkpoint). Limits: whichever comes first."""
+
+    batch_size: int = 32
+    truncation: int = 64
+    optimizer: str = "adam"               # adam | sgd
+    lr: float = 1e-2
+    momentum: float = 0.9                 # sgd only
+    weight_decay: float = 0.0
+    clip_norm: float | None = 1.0         # clip the global gradient norm
+    clip_value: float | None = None       # clip each gradient element
+    schedule: str = "cosine"              # cosine | plateau | constant
+    warmup: float = 0.02                  # fraction of the run spent warming up (cosine)
+    min_lr_fraction: float = 0.0          # cosine decays to lr * min_lr_fraction
+    plateau_factor: float = 0.5           # plateau: multiply lr by this ...
+    plateau_patience: int = 1             # ... after this many validations without improvement
+    max_minutes: float | None = 2.0
+    max_epochs: float | None = None
+    max_steps: int | None = None
+    eval_every: int = 500                 # steps between validations (and checkpoints)
+    eval_tokens: int | None = None        # validation tokens per periodic check (None: all of them)
+    early_stopping: int | None = None     # stop after this many validations without improvement
+    seed: int = 0
+
+    def __post_init__(self):
+        def positive(name, value, kind=int):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or (kind is int and int(value) != value) or value <= 0):
+                raise ValueError(f"TrainConfig: {name} must be a positive {'integer' if kind is int else 'number'}, "
+                                 f"got {value!r}")
+        for name in ("batch_size", "truncation", "eval_every", "plateau_patience"):
+            positive(name, getattr(self, name))
+        for name in ("max_steps", "eval_tokens", "early_stopping"):
+            positive(name, getattr(self, name))
+        for name in ("lr", "max_minutes", "max_epochs", "clip_norm", "clip_value"):
+            positive(name, getattr(self, name), float)
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"TrainConfig: optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if self.schedule not in ("cosine", "plateau", "constant"):
+            raise ValueError(f"TrainConfig: schedule must be 'cosine', 'plateau' or 'constant', got "
+                             f"{self.schedule!r}")
+        if not 0 <= self.warmup < 1:
+            raise ValueError(f"TrainConfig: warmup is a fraction of the run in [0, 1), got {self.warmup}")
+        if self.max_minutes is None and self.max_epochs is None and self.max_steps is None:
+            raise ValueError("TrainConfig: set at least one limit: max_minutes, max_epochs or max_steps")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"TrainConfig: unknown keys {unknown}")
+        return cls(**values)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def detach_state(state):
+    """Cut the graph at a chunk boundary; works on tensors and nested tuples/lists."""
+    if state is None:
+        return None
+    if isinstance(state, Tensor):
+        return state.detach()
+    return type(state)(detach_state(s) for s in state)
+
+
+def _to_device(state, device):
+    if state is None or isinstance(state, Tensor):
+        return None if state is None else state.to(device)
+    return type(state)(_to_device(s, device) for s in state)
+
+
+class Trainer:
+    """Train ``model`` on token ids with truncated BPTT.
+
+    Args:
+        model: any module with ``loss(inputs, targets, state) -> (loss, state)``.
+        config: :class:`TrainConfig`.
+        run_dir: where checkpoints, ``metrics.jsonl`` and ``loss.png`` go.
+        checkpoint_config: JSON-serialisable description saved with each checkpoint
+            (for a language model: its config and vocabulary), so that a
+            checkpoint alone rebuilds the model.
+        progress: show a progress bar (main process only).
+        on_step: optional ``callback(trainer)`` after every optimizer step.
+    """
+
+    def __init__(self, model: torch.nn.Module, config: TrainConfig, run_dir, *,
+                 checkpoint_config: dict | None = None, progress: bool = True,
+                 on_step: Callable[["Trainer"], None] | None = None):
+        self.config, self.run_dir = config, Path(run_dir)
+        self.rank, self.world_size, self.device = distributed.setup()
+        self.model = model.to(self.device)
+        self.checkpoint_config = dict(checkpoint_config or {})
+        self.progress, self.on_step = progress, on_step
+        self.main = distributed.is_main()
+        params = [p for p in model.parameters() if p.requires_grad]
+        if config.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        else:
+            self.optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                                             weight_decay=config.weight_decay)
+        self.step = 0
+        self.tokens = 0                      # tokens seen by all processes together
+        self.elapsed = 0.0                   # training seconds, carried across resumes
+        self.best_validation = math.inf
+        self.bad_validations = 0
+        self.plateau_scale = 1.0
+        self.last_checkpoint_step = None
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.main)
+
+    # ----- schedule ----------------------------------------------------------
+    def progress_fraction(self, tokens_per_epoch: int) -> float:
+        c, parts = self.config, []
+        if c.max_steps:
+            parts.append(self.step / c.max_steps)
+        if c.max_epochs:
+            parts.append(self.tokens / (c.max_epochs * tokens_per_epoch))
+        if c.max_minutes:
+            parts.append(self.elapsed / (60.0 * c.max_minutes))
+        return min(1.0, max(parts))
+
+    def learning_rate(self, progress: float) -> float:
+        c = self.config
+        if c.schedule == "constant":
+            return c.lr
+        if c.schedule == "plateau":
+            return c.lr * self.plateau_scale
+        if progress < c.warmup:
+            return c.lr * max(progress / c.warmup, 1e-3)
+        span = (progress - c.warmup) / (1.0 - c.warmup)
+        return c.lr * (c.min_lr_fraction + (1 - c.min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * span)))
+
+    # ----- evaluation ----------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, ids: Tensor, max_tokens: int | None = None) -> float:
+        """Mean negative log-likelihood per token (nats) over ``ids``, state carried."""
+        was_training = self.model.training
+        self.model.eval()
+        if max_tokens is not None:
+            ids = ids[: max_tokens + 1]
+        batch = max(1, min(self.config.batch_size, (len(ids) - 1) // 2))
+        total, count, state = 0.0, 0, None
+        for inputs, targets in evaluation_batches(ids, batch, max(self.config.truncation, 256)):
+            loss, state = self.model.loss(inputs.to(self.device), targets.to(self.device), state)
+            total += loss.item() * targets.numel()
+            count += targets.numel()
+        self.model.train(was_training)
+        return total / count
+
+    # ----- checkpoints -----------------------------------------------------------
+    def _trainer_state(self, batches, state) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "batches": batches.state_dict(),
+                "step": self.step, "tokens": self.tokens, "elapsed": self.elapsed,
+                "best_validation": self.best_validation, "bad_validations": self.bad_validations,
+                "plateau_scale": self.plateau_scale, "rng": torch.get_rng_state(),
+                "carried_state": _to_device(state, "cpu"), "world_size": self.world_size}
+
+    def save(self, batches, state, *, best: bool) -> None:
+        if self.main:
+            config = {**self.checkpoint_config, "training": self.config.to_dict(),
+                      "validation_loss": self.best_validation if best else None}
+            save_checkpoint(self.run_dir, self.step, self.model, config,
+                            self._trainer_state(batches, state), best=best)
+        self.last_checkpoint_step = self.step
+
+    def _resume(self, batches):
+        weights, _, saved = read_checkpoint(self.run_dir, "latest", with_trainer_state=True)
+        if saved["world_size"] != self.world_size:
+            raise ValueError(f"cannot resume: the checkpoint was written by {saved['world_size']} "
+                             f"process(es), this run has {self.world_size}")
+        self.model.load_state_dict(weights)
+        self.optimizer.load_state_dict(saved["optimizer"])
+        batches.load_state_dict(saved["batches"])
+        for key in ("step", "tokens", "elapsed", "best_validation", "bad_validations", "plateau_scale"):
+            setattr(self, key, saved[key])
+        torch.set_rng_state(saved["rng"])
+        self.last_checkpoint_step = self.step
+        # the log keeps only what the resumed run will not write again
+        kept = [r for r in self.metrics.read() if r.get("step", 0) <= self.step]
+        if self.main:
+            self.metrics.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        return _to_device(saved["carried_state"], self.device)
+
+    # ----- the loop ------------------------------------------------------------------
+    def fit(self, train_ids: Tensor, validation_ids: Tensor, *, resume: bool = False) -> dict:
+        """Train until a limit is reached; returns a summary (losses, steps, tokens, seconds)."""
+        c = self.config
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(c.seed)
+        distributed.broadcast_parameters(self.model)
+        batches = ContiguousBatches(train_ids, c.batch_size, c.truncation, rank=self.rank,
+                                    world_size=self.world_size)
+        state = self._resume(batches) if resume else None
+        tokens_per_epoch = batches.tokens_per_epoch * self.world_size
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        bar = self._progress_bar()
+        self.model.train()
+        start, smoothed, stop_reason = time.perf_counter() - self.elapsed, None, None
+        session = (self.elapsed, self.tokens)           # for this session's tokens/s
+        while stop_reason is None:
+            if batches.chunk == 0 or batches.chunk >= len(batches):
+                state = None                               # each epoch starts from the zero state
+            for inputs, targets in batches:
+                progress = self._agree(self.progress_fraction(tokens_per_epoch))
+                if progress >= 1.0:
+                    stop_reason = "limit"
+                    break
+                lr = self.learning_rate(progress)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                loss, state = self.model.loss(inputs.to(self.device), targets.to(self.device), state)
+                state = detach_state(state)
+                if not torch.isfinite(loss):
+                    where = (f"the last good checkpoint (step {self.last_checkpoint_step}) is in "
+                             f"{self.run_dir}" if self.last_checkpoint_step is not None
+                             else "no checkpoint had been written yet")
+                    raise TrainingDiverged(f"loss became {loss.item()} at step {self.step + 1}; training "
+                                           f"stopped and {where}. Lower --lr or clip with --clip-norm.")
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                distributed.average_gradients(params)
+                if c.clip_value:
+                    torch.nn.utils.clip_grad_value_(params, c.clip_value)
+                grad_norm = (torch.nn.utils.clip_grad_norm_(params, c.clip_norm) if c.clip_norm
+                             else None)
+                self.optimizer.step()
+                self.step += 1
+                self.tokens += targets.numel() * self.world_size
+                self.elapsed = time.perf_counter() - start
+                value = distributed.all_mean(loss.item())
+                smoothed = value if smoothed is None else 0.95 * smoothed + 0.05 * value
+                if self.step % 10 == 0 or self.step == 1:
+                    self.metrics.write(kind="train", step=self.step, tokens=self.tokens, loss=value,
+                                       lr=lr, seconds=round(self.elapsed, 3),
+                                       grad_norm=None if grad_norm is None else float(grad_norm))
+                self._update_bar(bar, progress, smoothed, session)
+                if self.step % c.eval_every == 0:
+                    if self._validate(validation_ids, batches, state, bar):
+                        stop_reason = "early stopping"
+                        break
+                if self.on_step is not None:
+                    self.on_step(self)
+        if bar is not None:
+            bar.close()
+        final_loss = self.evaluate(validation_ids)                  # the reported figure: all of it
+        # "best" compares like with like: the same validation tokens as the periodic checks
+        comparable = final_loss if c.eval_tokens is None else self.evaluate(validation_ids, c.eval_tokens)
+        improved = comparable < self.best_validation
+        self.best_validation = min(self.best_validation, comparable)
+        if c.eval_tokens is not None:
+            self.metrics.write(kind="validation", step=self.step, tokens=self.tokens, loss=comparable,
+                               full=False, seconds=round(self.elapsed, 3))
+        self.metrics.write(kind="validation", step=self.step, tokens=self.tokens, loss=final_loss,
+                           full=True, final=True, seconds=round(self.elapsed, 3))
+        self.save(batches, state, best=improved)
+        plot = plot_losses(self.metrics.path, self.run_dir / "loss.png") if self.main else None
+        summary = {"validation_loss": final_loss, "best_validation_loss": self.best_validation,
+                   "steps": self.step, "tokens": self.tokens, "seconds": self.elapsed,
+                   "tokens_per_second": self.tokens / max(self.elapsed, 1e-9),
+                   "stopped_by": stop_reason, "plot": str(plot) if plot else None}
+        self.metrics.write(kind="summary", **summary)
+        return summary
+
+    def _validate(self, validation_ids, batches, state, bar) -> bool:
+        """Periodic validation + checkpoint; True when early stopping says stop."""
+        c = self.config
+        loss = self.evaluate(validation_ids, c.eval_tokens)
+        improved = loss < self.best_validation
+        if improved:
+            self.best_validation, self.bad_validations = loss, 0
+        else:
+            self.bad_validations += 1
+            if c.schedule == "plateau" and self.bad_validations % c.plateau_patience == 0:
+                self.plateau_scale *= c.plateau_factor
+        self.metrics.write(kind="validation", step=self.step, tokens=self.tokens, loss=loss,
+                           full=c.eval_tokens is None, seconds=round(self.elapsed, 3))
+        if bar is not None:
+            bar.write(f"step {self.step:>6}  validation loss {loss:.4f}"
+                      f"{'  (best)' if improved else ''}")
+        self.save(batches, state, best=improved)
+        return bool(c.early_stopping and self.bad_validations >= c.early_stopping)
+
+    def _agree(self, progress: float) -> float:
+        """All processes use rank 0's clock, so they stop and schedule together."""
+        if self.world_size == 1:
+            return progress
+        value = torch.tensor([progress], dtype=torch.float64)
+        torch.distributed.broadcast(value, src=0)
+        return value.item()
+
+    def _progress_bar(self):
+        if not (self.progress and self.main):
+            return None
+        from tqdm.auto import tqdm
+        return tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}<{remaining}{postfix}]",
+                    desc="training", dynamic_ncols=True)
+
+    def _update_bar(self, bar, progress, smoothed, session) -> None:
+        if bar is None:
+            return
+        bar.n = round(100 * progress, 1)
+        rate = (self.tokens - session[1]) / max(self.elapsed - session[0], 1e-9)
+        bar.set_postfix_str(f"loss {smoothed:.3f}, {rate / 1e3:.1f}k tok/s", refresh=self.step % 5 == 0)

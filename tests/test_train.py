@@ -1,0 +1,199 @@
+"""Trainer: truncated BPTT carry, exact resume after a kill, checkpoints, data parallelism."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from rnnkit.data import ContiguousBatches
+from rnnkit.models import LanguageModel, LanguageModelConfig, load_language_model
+from rnnkit.train import TrainConfig, Trainer, TrainingDiverged, read_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXT = ("To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n"
+        "The slings and arrows of outrageous fortune,\nOr to take arms against a sea of troubles\n") * 8
+
+
+def tiny_model(vocab_size=20, cell="lstm", dropout=0.0, num_layers=1):
+    return LanguageModel(LanguageModelConfig(vocab_size=vocab_size, cell=cell, hidden_size=16,
+                                             embedding_size=8, dropout=dropout, num_layers=num_layers))
+
+
+def ids(n=3000, vocab_size=20, seed=0):
+    return torch.randint(vocab_size, (n,), generator=torch.Generator().manual_seed(seed))
+
+
+def run_python(code: str, *args, env=None, check=True):
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
+                            capture_output=True, text=True, cwd=ROOT, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"subprocess failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "gated"])
+def test_chunked_sequence_with_carried_state_gives_the_unchunked_loss(cell):
+    torch.set_default_dtype(torch.float64)
+    try:
+        model = tiny_model(cell=cell, num_layers=2).eval()
+        tokens = ids(301).unsqueeze(0)
+        inputs, targets = tokens[:, :-1], tokens[:, 1:]
+        whole, _ = model.loss(inputs, targets)
+        total, state = 0.0, None
+        for start in range(0, 300, 64):
+            loss, state = model.loss(inputs[:, start:start + 64], targets[:, start:start + 64], state)
+            total += loss.item() * inputs[:, start:start + 64].numel()
+        assert abs(total / 300 - whole.item()) < 1e-12
+        # and the batcher's chunks are exactly those slices of each stream
+        batches = ContiguousBatches(tokens[0], batch_size=1, truncation=64)
+        chunks = list(batches)
+        assert torch.equal(torch.cat([x for x, _ in chunks], 1), inputs)
+        assert torch.equal(torch.cat([y for _, y in chunks], 1), targets)
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def test_training_lowers_the_loss_below_a_bound(tmp_path):
+    # a deterministic cyclic sequence: a model that learns it reaches a loss near 0
+    data = torch.arange(4000) % 7
+    model = tiny_model(vocab_size=7)
+    config = TrainConfig(batch_size=8, truncation=16, lr=1e-2, max_steps=150, eval_every=50, max_minutes=None)
+    summary = Trainer(model, config, tmp_path, progress=False).fit(data[:3600], data[3600:])
+    assert summary["validation_loss"] < 0.05          # chance is ln 7 = 1.95
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert {r["kind"] for r in records} == {"train", "validation", "summary"}
+    assert records[-1]["steps"] == 150
+
+
+TRAIN_SCRIPT = """
+    import os, signal, sys, torch
+    from rnnkit.models import LanguageModel, LanguageModelConfig
+    from rnnkit.train import TrainConfig, Trainer
+    run_dir, kill_at, resume = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "resume"
+    torch.manual_seed(0)
+    model = LanguageModel(LanguageModelConfig(vocab_size=20, hidden_size=16, embedding_size=8,
+                                              num_layers=2, dropout=0.2))
+    data = torch.randint(20, (3000,), generator=torch.Generator().manual_seed(1))
+    def hook(trainer):
+        if trainer.step == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)          # no clean-up, no flush: a real crash
+    config = TrainConfig(batch_size=4, truncation=16, max_steps=40, eval_every=10, max_minutes=None,
+                         eval_tokens=200)
+    Trainer(model, config, run_dir, progress=False, on_step=hook).fit(data[:2700], data[2700:], resume=resume)
+    torch.save(model.state_dict(), os.path.join(run_dir, "final.pt"))
+"""
+
+
+def test_resume_after_a_kill_mid_epoch_continues_to_the_uninterrupted_result(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    run_python(TRAIN_SCRIPT, straight, -1, "fresh")
+    crash = run_python(TRAIN_SCRIPT, killed, 25, "fresh", check=False)
+    assert crash.returncode == -signal.SIGKILL
+    _, config, saved = read_checkpoint(killed, "latest", with_trainer_state=True)
+    assert config["step"] == 20 and saved["batches"]["chunk"] > 0      # mid-epoch
+    run_python(TRAIN_SCRIPT, killed, -1, "resume")
+    a = torch.load(straight / "final.pt")
+    b = torch.load(killed / "final.pt")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_a_checkpoint_alone_rebuilds_the_model_in_another_process(tmp_path):
+    from rnnkit.data import Vocabulary
+
+    vocab = Vocabulary.build(TEXT)
+    model = tiny_model(vocab_size=len(vocab))
+    data = torch.tensor(vocab.encode(TEXT))
+    config = TrainConfig(batch_size=4, truncation=16, max_steps=10, eval_every=5, max_minutes=None)
+    Trainer(model, config, tmp_path, progress=False,
+            checkpoint_config={"model": model.config.to_dict(), "vocabulary": vocab.to_dict()}
+            ).fit(data[:500], data[500:])
+    probe = data[:50].unsqueeze(0)
+    rebuilt, rebuilt_vocab, _ = load_language_model(tmp_path)
+    expected = rebuilt(probe)[0]
+    result = run_python("""
+        import sys, torch
+        from rnnkit.models import load_language_model
+        model, vocab, _ = load_language_model(sys.argv[1])
+        tokens = torch.tensor(vocab.encode(sys.argv[2])).unsqueeze(0)
+        print(repr(model(tokens)[0].sum().item()), len(vocab))
+    """, tmp_path, TEXT[:50])
+    total, size = result.stdout.split()
+    assert float(total) == pytest.approx(expected.sum().item(), rel=1e-6) and int(size) == len(vocab)
+    assert rebuilt_vocab.decode(rebuilt_vocab.encode(TEXT)) == TEXT
+
+
+DDP_SCRIPT = """
+    import os, sys, torch
+    torch.set_default_dtype(torch.float64)
+    from rnnkit.models import LanguageModel, LanguageModelConfig
+    from rnnkit.train import TrainConfig, Trainer
+    run_dir, batch_size = sys.argv[1], int(sys.argv[2])
+    torch.manual_seed(0)
+    model = LanguageModel(LanguageModelConfig(vocab_size=20, hidden_size=16, embedding_size=8))
+    data = torch.randint(20, (4000,), generator=torch.Generator().manual_seed(3))
+    config = TrainConfig(batch_size=batch_size, truncation=16, max_steps=12, eval_every=100,
+                         max_minutes=None, eval_tokens=100)
+    Trainer(model, config, run_dir, progress=False).fit(data[:3600], data[3600:])
+    if int(os.environ.get("RANK", "0")) == 0:
+        torch.save(model.state_dict(), os.path.join(run_dir, "final.pt"))
+"""
+
+
+def test_two_process_gloo_run_equals_one_process_on_the_same_global_batch(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    run_python(DDP_SCRIPT, one, 8)
+    script = tmp_path / "ddp.py"
+    script.write_text(textwrap.dedent(DDP_SCRIPT))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                             "--nproc_per_node", "2", str(script), str(two), "4"],
+                            capture_output=True, text=True, cwd=ROOT, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    a, b = torch.load(one / "final.pt"), torch.load(two / "final.pt")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-9, atol=1e-12, msg=key)
+
+
+class _Exploding(torch.nn.Module):
+    """A model whose loss turns NaN at a chosen step."""
+
+    def __init__(self, nan_at):
+        super().__init__()
+        self.inner, self.nan_at, self.calls = tiny_model(), nan_at, 0
+
+    def loss(self, inputs, targets, state=None):
+        loss, state = self.inner.loss(inputs, targets, state)
+        if self.training:
+            self.calls += 1
+            if self.calls >= self.nan_at:
+                loss = loss * float("nan")
+        return loss, state
+
+
+def test_nan_loss_stops_training_says_where_and_keeps_the_last_good_checkpoint(tmp_path):
+    model = _Exploding(nan_at=13)
+    config = TrainConfig(batch_size=4, truncation=16, max_steps=40, eval_every=5, max_minutes=None)
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 13; training stopped and the last "
+                                               r"good checkpoint \(step 10\) is in .*Lower --lr"):
+        Trainer(model, config, tmp_path, progress=False).fit(ids(), ids(500))
+    weights, config_saved, _ = read_checkpoint(tmp_path, "latest")
+    assert config_saved["step"] == 10
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_train_config_rejects_bad_values():
+    with pytest.raises(ValueError, match=r"^TrainConfig: truncation must be a positive integer, got 0$"):
+        TrainConfig(truncation=0)
+    with pytest.raises(ValueError, match=r"^TrainConfig: set at least one limit"):
+        TrainConfig(max_minutes=None)
+    with pytest.raises(ValueError, match=r"^LanguageModel: unknown cell 'transformer'; choose one of"):
+        LanguageModelConfig(vocab_size=5, cell="transformer")
+    with pytest.raises(ValueError, match=r"^LanguageModelConfig: unknown keys \['colour'\]"):
+        LanguageModelConfig.from_dict({"vocab_size": 5, "colour": "red"})
