@@ -119,3 +119,12 @@ def test_prime_outside_the_vocabulary(tmp_path, corpus, capsys):
     assert captured.out == ""                                          # nothing printed before the check
     assert ("prime contains characters not in the vocabulary: 'Z', 'b', '\u00e9'; the model knows "
             "33 characters") in captured.err
+
+
+def test_word_level_model_maps_unknown_prime_words_to_unk(tmp_path, corpus, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(corpus), "--level", "word", "--max-steps", "10", "--out", str(out),
+                 *TINY]) == 0
+    assert "nats/word" in capsys.readouterr().out
+    assert main(["sample", str(out), "--prime", "Zebras speak", "--length", "5", "--seed", "0"]) == 0
+    assert capsys.readouterr().out.startswith("Zebras speak")

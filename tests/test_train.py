@@ -197,3 +197,74 @@ def test_train_config_rejects_bad_values():
         LanguageModelConfig(vocab_size=5, cell="transformer")
     with pytest.raises(ValueError, match=r"^LanguageModelConfig: unknown keys \['colour'\]"):
         LanguageModelConfig.from_dict({"vocab_size": 5, "colour": "red"})
+
+
+def test_a_crash_while_writing_a_checkpoint_leaves_the_last_good_one(tmp_path, monkeypatch):
+    import rnnkit.train.checkpoint as checkpoint
+
+    real_save, calls = checkpoint.torch.save, []
+
+    def power_cut(obj, path):
+        calls.append(path)
+        if len(calls) == 2:          # second checkpoint: weights and config written, trainer state not
+            raise KeyboardInterrupt("power cut")
+        return real_save(obj, path)
+
+    monkeypatch.setattr(checkpoint.torch, "save", power_cut)
+    config = TrainConfig(batch_size=4, truncation=16, max_steps=10, eval_every=5, max_minutes=None)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tiny_model(), config, tmp_path, progress=False).fit(ids(), ids(300))
+    monkeypatch.undo()
+    _, saved, trainer_state = read_checkpoint(tmp_path, "latest", with_trainer_state=True)
+    assert saved["step"] == 5 and trainer_state["step"] == 5
+    summary = Trainer(tiny_model(), config, tmp_path, progress=False).fit(ids(), ids(300), resume=True)
+    assert summary["steps"] == 10
+    assert not list((tmp_path / "checkpoints").glob(".step-*")), "the half-written folder is cleaned up"
+
+
+class _FlatValidation(torch.nn.Module):
+    """Trains on w², but its validation loss never moves: every validation after the first is 'bad'."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.full((3,), 5.0))
+
+    def loss(self, inputs, targets, state=None):
+        return ((self.w ** 2).sum() if self.training else self.w.sum() * 0 + 1.0), state
+
+
+def test_plateau_schedule_halves_the_rate_and_early_stopping_stops(tmp_path):
+    config = TrainConfig(batch_size=2, truncation=4, schedule="plateau", plateau_factor=0.5,
+                         plateau_patience=1, early_stopping=3, eval_every=5, max_steps=1000, max_minutes=None)
+    summary = Trainer(_FlatValidation(), config, tmp_path, progress=False).fit(ids(400), ids(100))
+    assert summary["stopped_by"] == "early stopping" and summary["steps"] == 20
+    lrs = {r["step"]: r["lr"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
+           if r["kind"] == "train"}
+    assert lrs[10] == config.lr and lrs[20] == config.lr * 0.5 ** 2   # two bad validations by step 20
+
+
+@pytest.mark.parametrize("clip", [{"clip_value": 1e-3, "clip_norm": None}, {"clip_norm": 1e-2}])
+def test_gradient_clipping_bounds_the_step(tmp_path, clip):
+    seen = []
+
+    def inspect(trainer):
+        grads = torch.cat([p.grad.reshape(-1) for p in trainer.model.parameters() if p.grad is not None])
+        seen.append((grads.abs().max().item(), grads.norm().item()))
+
+    config = TrainConfig(batch_size=4, truncation=16, max_steps=5, eval_every=100, max_minutes=None, **clip)
+    Trainer(tiny_model(), config, tmp_path, progress=False, on_step=inspect).fit(ids(), ids(300))
+    if "clip_value" in clip:
+        assert max(m for m, _ in seen) == pytest.approx(1e-3)
+    else:
+        assert max(n for _, n in seen) == pytest.approx(1e-2, rel=1e-4)
+
+
+def test_progress_fraction_takes_whichever_limit_comes_first():
+    trainer = Trainer(tiny_model(), TrainConfig(max_steps=100, max_minutes=10.0, max_epochs=2.0), "unused",
+                      progress=False)
+    trainer.step, trainer.elapsed, trainer.tokens = 10, 300.0, 500
+    assert trainer.progress_fraction(tokens_per_epoch=1000) == 0.5              # the clock: 5 of 10 min
+    trainer.step = 80
+    assert trainer.progress_fraction(tokens_per_epoch=1000) == 0.8
+    assert trainer.learning_rate(0.0) == pytest.approx(trainer.config.lr * 1e-3)   # warm-up starts low
+    assert trainer.learning_rate(1.0) == pytest.approx(0.0)                        # cosine ends at zero
