@@ -16,8 +16,9 @@
 from .batching import ContiguousBatches, evaluation_batches
 from .corpus import (DEFAULT_CORPUS_MODULES, DataNotFoundError, default_corpus, describe_default_corpus,
                      read_text, split_train_validation)
+from .sequences import SequenceBatches
 from .vocab import LEVELS, SPECIAL_TOKENS, Vocabulary
 
 __all__ = ["Vocabulary", "LEVELS", "SPECIAL_TOKENS", "read_text", "DataNotFoundError",
            "DEFAULT_CORPUS_MODULES", "default_corpus", "describe_default_corpus", "split_train_validation",
-           "ContiguousBatches", "evaluation_batches"]
+           "ContiguousBatches", "evaluation_batches", "SequenceBatches"]

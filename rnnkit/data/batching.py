@@ -98,6 +98,8 @@ class ContiguousBatches:
     ([[1, 2], [5, 6], [9, 10]], [[2, 3], [6, 7], [10, 11]], {'epoch': 0, 'chunk': 1})
     """
 
+    contiguous = True          # chunk k+1 continues chunk k: the trainer carries the state across
+
     def __init__(self, ids: Union[Tensor, Sequence[int]], batch_size: int, truncation: int, *,
                  rank: int = 0, world_size: int = 1):
         owner = type(self).__name__

@@ -1,6 +1,9 @@
 """Models: an input encoding in front of recurrent layers, a readout behind."""
 from .language_model import (CELL_NETWORKS, LanguageModel, LanguageModelConfig, bits_per_token,
                              load_language_model, perplexity)
+from .forecaster import Forecaster
+from .sequence import SequenceClassifier, SequenceTagger
 
 __all__ = ["LanguageModel", "LanguageModelConfig", "CELL_NETWORKS", "perplexity", "bits_per_token",
-           "load_language_model"]
+           "load_language_model", "SequenceClassifier", "SequenceTagger",
+           "Forecaster"]

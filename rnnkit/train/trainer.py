@@ -98,10 +98,11 @@ def detach_state(state):
     return type(state)(detach_state(s) for s in state)
 
 
-def _to_device(state, device):
-    if state is None or isinstance(state, Tensor):
-        return None if state is None else state.to(device)
-    return type(state)(_to_device(s, device) for s in state)
+def _to_device(value, device):
+    """Move a tensor, or the tensors in nested tuples/lists, to ``device``."""
+    if value is None or isinstance(value, Tensor):
+        return None if value is None else value.to(device)
+    return type(value)(_to_device(v, device) for v in value)
 
 
 class Trainer:
@@ -166,16 +167,23 @@ class Trainer:
 
     # ----- evaluation ----------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, ids: Tensor, max_tokens: int | None = None) -> float:
-        """Mean negative log-likelihood per token (nats) over ``ids``, state carried."""
+    def evaluate(self, data, max_tokens: int | None = None) -> float:
+        """Mean loss per target over ``data``: a token stream (state carried across
+        chunks, the first ``max_tokens`` tokens when given) or a batch source."""
         was_training = self.model.training
         self.model.eval()
-        if max_tokens is not None:
-            ids = ids[: max_tokens + 1]
-        batch = max(1, min(self.config.batch_size, (len(ids) - 1) // 2))
+        if isinstance(data, Tensor):
+            if max_tokens is not None:
+                data = data[: max_tokens + 1]
+            batch = max(1, min(self.config.batch_size, (len(data) - 1) // 2))
+            pairs = evaluation_batches(data, batch, max(self.config.truncation, 256))
+        else:
+            pairs = data.evaluation_batches()
+        carry = isinstance(data, Tensor) or getattr(data, "contiguous", False)
         total, count, state = 0.0, 0, None
-        for inputs, targets in evaluation_batches(ids, batch, max(self.config.truncation, 256)):
-            loss, state = self.model.loss(inputs.to(self.device), targets.to(self.device), state)
+        for inputs, targets in pairs:
+            loss, state = self.model.loss(_to_device(inputs, self.device), targets.to(self.device),
+                                          state if carry else None)
             total += loss.item() * targets.numel()
             count += targets.numel()
         self.model.train(was_training)
@@ -216,16 +224,25 @@ class Trainer:
         return _to_device(saved["carried_state"], self.device)
 
     # ----- the loop ------------------------------------------------------------------
-    def fit(self, train_ids: Tensor, validation_ids: Tensor, *, resume: bool = False) -> dict:
-        """Train until a limit is reached; returns a summary (losses, steps, tokens, seconds)."""
+    def fit(self, train, validation, *, resume: bool = False) -> dict:
+        """Train until a limit is reached; returns a summary (losses, steps, tokens, seconds).
+
+        ``train`` is a 1-D tensor of token ids (cut into contiguous streams for
+        truncated BPTT) or a batch source such as :class:`rnnkit.data.SequenceBatches`;
+        ``validation`` likewise.
+        """
         c = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(c.seed)
         distributed.broadcast_parameters(self.model)
-        batches = ContiguousBatches(train_ids, c.batch_size, c.truncation, rank=self.rank,
-                                    world_size=self.world_size)
+        if isinstance(train, Tensor):
+            batches = ContiguousBatches(train, c.batch_size, c.truncation, rank=self.rank,
+                                        world_size=self.world_size)
+        else:
+            batches = train
         state = self._resume(batches) if resume else None
         tokens_per_epoch = batches.tokens_per_epoch * self.world_size
+        carry = getattr(batches, "contiguous", False)      # streams carry state; independent items don't
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         bar = self._progress_bar()
         self.model.train()
@@ -242,7 +259,8 @@ class Trainer:
                 lr = self.learning_rate(progress)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                loss, state = self.model.loss(inputs.to(self.device), targets.to(self.device), state)
+                loss, state = self.model.loss(_to_device(inputs, self.device), targets.to(self.device),
+                                              state if carry else None)
                 state = detach_state(state)
                 if not torch.isfinite(loss):
                     where = (f"the last good checkpoint (step {self.last_checkpoint_step}) is in "
@@ -269,16 +287,16 @@ class Trainer:
                                        grad_norm=None if grad_norm is None else float(grad_norm))
                 self._update_bar(bar, progress, smoothed, session)
                 if self.step % c.eval_every == 0:
-                    if self._validate(validation_ids, batches, state, bar):
+                    if self._validate(validation, batches, state, bar):
                         stop_reason = "early stopping"
                         break
                 if self.on_step is not None:
                     self.on_step(self)
         if bar is not None:
             bar.close()
-        final_loss = self.evaluate(validation_ids)                  # the reported figure: all of it
+        final_loss = self.evaluate(validation)                  # the reported figure: all of it
         # "best" compares like with like: the same validation tokens as the periodic checks
-        comparable = final_loss if c.eval_tokens is None else self.evaluate(validation_ids, c.eval_tokens)
+        comparable = final_loss if c.eval_tokens is None else self.evaluate(validation, c.eval_tokens)
         improved = comparable < self.best_validation
         self.best_validation = min(self.best_validation, comparable)
         if c.eval_tokens is not None:
@@ -295,10 +313,10 @@ class Trainer:
         self.metrics.write(kind="summary", **summary)
         return summary
 
-    def _validate(self, validation_ids, batches, state, bar) -> bool:
+    def _validate(self, validation, batches, state, bar) -> bool:
         """Periodic validation + checkpoint; True when early stopping says stop."""
         c = self.config
-        loss = self.evaluate(validation_ids, c.eval_tokens)
+        loss = self.evaluate(validation, c.eval_tokens)
         improved = loss < self.best_validation
         if improved:
             self.best_validation, self.bad_validations = loss, 0
