@@ -67,7 +67,56 @@ def _as_ids(owner: str, ids) -> Tensor:
     return ids.to(torch.int64).contiguous()
 
 
-class ContiguousBatches:
+class ResumablePosition:
+    """Where a batch source is: ``epoch`` and ``chunk`` (batches handed out this epoch).
+
+    Subclasses define ``__len__`` (batches per epoch) and iterate with
+    :meth:`_advance`, which rolls into the next epoch when the last one is used up;
+    :meth:`state_dict`/:meth:`load_state_dict` save and restore the position.
+    """
+
+    _epoch = 0
+    _chunk = 0
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    @property
+    def chunk(self) -> int:
+        return self._chunk
+
+    def _advance(self) -> Iterator[int]:
+        """The index of each remaining batch of the current epoch, then roll over."""
+        if self._chunk >= len(self):        # the last epoch ended without the loop asking for more
+            self._epoch, self._chunk = self._epoch + 1, 0
+        while self._chunk < len(self):
+            index = self._chunk
+            self._chunk += 1
+            yield index
+        self._epoch, self._chunk = self._epoch + 1, 0
+
+    def state_dict(self) -> dict:
+        """The position, ``{"epoch": int, "chunk": int}``."""
+        return {"epoch": self._epoch, "chunk": self._chunk}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume at a position :meth:`state_dict` returned."""
+        owner = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state, dict) or set(state) != {"epoch", "chunk"}:
+            got = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"{owner}: expected a dict with the keys 'epoch' and 'chunk', got {got}")
+        for key in ("epoch", "chunk"):
+            value = state[key]
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
+                raise ValueError(f"{owner}: {key} must be an int of at least 0, got {value!r}")
+        if state["chunk"] > len(self):
+            raise ValueError(f"{owner}: chunk {state['chunk']} is past the {len(self)} chunks of an epoch; "
+                             f"the position was saved with other data, batch_size, truncation or world_size")
+        self._epoch, self._chunk = int(state["epoch"]), int(state["chunk"])
+
+
+class ContiguousBatches(ResumablePosition):
     """Chunks ``(inputs, targets)`` of ``batch_size`` parallel streams, for truncated BPTT.
 
     Args:
@@ -124,8 +173,6 @@ class ContiguousBatches:
         self._inputs = ids[:used].view(streams, self.stream_length)[rows]            # (B, L)
         self._targets = ids[1:used + 1].view(streams, self.stream_length)[rows]      # (B, L)
         self._chunks = -(-self.stream_length // self.truncation)
-        self._epoch = 0
-        self._chunk = 0
 
     def __len__(self) -> int:
         return self._chunks
@@ -136,42 +183,10 @@ class ContiguousBatches:
         (times ``world_size`` for the whole run)."""
         return self.batch_size * self.stream_length
 
-    @property
-    def epoch(self) -> int:
-        return self._epoch
-
-    @property
-    def chunk(self) -> int:
-        return self._chunk
-
     def __iter__(self) -> Iterator[Tuple[Tensor, Tensor]]:
-        if self._chunk == self._chunks:     # the last epoch ended without the loop asking for more
-            self._epoch, self._chunk = self._epoch + 1, 0
-        while self._chunk < self._chunks:
-            start = self._chunk * self.truncation
-            self._chunk += 1
-            steps = slice(start, start + self.truncation)
+        for index in self._advance():
+            steps = slice(index * self.truncation, (index + 1) * self.truncation)
             yield self._inputs[:, steps].contiguous(), self._targets[:, steps].contiguous()
-        self._epoch, self._chunk = self._epoch + 1, 0
-
-    def state_dict(self) -> dict:
-        """The position, ``{"epoch": int, "chunk": int}``."""
-        return {"epoch": self._epoch, "chunk": self._chunk}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Resume at a position :meth:`state_dict` returned."""
-        owner = f"{type(self).__name__}.load_state_dict"
-        if not isinstance(state, dict) or set(state) != {"epoch", "chunk"}:
-            got = sorted(state) if isinstance(state, dict) else type(state).__name__
-            raise ValueError(f"{owner}: expected a dict with the keys 'epoch' and 'chunk', got {got}")
-        for key in ("epoch", "chunk"):
-            value = state[key]
-            if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
-                raise ValueError(f"{owner}: {key} must be an int of at least 0, got {value!r}")
-        if state["chunk"] > self._chunks:
-            raise ValueError(f"{owner}: chunk {state['chunk']} is past the {self._chunks} chunks of an epoch; "
-                             f"the position was saved with other data, batch_size, truncation or world_size")
-        self._epoch, self._chunk = int(state["epoch"]), int(state["chunk"])
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(batch_size={self.batch_size}, truncation={self.truncation}, "

@@ -13,10 +13,12 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
+from .batching import ResumablePosition
+
 __all__ = ["SequenceBatches"]
 
 
-class SequenceBatches:
+class SequenceBatches(ResumablePosition):
     """Shuffled, resumable minibatches of ``(inputs, targets[, lengths])``.
 
     ``inputs`` (N, ...) and ``targets`` (N, ...) share their first dimension;
@@ -51,29 +53,14 @@ class SequenceBatches:
         self.inputs, self.targets, self.lengths = inputs, targets, lengths
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.rank, self.world_size = rank, world_size
-        self._epoch, self._chunk = 0, 0
 
     def __len__(self) -> int:
         return -(-len(self.inputs) // (self.batch_size * self.world_size))
 
     @property
-    def epoch(self) -> int:
-        return self._epoch
-
-    @property
-    def chunk(self) -> int:
-        return self._chunk
-
-    @property
     def tokens_per_epoch(self) -> int:
         per_item = self.targets[0].numel()
         return per_item * len(self.inputs) // self.world_size
-
-    def state_dict(self) -> dict:
-        return {"epoch": self._epoch, "chunk": self._chunk}
-
-    def load_state_dict(self, state: dict) -> None:
-        self._epoch, self._chunk = int(state["epoch"]), int(state["chunk"])
 
     def _order(self) -> Tensor:
         if not self.shuffle:
@@ -86,15 +73,12 @@ class SequenceBatches:
         return ((x, self.lengths[index]) if self.lengths is not None else x), y
 
     def __iter__(self) -> Iterator:
-        if self._chunk >= len(self):
-            self._epoch, self._chunk = self._epoch + 1, 0
-        order, step = self._order(), self.batch_size * self.world_size
-        while self._chunk < len(self):
-            group = order[self._chunk * step: (self._chunk + 1) * step]
-            share = group.tensor_split(self.world_size)[self.rank]
-            self._chunk += 1
-            yield self._take(share)
-        self._epoch, self._chunk = self._epoch + 1, 0
+        step, order = self.batch_size * self.world_size, None
+        for index in self._advance():
+            if order is None:                       # after _advance has settled the epoch
+                order = self._order()
+            group = order[index * step: (index + 1) * step]
+            yield self._take(group.tensor_split(self.world_size)[self.rank])
 
     def evaluation_batches(self) -> Iterator:
         for start in range(0, len(self.inputs), self.batch_size):

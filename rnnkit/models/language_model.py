@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from .._config import DictConfig
 from ..readouts import CategoricalReadout
 from ..shortcuts import GRU, LSTM, ElmanRNN, GatedRNN, LeakyRNN
 
@@ -18,7 +19,7 @@ CELL_NETWORKS = {"lstm": LSTM, "gru": GRU, "elman": ElmanRNN, "gated": GatedRNN,
 
 
 @dataclass
-class LanguageModelConfig:
+class LanguageModelConfig(DictConfig):
     """Everything needed to rebuild a :class:`LanguageModel`; saved in every checkpoint."""
 
     vocab_size: int
@@ -39,17 +40,6 @@ class LanguageModelConfig:
                              f"{self.embedding_size} and {self.hidden_size}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"LanguageModel: dropout must be in [0, 1), got {self.dropout}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "LanguageModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"LanguageModelConfig: unknown keys {unknown}; known keys are {sorted(known)}")
-        return cls(**values)
 
 
 class LanguageModel(nn.Module):

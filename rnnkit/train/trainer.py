@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import Tensor
 
+from .._config import DictConfig
 from ..data.batching import ContiguousBatches, evaluation_batches
 from . import distributed
 from .checkpoint import read_checkpoint, save_checkpoint
@@ -27,7 +28,7 @@ __all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "detach_state"]
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(DictConfig):
     """Training options (saved in every checkpoint). Limits: whichever comes first."""
 
     batch_size: int = 32
@@ -72,17 +73,6 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: warmup is a fraction of the run in [0, 1), got {self.warmup}")
         if self.max_minutes is None and self.max_epochs is None and self.max_steps is None:
             raise ValueError("TrainConfig: set at least one limit: max_minutes, max_epochs or max_steps")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"TrainConfig: unknown keys {unknown}")
-        return cls(**values)
 
 
 class TrainingDiverged(RuntimeError):
