@@ -118,3 +118,16 @@ def test_sequence_batches_resume_mid_epoch_gives_the_same_batches():
     resumed = SequenceBatches(torch.arange(20).view(20, 1), torch.arange(20), batch_size=3, seed=5)
     resumed.load_state_dict({"epoch": 1, "chunk": 4})
     assert [y.tolist() for _, y in resumed] == second[4:]
+
+
+def test_regressor_learns_a_mean_through_the_trainer(tmp_path):
+    from rnnkit.models import SequenceRegressor
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(1000, 8, 1, generator=g)
+    y = x.mean(1)                                                          # (N, 1)
+    model = SequenceRegressor(1, 1, 16)
+    summary = _fit(model, x, y, steps=200, tmp_path=tmp_path)
+    assert summary["validation_loss"] < 0.1 * y.var().item()
+    with pytest.raises(ValueError, match=r"^SequenceRegressor: expected targets of shape \(2, 1\), got \(2,\)$"):
+        model.loss(x[:2], y[:2, 0])

@@ -2,8 +2,8 @@
 from .language_model import (CELL_NETWORKS, LanguageModel, LanguageModelConfig, bits_per_token,
                              load_language_model, perplexity)
 from .forecaster import Forecaster
-from .sequence import SequenceClassifier, SequenceTagger
+from .sequence import SequenceClassifier, SequenceRegressor, SequenceTagger
 
 __all__ = ["LanguageModel", "LanguageModelConfig", "CELL_NETWORKS", "perplexity", "bits_per_token",
-           "load_language_model", "SequenceClassifier", "SequenceTagger",
+           "load_language_model", "SequenceClassifier", "SequenceRegressor", "SequenceTagger",
            "Forecaster"]

@@ -8,7 +8,7 @@ from .._checks import check_lengths
 from ..readouts import CategoricalReadout, sequence_nll
 from .language_model import CELL_NETWORKS
 
-__all__ = ["SequenceClassifier", "SequenceTagger"]
+__all__ = ["SequenceClassifier", "SequenceRegressor", "SequenceTagger"]
 
 SUMMARIES = ("last", "mean", "max")
 
@@ -37,7 +37,40 @@ class _Encoder(nn.Module):
         return out, lengths
 
 
-class SequenceClassifier(nn.Module):
+class _ManyToOne(nn.Module):
+    """Encoder + a summary of its states over each sequence's valid steps."""
+
+    def __init__(self, input_size, hidden_size, *, cell, num_layers, bidirectional, summary, dropout,
+                 engine, vocab_size):
+        super().__init__()
+        name = type(self).__name__
+        if summary not in SUMMARIES:
+            raise ValueError(f"{name}: summary must be one of {list(SUMMARIES)}, got {summary!r}")
+        self.encoder = _Encoder(name, input_size, hidden_size, cell, num_layers, bidirectional, dropout,
+                                engine, vocab_size)
+        self.summary, self.bidirectional, self.hidden_size = summary, bidirectional, hidden_size
+        self.dropout = nn.Dropout(dropout)
+
+    def summarize(self, out: Tensor, lengths: Tensor | None) -> Tensor:
+        batch, steps, _ = out.shape
+        ends = (lengths.to(out.device) if lengths is not None
+                else torch.full((batch,), steps, device=out.device)) - 1
+        if self.summary == "last":
+            last = out[torch.arange(batch, device=out.device), ends]            # (B, D·H)
+            if self.bidirectional:                                                 # backward half: step 0
+                last = torch.cat([last[:, : self.hidden_size], out[:, 0, self.hidden_size:]], dim=-1)
+            return last
+        valid = (torch.arange(steps, device=out.device) <= ends.unsqueeze(1)).unsqueeze(-1)  # (B, T, 1)
+        if self.summary == "mean":
+            return out.sum(1) / valid.sum(1).to(out.dtype)
+        return out.masked_fill(~valid, float("-inf")).max(1).values
+
+    def features(self, inputs) -> Tensor:
+        """The summary vector of each sequence, (B, D·H)."""
+        return self.dropout(self.summarize(*self.encoder(inputs)))
+
+
+class SequenceClassifier(_ManyToOne):
     """Read a sequence, emit one label: ``p(y | x_{1:T}) = softmax(W s + b)``.
 
     The summary ``s`` of the hidden states is the state at each sequence's last
@@ -56,41 +89,53 @@ class SequenceClassifier(nn.Module):
     def __init__(self, input_size: int, num_classes: int, hidden_size: int = 64, *, cell: str = "lstm",
                  num_layers: int = 1, bidirectional: bool = False, summary: str = "last",
                  dropout: float = 0.0, engine: str = "auto", vocab_size: int | None = None):
-        super().__init__()
-        name = type(self).__name__
-        if summary not in SUMMARIES:
-            raise ValueError(f"{name}: summary must be one of {list(SUMMARIES)}, got {summary!r}")
-        self.encoder = _Encoder(name, input_size, hidden_size, cell, num_layers, bidirectional, dropout,
-                                engine, vocab_size)
-        self.summary, self.bidirectional, self.hidden_size = summary, bidirectional, hidden_size
-        self.dropout = nn.Dropout(dropout)
+        super().__init__(input_size, hidden_size, cell=cell, num_layers=num_layers,
+                         bidirectional=bidirectional, summary=summary, dropout=dropout, engine=engine,
+                         vocab_size=vocab_size)
         self.readout = CategoricalReadout(self.encoder.output_size, num_classes)
 
-    def summarize(self, out: Tensor, lengths: Tensor | None) -> Tensor:
-        batch, steps, _ = out.shape
-        ends = (lengths.to(out.device) if lengths is not None
-                else torch.full((batch,), steps, device=out.device)) - 1
-        if self.summary == "last":
-            last = out[torch.arange(batch, device=out.device), ends]            # (B, D·H)
-            if self.bidirectional:                                                 # backward half: step 0
-                last = torch.cat([last[:, : self.hidden_size], out[:, 0, self.hidden_size:]], dim=-1)
-            return last
-        valid = (torch.arange(steps, device=out.device) <= ends.unsqueeze(1)).unsqueeze(-1)  # (B, T, 1)
-        if self.summary == "mean":
-            return out.sum(1) / valid.sum(1).to(out.dtype)
-        return out.masked_fill(~valid, float("-inf")).max(1).values
-
     def forward(self, inputs) -> Tensor:
-        out, lengths = self.encoder(inputs)
-        return self.readout.logits(self.dropout(self.summarize(out, lengths)))
+        return self.readout.logits(self.features(inputs))
 
     def loss(self, inputs, targets: Tensor, state=None):
         """Mean cross-entropy over the batch (the trainer's contract; no state to carry)."""
-        return -self.readout.log_prob(targets, self.dropout(self.summarize(*self.encoder(inputs)))).mean(), None
+        return -self.readout.log_prob(targets, self.features(inputs)).mean(), None
 
     @torch.no_grad()
     def predict(self, inputs) -> Tensor:
         return self(inputs).argmax(-1)
+
+
+class SequenceRegressor(_ManyToOne):
+    """Read a sequence, emit a real vector ``ŷ = W s + b``; trained on the mean squared error.
+
+    Same summaries and inputs as :class:`SequenceClassifier`; ``targets`` are
+    (B, output_size). (The MSE is the Gaussian negative log-likelihood with unit
+    variance, up to constants.)
+
+    >>> import torch
+    >>> model = SequenceRegressor(input_size=2, output_size=1, hidden_size=8)
+    >>> tuple(model(torch.randn(3, 20, 2)).shape)
+    (3, 1)
+    """
+
+    def __init__(self, input_size: int, output_size: int = 1, hidden_size: int = 64, *, cell: str = "lstm",
+                 num_layers: int = 1, bidirectional: bool = False, summary: str = "last",
+                 dropout: float = 0.0, engine: str = "auto", vocab_size: int | None = None):
+        super().__init__(input_size, hidden_size, cell=cell, num_layers=num_layers,
+                         bidirectional=bidirectional, summary=summary, dropout=dropout, engine=engine,
+                         vocab_size=vocab_size)
+        self.readout = nn.Linear(self.encoder.output_size, output_size)
+
+    def forward(self, inputs) -> Tensor:
+        return self.readout(self.features(inputs))
+
+    def loss(self, inputs, targets: Tensor, state=None):
+        prediction = self(inputs)
+        if targets.shape != prediction.shape:
+            raise ValueError(f"{type(self).__name__}: expected targets of shape {tuple(prediction.shape)}, "
+                             f"got {tuple(targets.shape)}")
+        return (prediction - targets).pow(2).mean(), None
 
 
 class SequenceTagger(nn.Module):
