@@ -197,6 +197,26 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _bench_tasks(args) -> int:
+    from .benchmark import SUITE, format_table, run_suite
+
+    suite = [entry for entry in SUITE if not args.task or entry[0] in args.task]
+    if args.task:
+        unknown = sorted(set(args.task) - {name for name, _, _ in SUITE})
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; choose from {sorted(n for n, _, _ in SUITE)}")
+    if args.sizes:
+        suite = [(name, arg, tuple(args.sizes) if arg else sizes) for name, arg, sizes in suite]
+    cells = tuple(args.cells.split(","))
+    unknown = sorted(set(cells) - set(CELL_NETWORKS))
+    if unknown:
+        raise ValueError(f"unknown cell(s) {unknown}; choose from {sorted(CELL_NETWORKS)}")
+    runs = run_suite(suite, cells, seconds=args.seconds, hidden_size=args.hidden_size,
+                     progress=None if args.quiet else print)
+    print("\n" + format_table(runs))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rnnkit", description="Recurrent neural networks as state machines.")
     parser.add_argument("--version", action="version", version=f"rnnkit {__version__}")
@@ -272,6 +292,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True, metavar="PATH", help="text file, directory, or -")
     evaluate.add_argument("--checkpoint", choices=["best", "latest"], default="best")
     evaluate.set_defaults(run=_evaluate)
+
+    bench = commands.add_parser("bench", help="benchmark suites (see: rnnkit bench tasks --help)")
+    suites = bench.add_subparsers(dest="suite", metavar="SUITE", required=True)
+    tasks = suites.add_parser(
+        "tasks", help="which cell solves which long-dependency task",
+        description="Train Elman, gated, LSTM and GRU cells on the adding problem, the copy task, delayed "
+                    "recall, parity and the row-by-row digits for a fixed budget each, and print who beats "
+                    "the memoryless baseline at which length.")
+    tasks.add_argument("--task", action="append", help="limit to this task (repeatable)")
+    tasks.add_argument("--sizes", type=int, nargs="+", help="lengths/delays to try instead of the defaults")
+    tasks.add_argument("--cells", default="elman,gated,lstm,gru", help="comma-separated cells")
+    tasks.add_argument("--seconds", type=float, default=30.0, help="training budget per run (default 30)")
+    tasks.add_argument("--hidden-size", type=int, default=64)
+    tasks.add_argument("--quiet", action="store_true")
+    tasks.set_defaults(run=_bench_tasks)
     return parser
 
 

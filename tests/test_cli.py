@@ -128,3 +128,12 @@ def test_word_level_model_maps_unknown_prime_words_to_unk(tmp_path, corpus, caps
     assert "nats/word" in capsys.readouterr().out
     assert main(["sample", str(out), "--prime", "Zebras speak", "--length", "5", "--seed", "0"]) == 0
     assert capsys.readouterr().out.startswith("Zebras speak")
+
+
+def test_bench_tasks_prints_the_table(capsys):
+    assert main(["bench", "tasks", "--task", "delayed_recall", "--sizes", "3", "--cells", "elman,lstm",
+                 "--seconds", "1.5", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"delayed_recall\s+3\s+accuracy\s+1\.3863\s+\d\.\d{4}[* ]\s+\d\.\d{4}", out), out
+    assert main(["bench", "tasks", "--cells", "transformer"]) == 2
+    assert "unknown cell(s) ['transformer']" in capsys.readouterr().err

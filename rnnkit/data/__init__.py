@@ -17,8 +17,9 @@ from .batching import ContiguousBatches, evaluation_batches
 from .corpus import (DEFAULT_CORPUS_MODULES, DataNotFoundError, default_corpus, describe_default_corpus,
                      read_text, split_train_validation)
 from .sequences import SequenceBatches
+from .tasks import TASKS, Task, make_task
 from .vocab import LEVELS, SPECIAL_TOKENS, Vocabulary
 
 __all__ = ["Vocabulary", "LEVELS", "SPECIAL_TOKENS", "read_text", "DataNotFoundError",
            "DEFAULT_CORPUS_MODULES", "default_corpus", "describe_default_corpus", "split_train_validation",
-           "ContiguousBatches", "evaluation_batches", "SequenceBatches"]
+           "ContiguousBatches", "evaluation_batches", "SequenceBatches", "Task", "TASKS", "make_task"]

@@ -2,8 +2,13 @@
 from .language_model import (CELL_NETWORKS, LanguageModel, LanguageModelConfig, bits_per_token,
                              load_language_model, perplexity)
 from .forecaster import Forecaster
+from .memory import NeuralTuringMachine, NTMCell, copy_task
+from .seq2seq import Attention, Decoded, Seq2Seq, VectorToSequence
 from .sequence import SequenceClassifier, SequenceRegressor, SequenceTagger
+from .tree import Tree, TreeBatches, TreeRNN, arithmetic_expressions, parse_expression
 
 __all__ = ["LanguageModel", "LanguageModelConfig", "CELL_NETWORKS", "perplexity", "bits_per_token",
            "load_language_model", "SequenceClassifier", "SequenceRegressor", "SequenceTagger",
-           "Forecaster"]
+           "Forecaster", "Seq2Seq", "VectorToSequence", "Attention", "Decoded",
+           "Tree", "TreeRNN", "TreeBatches", "parse_expression", "arithmetic_expressions",
+           "NeuralTuringMachine", "NTMCell", "copy_task"]

@@ -1,0 +1,614 @@
+r"""Encoder–decoder models: sequence-to-sequence and vector-to-sequence, with attention.
+
+The decoder models :math:`p(y_{1:n} \mid \text{source}) = \prod_t p(y_t \mid y_{<t}, c)`
+one explicit cell step at a time (it needs the attention between steps):
+
+.. math::
+    s_t &= f_s\big(s_{t-1},\ [E y_{t-1};\ c\ (\text{every step});\ \tilde h_{t-1}\ (\text{input feeding})]\big),
+    \qquad h_t = f_o(s_t) \\
+    a_t &= \sum_j \alpha_{tj} m_j, \qquad \alpha_{t} = \mathrm{softmax}_j\,\mathrm{score}(h_t, m_j)
+    \quad (\text{padding } j \ge \ell: \alpha_{tj} = 0) \\
+    \tilde h_t &= \tanh(W_c [a_t; h_t]) \ \text{with attention, else } h_t, \qquad
+    p(y_t \mid \cdot) = \mathrm{softmax}(W_o \tilde h_t + b_o)
+
+``score`` is additive, :math:`v^\top \tanh(W_q q + W_k k)` (Bahdanau et al. 2015),
+or multiplicative, :math:`q^\top W k` (Luong et al. 2015, "general"); the query
+is the current decoder output :math:`h_t` (Luong's arrangement for both). The
+context :math:`c` — the encoder's summary — starts the decoder
+(``context="initial_state"``), is read at every step (``"every_step"``), or both.
+
+Decoding (:meth:`~Seq2Seq.greedy`, :meth:`~Seq2Seq.beam_search`) runs the whole
+batch at once, beams flattened into the batch dimension, and returns
+:class:`Decoded`. Like any torch module it runs in the mode it is in: call
+``model.eval()`` first when the model has dropout.
+"""
+from __future__ import annotations
+
+import math
+from numbers import Real
+from typing import List, NamedTuple, Optional
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .._checks import check_lengths
+from ..cells import CELLS
+from ..cells.base import State, check_sizes, map_state, state_tensors
+from ..layers import Bidirectional, Recurrent
+from ..readouts import CategoricalReadout
+
+__all__ = ["Attention", "Seq2Seq", "VectorToSequence", "Decoded", "ATTENTIONS", "CONTEXTS"]
+
+ATTENTIONS = (None, "additive", "multiplicative")
+CONTEXTS = ("initial_state", "every_step", "both")
+
+
+class Decoded(NamedTuple):
+    """What decoding returns, one entry per batch item.
+
+    ``tokens``: the best output of each item, a list of ids without ``<start>``
+    and ``<end>``. ``log_probs`` (B,): its log-probability under the model
+    (the ``<end>`` step included). ``scores`` (B,): what the search ranked by —
+    ``log_probs`` divided by the length penalty (equal to ``log_probs`` when the
+    penalty is 0).
+    """
+
+    tokens: List[List[int]]
+    scores: Tensor
+    log_probs: Tensor
+
+
+class Attention(nn.Module):
+    r"""Attention over a memory of ``values`` (B, S, value_size), masked by lengths.
+
+    .. math::
+        \text{additive:}\ \ e_j = v^\top \tanh(W_q q + W_k m_j) \qquad
+        \text{multiplicative:}\ \ e_j = q^\top W m_j \\
+        \alpha = \mathrm{softmax}(e) \ \text{over valid } j \text{ (padding gets exactly 0)}, \qquad
+        a = \textstyle\sum_j \alpha_j m_j
+
+    ``keys = prepare(values)`` computes :math:`W_k m` (or :math:`W m`) once per
+    source; ``forward(query, keys, values, mask)`` takes ``query`` (B, query_size)
+    or (B, T, query_size) and ``mask`` (B, S) bool, and returns ``(a, alpha)`` of
+    shapes (B[, T], value_size) and (B[, T], S).
+
+    >>> import torch
+    >>> attend = Attention(4, 6, "additive")
+    >>> values, mask = torch.randn(2, 5, 6), torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+    >>> context, weights = attend(torch.randn(2, 4), attend.prepare(values), values, mask)
+    >>> tuple(context.shape), weights[1, 3:].tolist()
+    ((2, 6), [0.0, 0.0])
+    """
+
+    def __init__(self, query_size: int, value_size: int, kind: str = "additive",
+                 attention_size: Optional[int] = None):
+        super().__init__()
+        name = type(self).__name__
+        if kind not in ATTENTIONS[1:]:
+            raise ValueError(f"{name}: kind must be 'additive' or 'multiplicative', got {kind!r}")
+        attention_size = query_size if attention_size is None else attention_size
+        check_sizes(name, query_size=query_size, value_size=value_size, attention_size=attention_size)
+        self.kind = kind
+        if kind == "additive":
+            self.query_projection = nn.Linear(query_size, attention_size, bias=False)
+            self.key_projection = nn.Linear(value_size, attention_size)
+            self.energy = nn.Linear(attention_size, 1, bias=False)
+        else:
+            self.key_projection = nn.Linear(value_size, query_size, bias=False)
+
+    def prepare(self, values: Tensor) -> Tensor:
+        return self.key_projection(values)                                   # (B, S, A)
+
+    def forward(self, query: Tensor, keys: Tensor, values: Tensor, mask: Tensor):
+        one_step = query.dim() == 2
+        q = query.unsqueeze(1) if one_step else query                         # (B, T, Q)
+        if self.kind == "additive":
+            hidden = torch.tanh(self.query_projection(q).unsqueeze(2) + keys.unsqueeze(1))  # (B, T, S, A)
+            scores = self.energy(hidden).squeeze(-1)                           # (B, T, S)
+        else:
+            scores = q @ keys.transpose(1, 2)                                  # (B, T, S)
+        scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))
+        weights = torch.softmax(scores, dim=-1)                                # exp(-inf) = 0 exactly
+        context = weights @ values                                             # (B, T, value_size)
+        return (context.squeeze(1), weights.squeeze(1)) if one_step else (context, weights)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}"
+
+
+class _Memory(NamedTuple):
+    """What the decoder reads about one batch of sources."""
+
+    state: State                 # decoder initial state
+    context: Tensor              # (B, H) the summary c
+    values: Optional[Tensor]     # (B, S, H) encoder outputs, for attention
+    keys: Optional[Tensor]       # (B, S, A) their projection
+    mask: Optional[Tensor]       # (B, S) valid source steps
+
+    def select(self, index: Tensor) -> "_Memory":
+        """Rows ``index`` of every tensor (used to copy each item once per beam)."""
+        pick = (lambda t: None if t is None else t.index_select(0, index))
+        return _Memory(map_state(pick, self.state), *(pick(t) for t in self[1:]))
+
+
+def _make_cell(name: str, input_size: int, hidden_size: int):
+    # a Jordan cell feeds back its output, so give it one of the hidden size
+    extra = {"output_size": hidden_size} if name == "jordan" else {}
+    return CELLS[name](input_size, hidden_size, **extra)
+
+
+def _check_probability(owner: str, what: str, value, closed_top: bool) -> float:
+    ok = isinstance(value, Real) and not isinstance(value, bool) and 0 <= value and (
+        value <= 1 if closed_top else value < 1)
+    if not ok:
+        raise ValueError(f"{owner}: {what} must be a number in [0, 1{']' if closed_top else ')'}, got {value!r}")
+    return float(value)
+
+
+def _check_tokens(owner: str, what: str, tokens) -> Tensor:
+    """A (batch, time) tensor of integer ids with at least one step, as int64."""
+    if not isinstance(tokens, Tensor):
+        raise TypeError(f"{owner}: expected {what} to be a torch.Tensor of token ids, got {type(tokens).__name__}")
+    if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
+        raise TypeError(f"{owner}: expected {what} to hold integer token ids, got dtype {tokens.dtype}; "
+                        f"convert it with .long()")
+    if tokens.dim() != 2:
+        raise ValueError(f"{owner}: expected {what} of shape (batch, time), got shape {tuple(tokens.shape)}")
+    if tokens.shape[1] == 0:
+        raise ValueError(f"{owner}: expected at least one step in {what}, got shape {tuple(tokens.shape)}")
+    return tokens.long()
+
+
+def _check_vocabulary(owner: str, what: str, tokens: Tensor, vocab_size: int,
+                      valid: Optional[Tensor] = None) -> Tensor:
+    """Every id of ``tokens`` (where ``valid``) lies in [0, vocab_size)."""
+    checked = tokens if valid is None else tokens[valid]
+    outside = (checked < 0) | (checked >= vocab_size)
+    if bool(outside.any()):
+        raise ValueError(f"{owner}: {what} holds token id {checked[outside][0].item()}, outside the "
+                         f"vocabulary [0, {vocab_size})")
+    return tokens
+
+
+def _check_ids(owner: str, what: str, tokens, vocab_size: int) -> Tensor:
+    """(batch, time) integer ids, all in the vocabulary, as int64."""
+    return _check_vocabulary(owner, what, _check_tokens(owner, what, tokens), vocab_size)
+
+
+class _EncoderDecoder(nn.Module):
+    """The decoder and the decoding algorithms; subclasses supply ``_encode``'s summary."""
+
+    def __init__(self, target_vocab_size, hidden_size, embedding_size, cell, attention, context,
+                 input_feeding, dropout, start_id, end_id, pad_id, teacher_forcing, sampling, engine):
+        super().__init__()
+        name = type(self).__name__
+        check_sizes(name, target_vocab_size=target_vocab_size, hidden_size=hidden_size,
+                    embedding_size=embedding_size)
+        if cell not in CELLS:
+            raise ValueError(f"{name}: unknown cell {cell!r}; choose one of {sorted(CELLS)}")
+        if attention not in ATTENTIONS:
+            raise ValueError(f"{name}: attention must be None, 'additive' or 'multiplicative', got {attention!r}")
+        if context not in CONTEXTS:
+            raise ValueError(f"{name}: context must be one of {list(CONTEXTS)}, got {context!r}")
+        if input_feeding and attention is None:
+            raise ValueError(f"{name}: input_feeding feeds the attentional vector back; it needs attention")
+        if sampling not in ("argmax", "sample"):
+            raise ValueError(f"{name}: sampling must be 'argmax' or 'sample', got {sampling!r}")
+        for what, value in (("start_id", start_id), ("end_id", end_id), ("pad_id", pad_id)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < target_vocab_size:
+                raise ValueError(f"{name}: {what} must be a token id in [0, {target_vocab_size}), got {value!r}")
+        self.target_vocab_size, self.hidden_size = target_vocab_size, hidden_size
+        self.cell_name, self.attention_kind, self.context = cell, attention, context
+        self.input_feeding = bool(input_feeding)
+        self.start_id, self.end_id, self.pad_id = start_id, end_id, pad_id
+        self.dropout = nn.Dropout(_check_probability(name, "dropout", dropout, closed_top=False))
+        self.teacher_forcing = _check_probability(name, "teacher_forcing", teacher_forcing, closed_top=True)
+        self.sampling = sampling
+        self.attention_weights: Optional[Tensor] = None
+
+        self.target_embedding = nn.Embedding(target_vocab_size, embedding_size)
+        step_input = embedding_size + hidden_size * (context != "initial_state") + hidden_size * self.input_feeding
+        self.decoder = Recurrent(_make_cell(cell, step_input, hidden_size), engine, name=f"{name} decoder")
+        self.attention = Attention(hidden_size, hidden_size, attention) if attention else None
+        self.combine = nn.Linear(2 * hidden_size, hidden_size, bias=False) if attention else None
+        self.readout = CategoricalReadout(hidden_size, target_vocab_size)
+
+    # ----- the decoder ------------------------------------------------------------
+    def _memory(self, summary: State, values: Optional[Tensor], mask: Optional[Tensor]) -> _Memory:
+        """Start the decoder from the encoder's summary state (the context ``c = f_o(summary)``)."""
+        cell = self.decoder.cell
+        context = cell.output(summary)                                         # (B, H)
+        state = summary if self.context != "every_step" else cell.initial_state(
+            context.shape[0], device=context.device, dtype=context.dtype)
+        keys = self.attention.prepare(values) if self.attention is not None else None
+        return _Memory(state, context, values, keys, mask)
+
+    def _step_input(self, embedded: Tensor, context: Tensor, feed: Optional[Tensor]) -> Tensor:
+        parts = [embedded]
+        if self.context != "initial_state":
+            parts.append(context.unsqueeze(1).expand(-1, embedded.shape[1], -1) if embedded.dim() == 3
+                         else context)
+        if feed is not None:
+            parts.append(feed)
+        return torch.cat(parts, dim=-1)
+
+    def _attend(self, h: Tensor, memory: _Memory):
+        """``(h̃, alpha)`` from decoder outputs ``h`` (B[, T], H)."""
+        if self.attention is None:
+            return h, None
+        attended, weights = self.attention(h, memory.keys, memory.values, memory.mask)
+        return torch.tanh(self.combine(torch.cat([attended, h], dim=-1))), weights
+
+    def _step(self, tokens: Tensor, state: State, feed: Optional[Tensor], memory: _Memory):
+        """One decoder step from the previous tokens (B,): ``(logits (B, V), state, feed, alpha)``;
+        ``feed`` is h̃ with input feeding, else None."""
+        x = self._step_input(self.dropout(self.target_embedding(tokens)), memory.context, feed)
+        state = self.decoder.cell(x, state)
+        attentional, weights = self._attend(self.decoder.cell.output(state), memory)
+        feed = attentional if self.input_feeding else None
+        return self.readout.logits(self.dropout(attentional)), state, feed, weights
+
+    def _initial_feed(self, memory: _Memory) -> Optional[Tensor]:
+        return torch.zeros_like(memory.context) if self.input_feeding else None
+
+    def _decode(self, memory: _Memory, target_in: Tensor) -> Tensor:
+        """Logits (B, T, V) for the decoder inputs ``target_in`` (teacher forcing, or
+        scheduled sampling when training with ``teacher_forcing < 1``)."""
+        sampling = self.training and self.teacher_forcing < 1
+        if not (self.input_feeding or sampling):
+            # every decoder input is known in advance: one pass of the engine, then attention for all steps
+            x = self._step_input(self.dropout(self.target_embedding(target_in)), memory.context, None)
+            h, _ = self.decoder(x, memory.state)                                # (B, T, H)
+            attentional, weights = self._attend(h, memory)
+            self.attention_weights = None if weights is None else weights.detach()
+            return self.readout.logits(self.dropout(attentional))             # (B, T, V)
+        state, feed, logits, weights = memory.state, self._initial_feed(memory), [], []
+        tokens = target_in[:, 0]
+        for t in range(target_in.shape[1]):
+            if t > 0:
+                tokens = target_in[:, t]
+                if sampling:
+                    own = self._predict(logits[-1].detach())
+                    use_own = torch.rand(tokens.shape, device=tokens.device) >= self.teacher_forcing
+                    tokens = torch.where(use_own, own, tokens)
+            step_logits, state, feed, alpha = self._step(tokens, state, feed, memory)
+            logits.append(step_logits)
+            weights.append(alpha)
+        self.attention_weights = None if self.attention is None else torch.stack(weights, 1).detach()
+        return torch.stack(logits, dim=1)
+
+    def _predict(self, logits: Tensor) -> Tensor:
+        if self.sampling == "argmax":
+            return logits.argmax(-1)
+        return torch.multinomial(torch.softmax(logits, -1), 1).squeeze(-1)
+
+    def _nll(self, logits: Tensor, targets) -> Tensor:
+        owner = f"{type(self).__name__}.loss"
+        targets = _check_ids(owner, "targets", targets, self.target_vocab_size)
+        if targets.shape != logits.shape[:2]:
+            raise ValueError(f"{owner}: expected targets of shape {tuple(logits.shape[:2])} to match the "
+                             f"decoder inputs, got {tuple(targets.shape)}")
+        empty = (targets == self.pad_id).all(1)
+        if bool(empty.any()):
+            row = int(empty.nonzero()[0])
+            raise ValueError(f"{owner}: target row {row} holds only pad_id={self.pad_id}; every target "
+                             f"needs at least one token (its <end> at least)")
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                               ignore_index=self.pad_id)
+
+    def _shifted(self, targets: Tensor) -> Tensor:
+        """Teacher-forcing inputs ``[<start>, y_1, ..., y_{n-1}]`` for targets ``[y_1, ..., y_n]``."""
+        start = torch.full_like(targets[:, :1], self.start_id)
+        return torch.cat([start, targets[:, :-1]], dim=1)
+
+    # ----- decoding ------------------------------------------------------------------
+    def _check_max_length(self, max_length) -> int:
+        check_sizes(type(self).__name__, max_length=max_length)
+        return max_length
+
+    def _greedy(self, memory: _Memory, max_length: int) -> Decoded:
+        max_length = self._check_max_length(max_length)
+        batch = memory.context.shape[0]
+        state, feed = memory.state, self._initial_feed(memory)
+        tokens = torch.full((batch,), self.start_id, dtype=torch.long, device=memory.context.device)
+        total = memory.context.new_zeros(batch)
+        finished = torch.zeros(batch, dtype=torch.bool, device=tokens.device)
+        steps, weights = [], []
+        for _ in range(max_length):
+            logits, state, feed, alpha = self._step(tokens, state, feed, memory)
+            log_p = torch.log_softmax(logits, dim=-1)                           # (B, V)
+            tokens = log_p.argmax(-1)
+            total = total + torch.where(finished, 0.0, log_p.gather(1, tokens[:, None]).squeeze(1))
+            steps.append(torch.where(finished, self.end_id, tokens))
+            weights.append(alpha)
+            finished = finished | (tokens == self.end_id)
+            if bool(finished.all()):
+                break
+        if self.attention is not None:
+            self.attention_weights = torch.stack(weights, 1)
+        return Decoded(self._strip(torch.stack(steps, 1)), total, total)
+
+    def _strip(self, sequences: Tensor) -> List[List[int]]:
+        """Token lists up to (not including) each row's first ``<end>``."""
+        out = []
+        for row in sequences.tolist():
+            out.append(row[: row.index(self.end_id)] if self.end_id in row else row)
+        return out
+
+    def _beam_search(self, memory: _Memory, beam_width: int, max_length: int, length_penalty: float) -> Decoded:
+        owner = f"{type(self).__name__}.beam_search"
+        if isinstance(beam_width, bool) or not isinstance(beam_width, int) or beam_width < 1:
+            raise ValueError(f"{owner}: beam_width must be a positive integer (1 is greedy decoding), "
+                             f"got {beam_width!r}")
+        if isinstance(length_penalty, bool) or not isinstance(length_penalty, Real) \
+                or not 0 <= length_penalty < math.inf:
+            raise ValueError(f"{owner}: length_penalty must be a finite number >= 0 (0 ranks by "
+                             f"log-probability alone), got {length_penalty!r}")
+        max_length = self._check_max_length(max_length)
+        self.attention_weights = None             # a beam has no single alignment to show
+        batch, k, vocab = memory.context.shape[0], beam_width, self.target_vocab_size
+        device, dtype = memory.context.device, memory.context.dtype
+        memory = memory.select(torch.arange(batch, device=device).repeat_interleave(k))   # (B·k, ...)
+        state, feed = memory.state, self._initial_feed(memory)
+        tokens = torch.full((batch * k,), self.start_id, dtype=torch.long, device=device)
+        # only the first beam is live at the start, so the k beams do not repeat one hypothesis
+        scores = torch.full((batch, k), float("-inf"), dtype=dtype, device=device)
+        scores[:, 0] = 0.0                                                      # (B, k) log-probabilities
+        lengths = torch.zeros(batch, k, dtype=torch.long, device=device)
+        finished = torch.zeros(batch, k, dtype=torch.bool, device=device)
+        # a finished hypothesis has one continuation, <pad> at no cost: it keeps its slot and stops growing
+        frozen = torch.full((vocab,), float("-inf"), dtype=dtype, device=device)
+        frozen[self.pad_id] = 0.0
+        width = min(k, vocab)
+        offsets = (torch.arange(batch, device=device) * k).unsqueeze(1)          # (B, 1)
+        history = []
+        for _ in range(max_length):
+            logits, state, feed, _ = self._step(tokens, state, feed, memory)
+            log_p = torch.log_softmax(logits, dim=-1).view(batch, k, vocab)
+            log_p = torch.where(finished.unsqueeze(-1), frozen, log_p)
+            # the k best continuations of one hypothesis are its k most probable tokens (they share
+            # its score and length), so k of each are all the candidates the next beam can need
+            step_log_p, step_tokens = log_p.topk(width, dim=-1)                  # (B, k, width)
+            candidates = (scores.unsqueeze(-1) + step_log_p).view(batch, k * width)
+            grown = lengths + (~finished).long()                                  # (B, k)
+            penalty = self._length_penalty(grown, length_penalty, dtype).repeat_interleave(width, dim=1)
+            _, best = (candidates / penalty).topk(k, dim=1)                      # (B, k), best first
+            parent, tokens = best // width, step_tokens.view(batch, k * width).gather(1, best)
+            scores = candidates.gather(1, best)
+            lengths = grown.gather(1, parent)
+            was_finished = finished.gather(1, parent)
+            # hypotheses still at -inf (k > V at the first step) will never win: retire them too
+            finished = was_finished | (tokens == self.end_id) | torch.isneginf(scores)
+            history.append((parent, torch.where(was_finished, self.end_id, tokens)))
+            rows = (parent + offsets).view(-1)
+            state = map_state(lambda s: s.index_select(0, rows), state)
+            feed = None if feed is None else feed.index_select(0, rows)
+            tokens = tokens.view(-1)
+            if bool(finished.all()) or (length_penalty == 0 and self._settled(scores, finished)):
+                break
+        best_beam = torch.zeros(batch, dtype=torch.long, device=device)           # topk sorted: beam 0 wins
+        sequence = []
+        for parent, step_tokens in reversed(history):
+            sequence.append(step_tokens.gather(1, best_beam[:, None]).squeeze(1))
+            best_beam = parent.gather(1, best_beam[:, None]).squeeze(1)
+        log_probs = scores[:, 0]
+        ranked = log_probs / self._length_penalty(lengths[:, 0], length_penalty, dtype)
+        return Decoded(self._strip(torch.stack(sequence[::-1], 1)), ranked, log_probs)
+
+    @staticmethod
+    def _length_penalty(lengths: Tensor, alpha: float, dtype) -> Tensor:
+        """Wu et al. (2016): ``lp(Y) = ((5 + |Y|) / 6) ** alpha``, |Y| counting ``<end>``."""
+        return ((5.0 + lengths.to(dtype)) / 6.0) ** alpha
+
+    @staticmethod
+    def _settled(scores: Tensor, finished: Tensor) -> bool:
+        """With no length penalty a live score can only fall, so a finished hypothesis that
+        beats every live one of its item has won."""
+        best_finished = scores.masked_fill(~finished, float("-inf")).max(1).values
+        best_live = scores.masked_fill(finished, float("-inf")).max(1).values
+        return bool(((best_finished > best_live) & finished.any(1)).all())
+
+
+class Seq2Seq(_EncoderDecoder):
+    r"""Encoder–decoder for sequence transduction (Sutskever et al. 2014; Cho et al. 2014),
+    with optional attention (Bahdanau et al. 2015; Luong et al. 2015).
+
+    The encoder embeds the source and runs ``cell`` over it (forward, or a
+    bidirectional pair whose outputs and final states are projected back to
+    ``hidden_size``: :math:`s = \tanh(W [s_\rightarrow; s_\leftarrow])` per state
+    tensor). Its final state at each source's own last step is the summary; the
+    context is :math:`c = f_o(s)`. The decoder (same cell type) is described in
+    :mod:`rnnkit.models.seq2seq`.
+
+    Args:
+        cell: a name from :data:`rnnkit.cells.CELLS` (``"lstm"``, ``"gru"``, ...).
+        attention: ``None``, ``"additive"`` or ``"multiplicative"``.
+        context: ``"initial_state"``, ``"every_step"`` or ``"both"``.
+        input_feeding: feed :math:`\tilde h_{t-1}` into step ``t`` (Luong); needs attention.
+        teacher_forcing: probability of feeding the true previous token while
+            training; below 1 each step (per sequence) feeds the model's own
+            previous prediction instead (scheduled sampling, Bengio et al. 2015),
+            its ``argmax`` or a ``"sample"`` by ``sampling``. A plain attribute, so
+            a schedule can lower it during training.
+
+    Shapes: ``source`` (B, S) token ids, ``source_lengths`` (B,) or None (all
+    full; steps past a length are never read), ``target_in`` (B, T) decoder
+    inputs starting with ``start_id``. ``forward`` returns logits (B, T, V) and
+    leaves ``attention_weights`` (B, T, S) for inspection (``greedy`` leaves its
+    own; None without attention).
+
+    >>> import torch
+    >>> model = Seq2Seq(10, 12, hidden_size=16, embedding_size=8, attention="additive")
+    >>> source, lengths = torch.randint(3, 10, (2, 5)), torch.tensor([5, 3])
+    >>> tuple(model(source, lengths, torch.randint(3, 12, (2, 4))).shape)
+    (2, 4, 12)
+    >>> len(model.beam_search(source, lengths, beam_width=3, max_length=6).tokens)
+    2
+    """
+
+    def __init__(self, source_vocab_size: int, target_vocab_size: int, hidden_size: int = 128,
+                 embedding_size: int = 64, *, cell: str = "lstm", attention: Optional[str] = None,
+                 context: str = "initial_state", bidirectional_encoder: bool = False,
+                 input_feeding: bool = False, dropout: float = 0.0, start_id: int = 1, end_id: int = 2,
+                 pad_id: int = 0, teacher_forcing: float = 1.0, sampling: str = "argmax",
+                 engine: str = "auto"):
+        super().__init__(target_vocab_size, hidden_size, embedding_size, cell, attention, context,
+                         input_feeding, dropout, start_id, end_id, pad_id, teacher_forcing, sampling, engine)
+        name = type(self).__name__
+        check_sizes(name, source_vocab_size=source_vocab_size)
+        if not 0 <= pad_id < source_vocab_size:
+            raise ValueError(f"{name}: pad_id {pad_id} must also be a source token id in [0, {source_vocab_size})")
+        self.source_vocab_size, self.bidirectional_encoder = source_vocab_size, bool(bidirectional_encoder)
+        self.source_embedding = nn.Embedding(source_vocab_size, embedding_size)
+
+        def runner(reverse: bool) -> Recurrent:
+            return Recurrent(_make_cell(cell, embedding_size, hidden_size), engine, reverse=reverse,
+                             name=f"{name} encoder")
+
+        if self.bidirectional_encoder:
+            self.encoder = Bidirectional(runner(False), runner(True))
+            sizes = self.decoder.cell.state_sizes
+            self.state_projections = nn.ModuleList(
+                nn.Linear(2 * s, s) for s in ((sizes,) if isinstance(sizes, int) else sizes))
+            if attention:
+                self.output_projection = nn.Linear(2 * hidden_size, hidden_size)
+        else:
+            self.encoder = runner(False)
+
+    def _encode(self, source, source_lengths) -> _Memory:
+        name = type(self).__name__
+        source = _check_tokens(name, "source", source)
+        lengths = check_lengths(name, source_lengths, source.shape[0], source.shape[1])
+        if lengths is None:
+            valid = torch.ones(source.shape, dtype=torch.bool, device=source.device)     # (B, S)
+        else:
+            valid = torch.arange(source.shape[1], device=source.device) < lengths.to(source.device)[:, None]
+        _check_vocabulary(name, "source", source, self.source_vocab_size, valid)
+        # what lies past a length is never read: replace it, so that it may hold anything
+        source = torch.where(valid, source, self.pad_id)
+        outputs, final = self.encoder(self.dropout(self.source_embedding(source)), lengths=lengths)
+        if self.bidirectional_encoder:
+            forward_state, backward_state = (state_tensors(s) for s in final)
+            parts = tuple(torch.tanh(project(torch.cat(pair, dim=-1))) for project, pair
+                          in zip(self.state_projections, zip(forward_state, backward_state)))
+            final = parts[0] if isinstance(self.decoder.cell.state_sizes, int) else parts
+            if self.attention is not None:
+                outputs = self.output_projection(outputs)                           # (B, S, H)
+        return self._memory(final, outputs if self.attention is not None else None, valid)
+
+    def forward(self, source: Tensor, source_lengths, target_in: Tensor) -> Tensor:
+        """Logits (B, T, V) of every next token given ``target_in`` (teacher forcing)."""
+        memory = self._encode(source, source_lengths)
+        target_in = _check_ids(type(self).__name__, "target_in", target_in, self.target_vocab_size)
+        if target_in.shape[0] != source.shape[0]:
+            raise ValueError(f"{type(self).__name__}: source has {source.shape[0]} sequences but target_in "
+                             f"has {target_in.shape[0]}")
+        return self._decode(memory, target_in)
+
+    def loss(self, inputs, targets: Tensor, state=None):
+        """Mean cross-entropy per target token, pad positions ignored: ``(loss, None)``.
+
+        ``inputs`` is ``(source, source_lengths, target_in)``, or ``(source,
+        source_lengths)`` — what :class:`rnnkit.data.SequenceBatches` yields with
+        ``lengths`` — and then ``target_in`` is ``targets`` shifted right behind
+        ``start_id``. ``targets`` (B, T) end with ``end_id`` and are padded with ``pad_id``.
+        """
+        if not isinstance(inputs, (tuple, list)) or len(inputs) not in (2, 3):
+            raise TypeError(f"{type(self).__name__}.loss: expected inputs (source, source_lengths, target_in) "
+                            f"or (source, source_lengths), got {type(inputs).__name__}"
+                            + (f" of {len(inputs)}" if isinstance(inputs, (tuple, list)) else ""))
+        source, lengths = inputs[0], inputs[1]
+        target_in = inputs[2] if len(inputs) == 3 else self._shifted(
+            _check_ids(f"{type(self).__name__}.loss", "targets", targets, self.target_vocab_size))
+        return self._nll(self(source, lengths, target_in), targets), None
+
+    @torch.no_grad()
+    def greedy(self, source: Tensor, source_lengths=None, max_length: int = 50) -> Decoded:
+        """Take the most probable token at every step, for the whole batch at once."""
+        return self._greedy(self._encode(source, source_lengths), max_length)
+
+    @torch.no_grad()
+    def beam_search(self, source: Tensor, source_lengths=None, beam_width: int = 4, max_length: int = 50,
+                    length_penalty: float = 0.0) -> Decoded:
+        r"""Keep the ``beam_width`` best hypotheses per item; return the best of each.
+
+        Hypotheses are ranked by :math:`\log p(Y) / lp(Y)` with
+        :math:`lp(Y) = ((5 + |Y|)/6)^\alpha` (Wu et al. 2016, ``alpha = length_penalty``;
+        1 when it is 0). A hypothesis that emits ``end_id`` is finished: it keeps
+        its place and stops growing. Hypotheses unfinished after ``max_length``
+        steps compete as they are. ``beam_width=1`` is :meth:`greedy`.
+        """
+        return self._beam_search(self._encode(source, source_lengths), beam_width, max_length, length_penalty)
+
+
+class VectorToSequence(_EncoderDecoder):
+    r"""One-to-many: generate a sequence from a feature vector (image captioning style).
+
+    The vector :math:`f` (B, feature_size) gives the summary state
+    :math:`s = \tanh(W_k f + b_k)` per state tensor and the context :math:`c = f_o(s)`,
+    used by ``context`` as in :class:`Seq2Seq`; the decoder is the same (no attention).
+
+    >>> import torch
+    >>> model = VectorToSequence(6, 9, hidden_size=16, embedding_size=8, context="both")
+    >>> tuple(model(torch.randn(3, 6), torch.randint(3, 9, (3, 4))).shape)
+    (3, 4, 9)
+    """
+
+    def __init__(self, feature_size: int, target_vocab_size: int, hidden_size: int = 128,
+                 embedding_size: int = 64, *, cell: str = "lstm", context: str = "initial_state",
+                 dropout: float = 0.0, start_id: int = 1, end_id: int = 2, pad_id: int = 0,
+                 teacher_forcing: float = 1.0, sampling: str = "argmax", engine: str = "auto"):
+        super().__init__(target_vocab_size, hidden_size, embedding_size, cell, None, context, False, dropout,
+                         start_id, end_id, pad_id, teacher_forcing, sampling, engine)
+        check_sizes(type(self).__name__, feature_size=feature_size)
+        self.feature_size = feature_size
+        sizes = self.decoder.cell.state_sizes
+        self.state_projections = nn.ModuleList(
+            nn.Linear(feature_size, s) for s in ((sizes,) if isinstance(sizes, int) else sizes))
+
+    def _encode(self, features) -> _Memory:
+        name = type(self).__name__
+        like = self.target_embedding.weight
+        if not isinstance(features, Tensor):
+            raise TypeError(f"{name}: expected features to be a torch.Tensor, got {type(features).__name__}")
+        if features.dim() != 2 or features.shape[1] != self.feature_size:
+            raise ValueError(f"{name}: expected features of shape (batch, {self.feature_size}), got "
+                             f"{tuple(features.shape)}")
+        if features.dtype != like.dtype:
+            raise TypeError(f"{name}: features dtype {features.dtype} does not match the model's {like.dtype}")
+        parts = tuple(torch.tanh(project(features)) for project in self.state_projections)
+        return self._memory(parts[0] if len(parts) == 1 else parts, None, None)
+
+    def forward(self, features: Tensor, target_in: Tensor) -> Tensor:
+        """Logits (B, T, V) of every next token given ``target_in`` (teacher forcing)."""
+        memory = self._encode(features)
+        target_in = _check_ids(type(self).__name__, "target_in", target_in, self.target_vocab_size)
+        if target_in.shape[0] != features.shape[0]:
+            raise ValueError(f"{type(self).__name__}: features has {features.shape[0]} rows but target_in "
+                             f"has {target_in.shape[0]}")
+        return self._decode(memory, target_in)
+
+    def loss(self, inputs, targets: Tensor, state=None):
+        """Mean cross-entropy per target token; ``inputs`` is ``features`` or ``(features, target_in)``."""
+        if isinstance(inputs, (tuple, list)):
+            if len(inputs) != 2:
+                raise TypeError(f"{type(self).__name__}.loss: expected inputs features or (features, "
+                                f"target_in), got a {type(inputs).__name__} of {len(inputs)}")
+            features, target_in = inputs
+        else:
+            features = inputs
+            target_in = self._shifted(_check_ids(f"{type(self).__name__}.loss", "targets", targets,
+                                                 self.target_vocab_size))
+        return self._nll(self(features, target_in), targets), None
+
+    @torch.no_grad()
+    def greedy(self, features: Tensor, max_length: int = 50) -> Decoded:
+        """Take the most probable token at every step."""
+        return self._greedy(self._encode(features), max_length)
+
+    @torch.no_grad()
+    def beam_search(self, features: Tensor, beam_width: int = 4, max_length: int = 50,
+                    length_penalty: float = 0.0) -> Decoded:
+        """Beam search as in :meth:`Seq2Seq.beam_search`."""
+        return self._beam_search(self._encode(features), beam_width, max_length, length_penalty)
