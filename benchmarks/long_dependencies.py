@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     parser.add_argument("--cells", default="elman,gated,lstm,gru")
     parser.add_argument("--seconds", type=float, default=30.0, help="training budget per run")
     parser.add_argument("--hidden-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--name", default="", help="suffix of the results file")
     args = parser.parse_args(argv)
     runs = run_suite(parse_tasks(args.task), tuple(args.cells.split(",")), seconds=args.seconds,

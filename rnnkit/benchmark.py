@@ -71,7 +71,7 @@ def _batches(task, batch_size: int, shuffle: bool = True):
 
 
 def run_task(name: str, size_arg: str | None, size, cell: str, *, seconds: float = 30.0,
-             hidden_size: int = 64, lr: float = 3e-3, batch_size: int = 64, train_sequences: int = 10_000,
+             hidden_size: int = 64, lr: float = 1e-2, batch_size: int = 64, train_sequences: int = 10_000,
              seed: int = 0) -> TaskRun:
     """Train one cell on one task for ``seconds`` and measure it on held-out sequences."""
     torch.manual_seed(seed)
