@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-from torch.nn import functional as F
 
 from conftest import F64, assert_close
 from rnnkit.cells import CELLS

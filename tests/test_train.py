@@ -1,6 +1,5 @@
 """Trainer: truncated BPTT carry, exact resume after a kill, checkpoints, data parallelism."""
 import json
-import math
 import os
 import signal
 import subprocess

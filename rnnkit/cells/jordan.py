@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from .base import Cell, check_sizes, resolve_activation
 

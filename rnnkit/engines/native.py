@@ -6,7 +6,6 @@ Cells that compute exactly what one of torch's kernels computes say so through
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor, _VF
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
