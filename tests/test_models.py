@@ -131,3 +131,20 @@ def test_regressor_learns_a_mean_through_the_trainer(tmp_path):
     assert summary["validation_loss"] < 0.1 * y.var().item()
     with pytest.raises(ValueError, match=r"^SequenceRegressor: expected targets of shape \(2, 1\), got \(2,\)$"):
         model.loss(x[:2], y[:2, 0])
+
+
+def test_validation_loss_is_the_exact_mean_over_valid_targets_across_unevenly_padded_batches(tmp_path):
+    from rnnkit.readouts import sequence_nll
+
+    torch.manual_seed(3)
+    x = torch.randn(6, 9, 4)
+    y = torch.randint(3, (6, 9))
+    lengths = torch.tensor([9, 9, 9, 1, 1, 2])          # first batch nearly full, second nearly all padding
+    model = SequenceTagger(4, 3, 8).eval()
+    data = SequenceBatches(x, y, lengths, batch_size=3, shuffle=False)
+    config = TrainConfig(max_steps=1, max_minutes=None)
+    measured = Trainer(model, config, tmp_path, progress=False).evaluate(data)
+    with torch.no_grad():
+        out, _ = model.encoder((x, lengths))
+        exact = sequence_nll(model.readout, y, out, lengths, reduction="sum").item() / lengths.sum().item()
+    assert measured == pytest.approx(exact, rel=1e-6)

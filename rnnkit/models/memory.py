@@ -360,6 +360,14 @@ class NeuralTuringMachine(nn.Module):
         logits, targets, mask = self._scored(inputs, targets, state, mask)
         return F.binary_cross_entropy_with_logits(logits[mask], targets[mask]), None
 
+    def loss_weight(self, inputs, targets: Tensor) -> int:
+        """How many bits the loss averages over: the answer steps times the output width."""
+        x, lengths = self._split(inputs)
+        mask = self._answer_mask(x)
+        if lengths is not None:
+            mask = mask & (torch.arange(x.shape[1], device=x.device) < lengths.to(x.device).unsqueeze(1))
+        return int(mask.sum()) * targets.shape[-1]
+
     @torch.no_grad()
     def bit_errors(self, inputs, targets: Tensor, state: State | None = None, *,
                    mask: Tensor | None = None) -> Tensor:

@@ -283,6 +283,10 @@ class _EncoderDecoder(nn.Module):
             return logits.argmax(-1)
         return torch.multinomial(torch.softmax(logits, -1), 1).squeeze(-1)
 
+    def loss_weight(self, inputs, targets: Tensor) -> int:
+        """How many tokens the loss averages over: the targets that are not padding."""
+        return int((targets != self.pad_id).sum())
+
     def _nll(self, logits: Tensor, targets) -> Tensor:
         owner = f"{type(self).__name__}.loss"
         targets = _check_ids(owner, "targets", targets, self.target_vocab_size)

@@ -167,6 +167,11 @@ class SequenceTagger(nn.Module):
         out, lengths = self.encoder(inputs)
         return sequence_nll(self.readout, targets, self.dropout(out), lengths, reduction="mean"), None
 
+    def loss_weight(self, inputs, targets: Tensor) -> int:
+        """How many tags the loss averages over: the valid steps."""
+        lengths = inputs[1] if isinstance(inputs, (tuple, list)) else None
+        return int(lengths.sum()) if lengths is not None else targets.shape[0] * targets.shape[1]
+
     @torch.no_grad()
     def predict(self, inputs) -> Tensor:
         return self(inputs).argmax(-1)

@@ -99,7 +99,9 @@ class Trainer:
     """Train ``model`` on token ids with truncated BPTT.
 
     Args:
-        model: any module with ``loss(inputs, targets, state) -> (loss, state)``.
+        model: any module with ``loss(inputs, targets, state) -> (loss, state)``; if its
+            loss is a mean over fewer items than ``targets.numel()`` (padding, masks),
+            ``loss_weight(inputs, targets)`` gives that number, for exact validation means.
         config: :class:`TrainConfig`.
         run_dir: where checkpoints, ``metrics.jsonl`` and ``loss.png`` go.
         checkpoint_config: JSON-serialisable description saved with each checkpoint
@@ -171,11 +173,15 @@ class Trainer:
             pairs = data.evaluation_batches()
         carry = isinstance(data, Tensor) or getattr(data, "contiguous", False)
         total, count, state = 0.0, 0, None
+        # a model whose loss averages over fewer targets than targets.numel() (padding, masks)
+        # says how many through loss_weight, so batches are weighted by what they really score
+        weigh = getattr(self.model, "loss_weight", None)
         for inputs, targets in pairs:
-            loss, state = self.model.loss(_to_device(inputs, self.device), targets.to(self.device),
-                                          state if carry else None)
-            total += loss.item() * targets.numel()
-            count += targets.numel()
+            inputs, targets = _to_device(inputs, self.device), targets.to(self.device)
+            loss, state = self.model.loss(inputs, targets, state if carry else None)
+            weight = weigh(inputs, targets) if weigh is not None else targets.numel()
+            total += loss.item() * weight
+            count += weight
         self.model.train(was_training)
         return total / count
 
