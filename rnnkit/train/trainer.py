@@ -133,6 +133,7 @@ class Trainer:
         self.bad_validations = 0
         self.plateau_scale = 1.0
         self.last_checkpoint_step = None
+        self._last_check = None              # (step, loss) of the latest periodic validation
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.main)
 
     # ----- schedule ----------------------------------------------------------
@@ -290,17 +291,24 @@ class Trainer:
                     self.on_step(self)
         if bar is not None:
             bar.close()
-        final_loss = self.evaluate(validation)                  # the reported figure: all of it
-        # "best" compares like with like: the same validation tokens as the periodic checks
-        comparable = final_loss if c.eval_tokens is None else self.evaluate(validation, c.eval_tokens)
-        improved = comparable < self.best_validation
-        self.best_validation = min(self.best_validation, comparable)
-        if c.eval_tokens is not None:
-            self.metrics.write(kind="validation", step=self.step, tokens=self.tokens, loss=comparable,
-                               full=False, seconds=round(self.elapsed, 3))
+        # the periodic check may have just measured (and saved) these very parameters
+        just_checked = self._last_check[1] if self._last_check and self._last_check[0] == self.step else None
+        if just_checked is not None and c.eval_tokens is None:
+            final_loss = just_checked                              # all of it, already checkpointed
+        else:
+            final_loss = self.evaluate(validation)                 # the reported figure: all of it
+            # "best" compares like with like: the same validation tokens as the periodic checks
+            comparable = (final_loss if c.eval_tokens is None
+                          else just_checked if just_checked is not None
+                          else self.evaluate(validation, c.eval_tokens))
+            improved = comparable < self.best_validation
+            self.best_validation = min(self.best_validation, comparable)
+            if c.eval_tokens is not None and just_checked is None:
+                self.metrics.write(kind="validation", step=self.step, tokens=self.tokens, loss=comparable,
+                                   full=False, seconds=round(self.elapsed, 3))
+            self.save(batches, state, best=improved)
         self.metrics.write(kind="validation", step=self.step, tokens=self.tokens, loss=final_loss,
                            full=True, final=True, seconds=round(self.elapsed, 3))
-        self.save(batches, state, best=improved)
         plot = plot_losses(self.metrics.path, self.run_dir / "loss.png") if self.main else None
         summary = {"validation_loss": final_loss, "best_validation_loss": self.best_validation,
                    "steps": self.step, "tokens": self.tokens, "seconds": self.elapsed,
@@ -322,6 +330,7 @@ class Trainer:
                 self.plateau_scale *= c.plateau_factor
         self.metrics.write(kind="validation", step=self.step, tokens=self.tokens, loss=loss,
                            full=c.eval_tokens is None, seconds=round(self.elapsed, 3))
+        self._last_check = (self.step, loss)
         if bar is not None:
             bar.write(f"step {self.step:>6}  validation loss {loss:.4f}"
                       f"{'  (best)' if improved else ''}")
