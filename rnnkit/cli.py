@@ -98,12 +98,13 @@ def _train(args) -> int:
             if getattr(args, limit) is not None:
                 train_values[limit] = getattr(args, limit)
         train_config = TrainConfig.from_dict(train_values)
-        data = saved.get("data")
+        data = saved["data"]["path"]
+        validation_fraction = saved["data"]["validation_fraction"]   # the same split as before
     else:
         if out.exists() and any(out.iterdir()):
             raise ValueError(f"'{out}' already holds files; pass --resume to continue that run, or "
                              f"--out NEW_DIRECTORY to start another")
-        data = args.data
+        data, validation_fraction = args.data, args.validation_fraction
         model_config = None
         train_config = TrainConfig(
             batch_size=args.batch_size, truncation=args.truncation, optimizer=args.optimizer, lr=args.lr,
@@ -122,8 +123,7 @@ def _train(args) -> int:
             vocab_size=len(vocab), cell=args.cell, hidden_size=args.hidden_size,
             num_layers=args.num_layers, embedding_size=args.embedding_size, dropout=args.dropout,
             tie_weights=args.tie_weights)
-    train_ids, validation_ids = split_train_validation(ids, args.validation_fraction if not args.resume
-                                                       else 0.1)
+    train_ids, validation_ids = split_train_validation(ids, validation_fraction)
     torch.manual_seed(train_config.seed)
     model = LanguageModel(model_config)
     if is_main():
@@ -135,7 +135,8 @@ def _train(args) -> int:
               f"{f', {world} processes' if world > 1 else ''}")
     trainer = Trainer(model, train_config, out, progress=not args.quiet,
                       checkpoint_config={"model": model_config.to_dict(), "vocabulary": vocab.to_dict(),
-                                         "data": data, "rnnkit_version": __version__})
+                                         "data": {"path": data, "validation_fraction": validation_fraction},
+                                         "rnnkit_version": __version__})
     try:
         summary = trainer.fit(train_ids, validation_ids, resume=args.resume)
     except TrainingDiverged as error:

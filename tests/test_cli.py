@@ -74,6 +74,17 @@ def test_resume_continues_a_run_and_refuses_to_overwrite_one(tmp_path, corpus, c
     assert "after 30 steps" in capsys.readouterr().out
 
 
+def test_resume_keeps_the_runs_own_validation_split(tmp_path, corpus, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(corpus), "--validation-fraction", "0.3", "--max-steps", "10",
+                 "--out", str(out), *TINY]) == 0
+    first = capsys.readouterr().out
+    assert main(["train", "--resume", "--max-steps", "20", "--out", str(out), "--quiet"]) == 0
+    again = capsys.readouterr().out
+    held_out = re.search(r"([\d,]+) for validation", first).group(1)
+    assert f"{held_out} for validation" in again
+
+
 @pytest.mark.parametrize("content, message", [
     (None, "no such file or directory: '{path}'; pass --data a UTF-8 text file, a directory of them, "
            "or - for standard input"),
