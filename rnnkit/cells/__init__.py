@@ -6,9 +6,10 @@ from .gru import GRUCell
 from .jordan import JordanCell
 from .leaky import LeakyCell
 from .lstm import LSTMCell
+from .reservoir import ReservoirCell
 
 CELLS = {"elman": ElmanCell, "jordan": JordanCell, "gated": GatedCell, "lstm": LSTMCell,
-         "gru": GRUCell, "leaky": LeakyCell}
+         "gru": GRUCell, "leaky": LeakyCell, "reservoir": ReservoirCell}
 
 __all__ = ["Cell", "State", "ElmanCell", "JordanCell", "GatedCell", "LSTMCell", "GRUCell",
-           "LeakyCell", "CELLS", "map_state", "state_tensors", "state_where"]
+           "LeakyCell", "ReservoirCell", "CELLS", "map_state", "state_tensors", "state_where"]

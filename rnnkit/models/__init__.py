@@ -1,6 +1,7 @@
 """Models: an input encoding in front of recurrent layers, a readout behind."""
 from .language_model import (CELL_NETWORKS, LanguageModel, LanguageModelConfig, bits_per_token,
                              load_language_model, perplexity)
+from .esn import EchoStateNetwork, mackey_glass
 from .forecaster import Forecaster
 from .memory import NeuralTuringMachine, NTMCell, copy_task
 from .seq2seq import Attention, Decoded, Seq2Seq, VectorToSequence
@@ -11,4 +12,4 @@ __all__ = ["LanguageModel", "LanguageModelConfig", "CELL_NETWORKS", "perplexity"
            "load_language_model", "SequenceClassifier", "SequenceRegressor", "SequenceTagger",
            "Forecaster", "Seq2Seq", "VectorToSequence", "Attention", "Decoded",
            "Tree", "TreeRNN", "TreeBatches", "parse_expression", "arithmetic_expressions",
-           "NeuralTuringMachine", "NTMCell", "copy_task"]
+           "NeuralTuringMachine", "NTMCell", "copy_task", "EchoStateNetwork", "mackey_glass"]
