@@ -3,6 +3,7 @@ from .base import Cell, State, map_state, state_tensors, state_where
 from .elman import ElmanCell
 from .gated import GatedCell
 from .gru import GRUCell
+from .hmm import HMMFilterCell
 from .jordan import JordanCell
 from .leaky import LeakyCell
 from .lstm import LSTMCell
@@ -12,4 +13,4 @@ CELLS = {"elman": ElmanCell, "jordan": JordanCell, "gated": GatedCell, "lstm": L
          "gru": GRUCell, "leaky": LeakyCell, "reservoir": ReservoirCell}
 
 __all__ = ["Cell", "State", "ElmanCell", "JordanCell", "GatedCell", "LSTMCell", "GRUCell",
-           "LeakyCell", "ReservoirCell", "CELLS", "map_state", "state_tensors", "state_where"]
+           "LeakyCell", "ReservoirCell", "HMMFilterCell", "CELLS", "map_state", "state_tensors", "state_where"]

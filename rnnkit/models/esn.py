@@ -1,7 +1,6 @@
 """Echo state network: a fixed random reservoir and a linear readout fitted in closed form."""
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import Tensor, nn
