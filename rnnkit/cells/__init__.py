@@ -10,7 +10,9 @@ from .lstm import LSTMCell
 from .reservoir import ReservoirCell
 
 CELLS = {"elman": ElmanCell, "jordan": JordanCell, "gated": GatedCell, "lstm": LSTMCell,
-         "gru": GRUCell, "leaky": LeakyCell, "reservoir": ReservoirCell}
+         "gru": GRUCell, "leaky": LeakyCell}
+# ReservoirCell (fixed random weights) and HMMFilterCell (states and symbols, not input and
+# hidden sizes) are cells too, but not general trainable ones: they are not in the registry.
 
 __all__ = ["Cell", "State", "ElmanCell", "JordanCell", "GatedCell", "LSTMCell", "GRUCell",
            "LeakyCell", "ReservoirCell", "HMMFilterCell", "CELLS", "map_state", "state_tensors", "state_where"]
