@@ -29,6 +29,14 @@ def check_features(owner: str, what: str, x, size: int, like: Tensor | None, hol
     return x
 
 
+def check_series(owner: str, what: str, x, size: int) -> Tensor:
+    """``x`` is a batch of series, (batch, time, size)."""
+    if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != size:
+        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{owner}: expected {what} of shape (batch, time, {size}), got {got}")
+    return x
+
+
 def check_input(owner: str, x, input_size: int, like: Tensor | None, batch_first: bool) -> Tensor:
     if not isinstance(x, Tensor):
         raise TypeError(f"{owner}: expected the input to be a torch.Tensor, got {type(x).__name__}")

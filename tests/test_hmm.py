@@ -185,12 +185,13 @@ def test_errors():
     with pytest.raises(ValueError, match=re.escape("hmm_viterbi: symbols must lie in [0, V) = [0, 3), got -1")):
         hmm_viterbi(*params, torch.tensor([[0, -1]]))
     with pytest.raises(ValueError, match=re.escape(
-            "hmm_smoother: empty sequence; every length must be at least 1, got 0")):
+            "hmm_smoother: every length must be at least 1, got a length of 0")):
         hmm_smoother(*params, torch.tensor([[0, 1], [1, 1]]), lengths=[2, 0])
     with pytest.raises(ValueError, match=re.escape(
             "hmm_filter: empty input; symbols must have at least one sequence and one step, got shape (1, 0)")):
         hmm_filter(*params, torch.zeros(1, 0, dtype=torch.long))
-    with pytest.raises(ValueError, match=re.escape("hmm_filter: lengths must not exceed T = 2, got 3")):
+    with pytest.raises(ValueError, match=re.escape(
+            "hmm_filter: lengths cannot exceed the 2 time steps of the input, got a length of 3")):
         hmm_filter(*params, torch.tensor([[0, 1]]), lengths=[3])
     with pytest.raises(ValueError, match=re.escape("hmm_filter: symbols must be an integer tensor (B, T), "
                                                    "got torch.float32")):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_series
 from ..cells.reservoir import ReservoirCell
 from ..layers import Recurrent
 
@@ -127,11 +128,7 @@ class EchoStateNetwork(nn.Module):
 
     # ----- helpers ------------------------------------------------------------
     def _check_series(self, what: str, x: Tensor, size: int) -> Tensor:
-        name = type(self).__name__
-        if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != size:
-            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"{name}: expected {what} of shape (batch, time, {size}), got {got}")
-        return x.to(self.cell.weight.dtype)
+        return check_series(type(self).__name__, what, x, size).to(self.cell.weight.dtype)
 
     def _read(self, states: Tensor) -> Tensor:
         return states @ self.readout_weight.T + self.readout_bias

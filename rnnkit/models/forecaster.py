@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_series
 from ..readouts import GaussianReadout, PoissonReadout
 from .language_model import CELL_NETWORKS
 
@@ -52,9 +53,7 @@ class Forecaster(nn.Module):
 
     def _check(self, series: Tensor, what: str) -> None:
         name = type(self).__name__
-        if not isinstance(series, Tensor) or series.dim() != 3 or series.shape[-1] != self.series_size:
-            shape = tuple(series.shape) if isinstance(series, Tensor) else type(series).__name__
-            raise ValueError(f"{name}: expected {what} of shape (batch, time, {self.series_size}), got {shape}")
+        check_series(name, what, series, self.series_size)
         if series.shape[1] == 0:
             raise ValueError(f"{name}: {what} has no time steps")
 

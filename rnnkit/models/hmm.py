@@ -26,6 +26,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .._checks import check_lengths
+
 from ..cells.hmm import HMMFilterCell
 from ..layers import Recurrent
 
@@ -94,19 +96,9 @@ def _check_symbols(owner: str, symbols: Tensor, lengths, num_symbols: int, devic
         raise ValueError(f"{owner}: empty input; symbols must have at least one sequence and one step, "
                          f"got shape {tuple(symbols.shape)}")
     symbols = symbols.to(device=device, dtype=torch.long)
-    if lengths is None:
-        lengths = torch.full((b,), t, dtype=torch.long, device=device)
-    else:
-        lengths = torch.as_tensor(lengths, device=device)
-        if lengths.dtype.is_floating_point or lengths.shape != (b,):
-            raise ValueError(f"{owner}: lengths must be B = {b} integers, got {lengths.dtype} of shape "
-                             f"{tuple(lengths.shape)}")
-        lengths = lengths.long()
-        if int(lengths.min()) < 1:
-            raise ValueError(f"{owner}: empty sequence; every length must be at least 1, "
-                             f"got {int(lengths.min())}")
-        if int(lengths.max()) > t:
-            raise ValueError(f"{owner}: lengths must not exceed T = {t}, got {int(lengths.max())}")
+    lengths = check_lengths(owner, lengths, b, t)                # the layers' own check
+    lengths = (torch.full((b,), t, dtype=torch.long, device=device) if lengths is None
+               else lengths.to(device))
     mask = torch.arange(t, device=device).unsqueeze(0) < lengths.unsqueeze(1)   # (B, T)
     valid = symbols[mask]
     if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= num_symbols):

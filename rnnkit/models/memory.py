@@ -363,10 +363,14 @@ class NeuralTuringMachine(nn.Module):
     def loss_weight(self, inputs, targets: Tensor) -> int:
         """How many bits the loss averages over: the answer steps times the output width."""
         x, lengths = self._split(inputs)
-        mask = self._answer_mask(x)
+        return int(self._scored_steps(x, lengths).sum()) * targets.shape[-1]
+
+    def _scored_steps(self, x: Tensor, lengths, mask: Tensor | None = None) -> Tensor:
+        """(B, T) steps the loss scores: the given mask or the answer steps, within each length."""
+        mask = self._answer_mask(x) if mask is None else mask
         if lengths is not None:
             mask = mask & (torch.arange(x.shape[1], device=x.device) < lengths.to(x.device).unsqueeze(1))
-        return int(mask.sum()) * targets.shape[-1]
+        return mask
 
     @torch.no_grad()
     def bit_errors(self, inputs, targets: Tensor, state: State | None = None, *,
@@ -388,9 +392,7 @@ class NeuralTuringMachine(nn.Module):
             got = tuple(targets.shape) if isinstance(targets, Tensor) else type(targets).__name__
             raise ValueError(f"{name}: expected targets of shape {tuple(logits.shape)} (batch, time, "
                              f"output_size), got {got}")
-        mask = self._answer_mask(x) if mask is None else self._check_mask(mask, logits)
-        if lengths is not None:
-            mask = mask & (torch.arange(x.shape[1], device=x.device) < lengths.to(x.device).unsqueeze(1))
+        mask = self._scored_steps(x, lengths, None if mask is None else self._check_mask(mask, logits))
         if not bool(mask.any()):
             raise ValueError(f"{name}: the mask selects no answer step, so there is nothing to score")
         return logits, targets.to(logits), mask
