@@ -196,6 +196,9 @@ def test_train_config_rejects_bad_values():
         LanguageModelConfig(vocab_size=5, cell="transformer")
     with pytest.raises(ValueError, match=r"^LanguageModelConfig: unknown keys \['colour'\]"):
         LanguageModelConfig.from_dict({"vocab_size": 5, "colour": "red"})
+    with pytest.raises(ValueError, match=r"^LanguageModel: token ids must lie in \[0, 20\), got values from "
+                                         r"-1 to 25$"):
+        tiny_model()(torch.tensor([[3, 25, -1]]))
 
 
 def test_a_crash_while_writing_a_checkpoint_leaves_the_last_good_one(tmp_path, monkeypatch):

@@ -116,9 +116,11 @@ class LanguageModel(nn.Module):
         if tokens.dim() != 2:
             raise ValueError(f"LanguageModel: expected token ids of shape (batch, time), got "
                              f"{tuple(tokens.shape)}")
-        if tokens.numel() and (int(tokens.max()) >= self.vocab_size or int(tokens.min()) < 0):
-            raise ValueError(f"LanguageModel: token ids must lie in [0, {self.vocab_size}), got values "
-                             f"from {int(tokens.min())} to {int(tokens.max())}")
+        if tokens.numel():
+            low, high = (int(v) for v in torch.aminmax(tokens))      # one pass, one sync per forward
+            if high >= self.vocab_size or low < 0:
+                raise ValueError(f"LanguageModel: token ids must lie in [0, {self.vocab_size}), got values "
+                                 f"from {low} to {high}")
 
 
 def perplexity(nll_nats: float) -> float:
