@@ -3,7 +3,7 @@ from .base import Cell, State, map_state, state_tensors, state_where
 from .elman import ElmanCell
 from .gated import GatedCell
 from .gru import GRUCell
-from .hmm import HMMFilterCell
+from .hmm import GaussianHMMFilterCell, HMMFilterCell
 from .jordan import JordanCell
 from .leaky import LeakyCell
 from .lstm import LSTMCell
@@ -15,4 +15,4 @@ CELLS = {"elman": ElmanCell, "jordan": JordanCell, "gated": GatedCell, "lstm": L
 # hidden sizes) are cells too, but not general trainable ones: they are not in the registry.
 
 __all__ = ["Cell", "State", "ElmanCell", "JordanCell", "GatedCell", "LSTMCell", "GRUCell",
-           "LeakyCell", "ReservoirCell", "HMMFilterCell", "CELLS", "map_state", "state_tensors", "state_where"]
+           "LeakyCell", "ReservoirCell", "HMMFilterCell", "GaussianHMMFilterCell", "CELLS", "map_state", "state_tensors", "state_where"]

@@ -3,8 +3,8 @@ from .language_model import (CELL_NETWORKS, LanguageModel, LanguageModelConfig, 
                              load_language_model, perplexity)
 from .esn import EchoStateNetwork, mackey_glass
 from .forecaster import Forecaster
-from .hmm import (CategoricalHMM, hmm_filter, hmm_parallel_log_likelihood, hmm_sample, hmm_smoother,
-                  hmm_viterbi)
+from .hmm import (CategoricalHMM, GaussianHMM, hmm_filter, hmm_parallel_filter, hmm_parallel_log_likelihood,
+                  hmm_sample, hmm_smoother, hmm_viterbi)
 from .memory import NeuralTuringMachine, NTMCell, copy_task
 from .seq2seq import Attention, Decoded, Seq2Seq, VectorToSequence
 from .sequence import SequenceClassifier, SequenceRegressor, SequenceTagger
@@ -15,5 +15,5 @@ __all__ = ["LanguageModel", "LanguageModelConfig", "CELL_NETWORKS", "perplexity"
            "Forecaster", "Seq2Seq", "VectorToSequence", "Attention", "Decoded",
            "Tree", "TreeRNN", "TreeBatches", "parse_expression", "arithmetic_expressions",
            "NeuralTuringMachine", "NTMCell", "copy_task", "EchoStateNetwork", "mackey_glass",
-           "CategoricalHMM", "hmm_filter", "hmm_smoother", "hmm_viterbi", "hmm_sample",
+           "CategoricalHMM", "GaussianHMM", "hmm_filter", "hmm_parallel_filter", "hmm_smoother", "hmm_viterbi", "hmm_sample",
            "hmm_parallel_log_likelihood"]

@@ -1,0 +1,1 @@
+"""Seeing inside recurrent networks: gradient flow, Jacobian spectra, fixed points, plots."""
