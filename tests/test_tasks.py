@@ -278,11 +278,11 @@ def test_digits_without_scikit_learn_says_how_to_install(monkeypatch):
 # ----- registry and errors ---------------------------------------------------------------------
 def test_registry_lists_every_generator():
     assert sorted(TASKS) == ["adding_problem", "copy_memory", "delayed_recall", "digits_rows",
-                             "embedded_reber", "parity"]
+                             "embedded_reber", "flip_flop", "parity"]
     assert all(make_task(name, **SMALL[name]).name == name for name in RANDOM)
     with pytest.raises(ValueError, match=exactly(
             "make_task: unknown task 'adding'; choose one of ['adding_problem', 'copy_memory', "
-            "'delayed_recall', 'digits_rows', 'embedded_reber', 'parity']")):
+            "'delayed_recall', 'digits_rows', 'embedded_reber', 'flip_flop', 'parity']")):
         make_task("adding", num_sequences=2, length=4)
 
 
@@ -314,7 +314,8 @@ def test_registry_lists_every_generator():
     (lambda: digits_rows(test_fraction=1e-5), ValueError,
      "digits_rows: test_fraction 1e-05 leaves an empty split of the 1797 images"),
     (lambda: make_task(3), TypeError, "make_task: name must be a string, one of ['adding_problem', 'copy_memory', "
-                                      "'delayed_recall', 'digits_rows', 'embedded_reber', 'parity'], got int"),
+                                      "'delayed_recall', 'digits_rows', 'embedded_reber', 'flip_flop', "
+                                      "'parity'], got int"),
     (lambda: reber_accepts(["B"]), TypeError, "reber_accepts: expected a string over 'BTSXPVE', got list"),
     (lambda: reber_next_symbols("BTBQ"), ValueError,
      "reber_next_symbols: 'BTBQ' does not begin any string of the embedded Reber grammar"),

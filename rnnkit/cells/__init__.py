@@ -7,12 +7,14 @@ from .hmm import GaussianHMMFilterCell, HMMFilterCell
 from .jordan import JordanCell
 from .leaky import LeakyCell
 from .lstm import LSTMCell
+from .rate import RateCell
 from .reservoir import ReservoirCell
 
 CELLS = {"elman": ElmanCell, "jordan": JordanCell, "gated": GatedCell, "lstm": LSTMCell,
-         "gru": GRUCell, "leaky": LeakyCell}
+         "gru": GRUCell, "leaky": LeakyCell, "rate": RateCell}
 # ReservoirCell (fixed random weights) and HMMFilterCell (states and symbols, not input and
 # hidden sizes) are cells too, but not general trainable ones: they are not in the registry.
 
 __all__ = ["Cell", "State", "ElmanCell", "JordanCell", "GatedCell", "LSTMCell", "GRUCell",
-           "LeakyCell", "ReservoirCell", "HMMFilterCell", "GaussianHMMFilterCell", "CELLS", "map_state", "state_tensors", "state_where"]
+           "LeakyCell", "RateCell", "ReservoirCell", "HMMFilterCell", "GaussianHMMFilterCell", "CELLS",
+           "map_state", "state_tensors", "state_where"]

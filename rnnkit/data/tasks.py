@@ -13,6 +13,7 @@ parity              classification  (N, T, 1) float bits [+ lengths]   CE  ln 2
 embedded_reber      tagging         (N, T, 7) one-hot + lengths        NLL ln 2 / 6 per step
 delayed_recall      classification  (N, T, K + 1) float                CE  ln K
 digits_rows         classification  (N, 8, 8) float                    CE  ln 10
+flip_flop           tagging         (N, T, bits) float ±1 pulses       NLL bits ln 2 (1 - p) per step
 ==================  ==============  =================================  ==========================
 
 Losses are per item for regression and classification, and the mean over valid
@@ -39,7 +40,7 @@ from torch import Tensor
 
 __all__ = ["Task", "KINDS", "adding_problem", "copy_memory", "parity", "embedded_reber", "reber_accepts",
            "reber_next_symbols", "is_valid_prediction", "REBER_SYMBOLS", "delayed_recall", "digits_rows",
-           "TASKS", "make_task"]
+           "flip_flop", "TASKS", "make_task"]
 
 KINDS = ("regression", "classification", "tagging")
 
@@ -473,9 +474,56 @@ def digits_rows(split: str = "train", test_fraction: float = 0.25, seed: int = 0
                 math.log(10), 8, 10, owner)
 
 
+# ----- flip-flop memory --------------------------------------------------------------------------
+def flip_flop(num_sequences: int, length: int, bits: int = 3, pulse_probability: float = 0.05, *,
+              generator: torch.Generator | None = None, seed: int | None = None) -> Task:
+    r"""The ``bits``-bit flip-flop of Sussillo & Barak 2013: remember the sign of each channel's last pulse.
+
+    ``inputs`` (N, T, bits) float: mostly zero, with pulses of +1 or -1 (equally
+    likely). Every channel has a pulse at step 0, so the memory is always
+    defined; at each later step each channel pulses independently with
+    probability ``pulse_probability``. ``targets`` (N, T, bits) float 0/1: 1 where
+    the channel's latest pulse up to and including step t was +1 (``2·y - 1`` is
+    the ±1 output of the original task). A pulse may repeat the stored sign.
+    Kind ``"tagging"`` (a Bernoulli readout per bit, or a regression on ``2·y - 1``).
+    A network that solves it needs :math:`2^{\text{bits}}` memory states — stable
+    fixed points of its dynamics, which :func:`rnnkit.analysis.fixed_points.find_fixed_points`
+    finds.
+
+    Baseline: a predictor that sees the current input but has no memory knows a
+    bit exactly at its pulses and is at chance (:math:`\ln 2`) otherwise, so its
+    expected loss per step, summed over the bits, is
+    :math:`\text{bits} \cdot \ln 2 \cdot (1 - p)(T - 1) / T`.
+
+    >>> task = flip_flop(1, length=6, bits=2, pulse_probability=0.3, seed=4)
+    >>> task.inputs[0].T.tolist()                    # (bits, T): the pulses of each channel
+    [[1.0, -1.0, 1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.0, 0.0, -1.0]]
+    >>> task.targets[0].T.tolist()                   # the sign of the latest pulse, as 0/1
+    [[1.0, 0.0, 1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0, 1.0, 0.0]]
+    """
+    owner = "flip_flop"
+    count = _count(owner, "num_sequences", num_sequences, 1)
+    steps = _count(owner, "length", length, 1)
+    bits = _count(owner, "bits", bits, 1)
+    if isinstance(pulse_probability, bool) or not isinstance(pulse_probability, Real):
+        raise TypeError(f"{owner}: pulse_probability must be a number, got {type(pulse_probability).__name__}")
+    if not 0 <= pulse_probability <= 1:
+        raise ValueError(f"{owner}: pulse_probability must lie in [0, 1], got {pulse_probability!r}")
+    generator = _random_source(owner, generator, seed)
+    pulsed = torch.rand(count, steps, bits, generator=generator) < pulse_probability    # (N, T, bits)
+    pulsed[:, 0] = True
+    signs = torch.randint(0, 2, (count, steps, bits), generator=generator) * 2 - 1
+    inputs = (pulsed * signs).to(torch.get_default_dtype())
+    time = torch.arange(steps).view(1, steps, 1)
+    last = torch.where(pulsed, time, torch.zeros((), dtype=time.dtype)).cummax(1).values  # latest pulse
+    targets = (signs.gather(1, last) > 0).to(inputs.dtype)
+    baseline = bits * math.log(2) * (1 - pulse_probability) * (steps - 1) / steps
+    return Task(inputs, targets, None, "tagging", baseline, bits, bits, owner)
+
+
 # ----- registry ---------------------------------------------------------------------------------
 TASKS = {generate.__name__: generate for generate in
-         (adding_problem, copy_memory, parity, embedded_reber, delayed_recall, digits_rows)}
+         (adding_problem, copy_memory, parity, embedded_reber, delayed_recall, digits_rows, flip_flop)}
 
 
 def make_task(name: str, **kwargs) -> Task:
