@@ -31,15 +31,16 @@ class NativeEngine:
         mode = cell.native_mode()
         kernel = _KERNELS[mode]
         weights = cell.flat_weights()
+        has_biases = len(weights) == 4                                 # (w_ih, w_hh[, b_ih, b_hh])
         hx = tuple(s.unsqueeze(0) for s in state_tensors(state))      # (1, B, H) each
         hx = hx if mode == "LSTM" else hx[0]
         if lengths is None:
-            out, *final = kernel(x, hx, weights, cell.bias, 1, 0.0, cell.training, False, True)
+            out, *final = kernel(x, hx, weights, has_biases, 1, 0.0, cell.training, False, True)
             return out, _unpack(final)
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         order, restore = packed.sorted_indices, packed.unsorted_indices
         hx = tuple(h.index_select(1, order) for h in hx) if mode == "LSTM" else hx.index_select(1, order)
-        data, *final = kernel(packed.data, packed.batch_sizes, hx, weights, cell.bias, 1, 0.0,
+        data, *final = kernel(packed.data, packed.batch_sizes, hx, weights, has_biases, 1, 0.0,
                               cell.training, False)
         out, _ = pad_packed_sequence(PackedSequence(data, packed.batch_sizes, order, restore),
                                      batch_first=True, total_length=x.shape[1])

@@ -1,7 +1,8 @@
 """Models: an input encoding in front of recurrent layers, a readout behind."""
 from .language_model import (CELL_NETWORKS, LanguageModel, LanguageModelConfig, bits_per_token,
                              load_language_model, perplexity)
-from .esn import EchoStateNetwork, mackey_glass
+from .esn import (EchoStateNetwork, closed_loop_horizon, mackey_glass, nrmse, recursive_least_squares,
+                  ridge_regression)
 from .forecaster import Forecaster
 from .hmm import (CategoricalHMM, GaussianHMM, hmm_filter, hmm_parallel_filter, hmm_parallel_log_likelihood,
                   hmm_sample, hmm_smoother, hmm_viterbi)
@@ -15,5 +16,6 @@ __all__ = ["LanguageModel", "LanguageModelConfig", "CELL_NETWORKS", "perplexity"
            "Forecaster", "Seq2Seq", "VectorToSequence", "Attention", "Decoded",
            "Tree", "TreeRNN", "TreeBatches", "parse_expression", "arithmetic_expressions",
            "NeuralTuringMachine", "NTMCell", "copy_task", "EchoStateNetwork", "mackey_glass",
+           "closed_loop_horizon", "nrmse", "recursive_least_squares", "ridge_regression",
            "CategoricalHMM", "GaussianHMM", "hmm_filter", "hmm_parallel_filter", "hmm_smoother", "hmm_viterbi", "hmm_sample",
            "hmm_parallel_log_likelihood"]

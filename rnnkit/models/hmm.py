@@ -20,6 +20,19 @@ Every routine runs the scaled recursions, so sequences of any length stay finite
     γ_t = α̂_t ⊙ β̂_t = p(z_t | x_{1:T}),
     ξ_t(i, j) = α̂_t(i) P_ij e_{t+1}(j) β̂_{t+1}(j) / z_{t+1} = p(z_t=i, z_{t+1}=j | x_{1:T}).
 
+**The gradient identity.** Differentiating ``log p(x_{1:T})`` through the filter (the
+RNN form, by autograd) gives exactly the expected sufficient statistics of the
+forward–backward pass, minus what the softmax parameterization subtracts::
+
+    ∂ log p / ∂ log_C[k, v] = Σ_t γ_t(k) [x_t = v]  −  C_kv Σ_t γ_t(k)
+    ∂ log p / ∂ log_P[i, j] = Σ_t ξ_t(i, j)         −  P_ij Σ_j' Σ_t ξ_t(i, j')
+    ∂ log p / ∂ log_pi[k]   = γ_1(k)                −  π_k
+
+(the log-likelihood is a log-partition function of the path distribution, and the
+gradient of a log-partition function is an expectation). So backpropagation through
+time on this RNN *is* the E-step, and EM's M-step is the closed-form solution of the
+gradient's fixed point. ``tests/test_hmm.py::test_gradient_identity`` checks it to 1e-8.
+
 Two implementations compute them. The *reference* one follows these lines step by
 step with autograd; it is used whenever a gradient is needed. The *fast* one (no
 gradient; EM, scoring, smoothing) runs the two recursions with two operations per step
@@ -729,7 +742,7 @@ class CategoricalHMM(_HMM):
     >>> hmm = CategoricalHMM.from_probabilities([0.5, 0.5], [[0.9, 0.1], [0.2, 0.8]],
     ...                                         [[0.7, 0.3], [0.1, 0.9]])
     >>> round(hmm.score(torch.tensor([[0, 0, 1, 1]])), 4)
-    -2.5257
+    -3.1593
     """
 
     def __init__(self, num_states: int, num_symbols: int, *, device=None, dtype=None):
