@@ -148,3 +148,25 @@ def test_bench_tasks_prints_the_table(capsys):
     assert re.search(r"delayed_recall\s+3\s+accuracy\s+1\.3863\s+\d\.\d{4}[* ]\s+\d\.\d{4}", out), out
     assert main(["bench", "tasks", "--cells", "transformer"]) == 2
     assert "unknown cell(s) ['transformer']" in capsys.readouterr().err
+
+
+def test_train_remedy_options_reach_the_trainer(tmp_path, corpus, capsys):
+    """--recurrent-init and --information-flow go into the saved training config, and identity
+    initialisation leaves every recurrent gate block of an untrained step at exactly I."""
+    import json
+
+    import torch
+
+    from rnnkit.models import load_language_model
+
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(corpus), "--max-steps", "2", "--out", str(out), "--lr", "1e-9",
+                 "--recurrent-init", "identity", "--recurrent-gain", "0.5", "--information-flow", "0.1",
+                 "--cell", "gru", *TINY]) == 0
+    step_dir = out / (out / "latest").read_text().strip()
+    saved = json.loads((step_dir / "config.json").read_text())["training"]
+    assert (saved["recurrent_init"], saved["recurrent_gain"], saved["information_flow"]) == ("identity", 0.5, 0.1)
+    model, _, _ = load_language_model(out)
+    w = next(p for n, p in model.named_parameters() if n.endswith("weight_hh"))
+    for block in w.detach().chunk(3, 0):
+        torch.testing.assert_close(block, 0.5 * torch.eye(32), atol=1e-6, rtol=0)

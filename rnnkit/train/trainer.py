@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -20,6 +21,7 @@ from torch import Tensor
 
 from .._config import DictConfig
 from ..data.batching import ContiguousBatches, evaluation_batches
+from ..init import SCHEMES, init_recurrent_
 from . import distributed
 from .checkpoint import read_checkpoint, save_checkpoint
 from .metrics import MetricsLog, plot_losses
@@ -39,6 +41,9 @@ class TrainConfig(DictConfig):
     weight_decay: float = 0.0
     clip_norm: float | None = 1.0         # clip the global gradient norm
     clip_value: float | None = None       # clip each gradient element
+    information_flow: float = 0.0         # weight of Pascanu et al.'s information-flow regularizer (0 = off)
+    recurrent_init: str | None = None     # "orthogonal" | "identity": re-initialise recurrent weights first
+    recurrent_gain: float = 1.0           # the scale of recurrent_init's blocks
     schedule: str = "cosine"              # cosine | plateau | constant
     warmup: float = 0.02                  # fraction of the run spent warming up (cosine)
     min_lr_fraction: float = 0.0          # cosine decays to lr * min_lr_fraction
@@ -62,8 +67,15 @@ class TrainConfig(DictConfig):
             positive(name, getattr(self, name))
         for name in ("max_steps", "eval_tokens", "early_stopping"):
             positive(name, getattr(self, name))
-        for name in ("lr", "max_minutes", "max_epochs", "clip_norm", "clip_value"):
+        for name in ("lr", "max_minutes", "max_epochs", "clip_norm", "clip_value", "recurrent_gain"):
             positive(name, getattr(self, name), float)
+        weight = self.information_flow
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+            raise ValueError(f"TrainConfig: information_flow is the regularizer's weight, a number >= 0 "
+                             f"(0 = off), got {weight!r}")
+        if self.recurrent_init is not None and self.recurrent_init not in SCHEMES:
+            raise ValueError(f"TrainConfig: recurrent_init must be None or one of {list(SCHEMES)}, got "
+                             f"{self.recurrent_init!r}")
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"TrainConfig: optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.schedule not in ("cosine", "plateau", "constant"):
@@ -109,6 +121,14 @@ class Trainer:
             checkpoint alone rebuilds the model.
         progress: show a progress bar (main process only).
         on_step: optional ``callback(trainer)`` after every optimizer step.
+
+    Remedies for vanishing and exploding gradients, all in :class:`TrainConfig`:
+    ``clip_norm`` and ``clip_value`` (clipping); ``recurrent_init`` (orthogonal or identity
+    recurrent blocks, applied here when the trainer is built, see
+    :func:`rnnkit.init.init_recurrent_`); ``information_flow`` (adds ``λ·Ω``, Pascanu et
+    al.'s regularizer from :func:`rnnkit.analysis.gradients.information_flow_penalty`; it
+    needs a model whose recurrence runs through ``rnnkit.Recurrent`` layers, and runs them
+    on the loop engine, slower than the fused kernels).
     """
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, run_dir, *,
@@ -117,6 +137,8 @@ class Trainer:
         self.config, self.run_dir = config, Path(run_dir)
         self.rank, self.world_size, self.device = distributed.setup()
         self.model = model.to(self.device)
+        if config.recurrent_init is not None:
+            init_recurrent_(self.model, config.recurrent_init, config.recurrent_gain)
         self.checkpoint_config = dict(checkpoint_config or {})
         self.progress, self.on_step = progress, on_step
         self.main = distributed.is_main()
@@ -241,6 +263,9 @@ class Trainer:
         tokens_per_epoch = batches.tokens_per_epoch * self.world_size
         carry = getattr(batches, "contiguous", False)      # streams carry state; independent items don't
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        regularize = c.information_flow > 0
+        if regularize:                 # the analysis package is needed only for the regularizer
+            from ..analysis.gradients import information_flow_penalty, record_states
         bar = self._progress_bar()
         self.model.train()
         start, smoothed, stop_reason = time.perf_counter() - self.elapsed, None, None
@@ -256,8 +281,10 @@ class Trainer:
                 lr = self.learning_rate(progress)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                loss, state = self.model.loss(_to_device(inputs, self.device), targets.to(self.device),
-                                              state if carry else None)
+                with record_states(self.model) if regularize else nullcontext() as recording:
+                    loss, state = self.model.loss(_to_device(inputs, self.device), targets.to(self.device),
+                                                  state if carry else None)
+                penalty = information_flow_penalty(loss, recording) if regularize else None
                 state = detach_state(state)
                 if not torch.isfinite(loss):
                     where = (f"the last good checkpoint (step {self.last_checkpoint_step}) is in "
@@ -266,7 +293,7 @@ class Trainer:
                     raise TrainingDiverged(f"loss became {loss.item()} at step {self.step + 1}; training "
                                            f"stopped and {where}. Lower --lr or clip with --clip-norm.")
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss if penalty is None else loss + c.information_flow * penalty).backward()
                 distributed.average_gradients(params)
                 if c.clip_value:
                     torch.nn.utils.clip_grad_value_(params, c.clip_value)
@@ -281,7 +308,8 @@ class Trainer:
                 if self.step % 10 == 0 or self.step == 1:
                     self.metrics.write(kind="train", step=self.step, tokens=self.tokens, loss=value,
                                        lr=lr, seconds=round(self.elapsed, 3),
-                                       grad_norm=None if grad_norm is None else float(grad_norm))
+                                       grad_norm=None if grad_norm is None else float(grad_norm),
+                                       **({} if penalty is None else {"information_flow": penalty.item()}))
                 self._update_bar(bar, progress, smoothed, session)
                 if self.step % c.eval_every == 0:
                     if self._validate(validation, batches, state, bar):
