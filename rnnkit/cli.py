@@ -82,6 +82,15 @@ def _load_corpus(data: str | None) -> tuple[str, str]:
     return text, f"{len(text):,} characters from {where}"
 
 
+def _saved_data(config: dict) -> tuple[str | None, float]:
+    """(data path, validation fraction) of a checkpoint's config. Runs saved by rnnkit before the
+    fraction was recorded hold the path alone; they used the default fraction, 0.1."""
+    saved = config.get("data")
+    if isinstance(saved, dict):
+        return saved.get("path"), saved.get("validation_fraction", 0.1)
+    return saved, 0.1
+
+
 def _train(args) -> int:
     from .data import Vocabulary, split_train_validation
     from .models import LanguageModel, LanguageModelConfig, bits_per_token
@@ -98,8 +107,7 @@ def _train(args) -> int:
             if getattr(args, limit) is not None:
                 train_values[limit] = getattr(args, limit)
         train_config = TrainConfig.from_dict(train_values)
-        data = saved["data"]["path"]
-        validation_fraction = saved["data"]["validation_fraction"]   # the same split as before
+        data, validation_fraction = _saved_data(saved)                 # the same split as before
     else:
         if out.exists() and any(out.iterdir()):
             raise ValueError(f"'{out}' already holds files; pass --resume to continue that run, or "
@@ -232,9 +240,9 @@ def _inspect(args) -> int:
     if args.data is not None:
         ids, where = vocab.encode(read_text(args.data)), f"'{args.data}'"
     else:
-        saved = config.get("data", {})
-        text, _ = _load_corpus(saved.get("path"))
-        _, ids = split_train_validation(vocab.encode(text), saved.get("validation_fraction", 0.1))
+        path, fraction = _saved_data(config)
+        text, _ = _load_corpus(path)
+        _, ids = split_train_validation(vocab.encode(text), fraction)
         where = "the run's validation text"
     if len(ids) < 3:
         raise ValueError(f"{where} holds {len(ids)} token(s); inspect needs at least 3")

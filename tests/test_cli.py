@@ -170,3 +170,21 @@ def test_train_remedy_options_reach_the_trainer(tmp_path, corpus, capsys):
     w = next(p for n, p in model.named_parameters() if n.endswith("weight_hh"))
     for block in w.detach().chunk(3, 0):
         torch.testing.assert_close(block, 0.5 * torch.eye(32), atol=1e-6, rtol=0)
+
+
+def test_runs_saved_before_the_split_was_recorded_still_resume(tmp_path, corpus, capsys):
+    """Early checkpoints stored "data" as the bare path; resume and inspect read both forms."""
+    import json
+
+    from rnnkit.cli import _saved_data
+
+    assert _saved_data({"data": "a.txt"}) == ("a.txt", 0.1)
+    assert _saved_data({"data": {"path": "b.txt", "validation_fraction": 0.3}}) == ("b.txt", 0.3)
+    assert _saved_data({}) == (None, 0.1)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(corpus), "--max-steps", "4", "--out", str(out), *TINY]) == 0
+    config_path = out / (out / "latest").read_text().strip() / "config.json"
+    config = json.loads(config_path.read_text())
+    config["data"] = config["data"]["path"]                             # the old layout
+    config_path.write_text(json.dumps(config))
+    assert main(["train", "--resume", "--max-steps", "6", "--out", str(out), "--quiet"]) == 0
