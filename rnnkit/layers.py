@@ -114,6 +114,13 @@ class Recurrent(nn.Module):
             outputs = outputs.transpose(0, 1)
         return outputs, final
 
+    def stream(self, batch_size: int = 1, state: State | None = None, *, grad: bool = False):
+        """A :class:`rnnkit.streaming.Stream` over this layer: ``y_t = stream(x_t)``, one step per call,
+        the state kept inside; under ``no_grad`` unless ``grad=True``."""
+        from .streaming import Stream
+
+        return Stream(self, batch_size, state, grad=grad, owner=f"{self._name}.stream")
+
     def extra_repr(self) -> str:
         return f"engine={self.engine!r}, batch_first={self.batch_first}, reverse={self.reverse}"
 
@@ -242,6 +249,13 @@ class Stack(nn.Module):
                 x = x + inputs
             finals.append(final)
         return x, finals
+
+    def stream(self, batch_size: int = 1, state=None, *, grad: bool = False):
+        """A :class:`rnnkit.streaming.StackStream`: every layer one step per call, the states
+        kept inside (one per layer); under ``no_grad`` unless ``grad=True``."""
+        from .streaming import StackStream
+
+        return StackStream(self, batch_size, state, grad=grad)
 
     def extra_repr(self) -> str:
         return f"dropout={self.dropout}, residual={self.residual}"

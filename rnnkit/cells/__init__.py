@@ -6,6 +6,7 @@ from .gru import GRUCell
 from .hmm import GaussianHMMFilterCell, HMMFilterCell
 from .jordan import JordanCell
 from .leaky import LeakyCell
+from .linear import LinearLeakyCell, LTICell, MinGRUCell, MinLSTMCell
 from .lstm import LSTMCell
 from .rate import RateCell
 from .reservoir import ReservoirCell
@@ -16,5 +17,5 @@ CELLS = {"elman": ElmanCell, "jordan": JordanCell, "gated": GatedCell, "lstm": L
 # hidden sizes) are cells too, but not general trainable ones: they are not in the registry.
 
 __all__ = ["Cell", "State", "ElmanCell", "JordanCell", "GatedCell", "LSTMCell", "GRUCell",
-           "LeakyCell", "RateCell", "ReservoirCell", "HMMFilterCell", "GaussianHMMFilterCell", "CELLS",
+           "LeakyCell", "LinearLeakyCell", "MinGRUCell", "MinLSTMCell", "LTICell", "RateCell", "ReservoirCell", "HMMFilterCell", "GaussianHMMFilterCell", "CELLS",
            "map_state", "state_tensors", "state_where"]

@@ -1,0 +1,299 @@
+r"""Token-by-token inference: a layer, a stack or a language model that keeps its own state.
+
+A stream is what a sequence model is while it reads a sequence that has not ended yet:
+each call takes the next input ``x_t`` and returns ``y_t``, and the state stays inside.
+Feeding a whole sequence one step at a time gives the outputs and final state that
+:class:`rnnkit.Recurrent` gives for the whole sequence at once (``tests/test_streaming.py``).
+
+- :meth:`rnnkit.Recurrent.stream` → :class:`Stream`
+- :meth:`rnnkit.Stack.stream` → :class:`StackStream`
+- :class:`LanguageModelStream` — embedding → stack → readout, one token per call
+
+Cells with a fused torch kernel (``LSTMCell``, ``GRUCell``, ``ElmanCell``) step with
+torch's single-step kernels (``lstm_cell``, ``gru_cell``, ``rnn_tanh_cell``,
+``rnn_relu_cell``) on the cell's own weights; any other cell steps through its
+``forward``. The per-call work beyond the kernel is one shape and dtype check.
+
+**Gradients.** Streaming is for inference, so by default every step runs under
+``torch.no_grad()`` (nothing is recorded, whatever the ambient mode). With
+``grad=True`` the stream follows the ambient mode instead, and its state carries the
+graph of every step since the last :meth:`~Stream.reset` — detach it (``reset(state.detach())``)
+where an online learner wants to truncate.
+
+>>> import torch, rnnkit
+>>> layer = rnnkit.Recurrent(rnnkit.cells.LSTMCell(3, 4))
+>>> stream = layer.stream(batch_size=2)
+>>> x = torch.randn(2, 5, 3)
+>>> ys = torch.stack([stream(x[:, t]) for t in range(5)], 1)
+>>> out, (h, c) = layer(x)
+>>> torch.allclose(ys, out), torch.allclose(stream.state[1], c)
+(True, True)
+"""
+from __future__ import annotations
+
+import torch
+from torch import _VF, Tensor
+from torch.nn import functional as F
+
+from ._checks import check_state
+from .cells.base import State, state_tensors
+from .layers import Recurrent, Stack
+
+__all__ = ["Stream", "StackStream", "LanguageModelStream"]
+
+_STEP_KERNELS = {"LSTM": _VF.lstm_cell, "GRU": _VF.gru_cell, "RNN_TANH": _VF.rnn_tanh_cell,
+                 "RNN_RELU": _VF.rnn_relu_cell}
+
+
+def _check_batch_size(owner: str, batch_size) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"{owner}: batch_size must be a positive int, got {batch_size!r}")
+    return batch_size
+
+
+class _Inference:
+    """Runs ``_advance`` under ``no_grad`` unless the stream was made with ``grad=True``."""
+
+    _grad: bool
+
+    def __call__(self, x_t):
+        if self._grad or not torch.is_grad_enabled():
+            return self._advance(x_t)
+        with torch.no_grad():
+            return self._advance(x_t)
+
+
+class Stream(_Inference):
+    """One :class:`~rnnkit.Recurrent` layer, fed one step per call: ``y_t = stream(x_t)``.
+
+    Made by ``layer.stream(batch_size=1, state=None, grad=False)``. ``x_t`` is
+    (batch_size, input_size), or (input_size,) when ``batch_size`` is 1 (then ``y_t`` is
+    (output_size,)). ``state`` is the cell's state, each tensor (batch_size, size);
+    ``reset(state=None)`` starts again from the cell's initial state or from ``state``.
+    A layer built with ``reverse=True`` reads a sequence from its end and cannot stream.
+    Make the stream after moving the layer to its device and dtype: the stream
+    checks inputs against the parameters it finds then.
+    """
+
+    def __init__(self, layer: Recurrent, batch_size: int = 1, state: State | None = None, *,
+                 grad: bool = False, owner: str = "Recurrent.stream"):
+        if not isinstance(layer, Recurrent):
+            raise TypeError(f"{owner}: expected an rnnkit.Recurrent layer, got {type(layer).__name__}")
+        if layer.reverse:
+            raise ValueError(f"{owner}: the layer runs in reverse (reverse=True), from each sequence's end; "
+                             f"a stream only reads forward, one step at a time")
+        self.owner, self.layer, self.cell = owner, layer, layer.cell
+        self.batch_size = _check_batch_size(owner, batch_size)
+        self._grad = bool(grad)
+        like = state_tensors(self.cell.initial_state(1))[0]
+        self._dtype, self._device = like.dtype, like.device
+        self._shape = torch.Size((self.batch_size, self.cell.input_size))
+        mode = self.cell.native_mode()
+        if mode in _STEP_KERNELS:
+            self._kernel, self._weights = _STEP_KERNELS[mode], list(self.cell.flat_weights())
+            if not self.cell.bias:
+                self._weights += [None, None]
+            self._step = self._native_lstm_step if mode == "LSTM" else self._native_step
+        else:
+            self._step = self._cell_step
+        self.reset(state)
+
+    @property
+    def state(self) -> State:
+        """The cell's state after the last call (before any: the initial state)."""
+        return self._state
+
+    def reset(self, state: State | None = None) -> None:
+        """Start again: from the cell's initial state, or from ``state`` (batch_size, size) per tensor."""
+        if state is None:
+            state = self.cell.initial_state(self.batch_size, device=self._device, dtype=self._dtype)
+        else:
+            like = torch.empty(0, dtype=self._dtype, device=self._device)
+            check_state(self.owner, state, self.cell.state_sizes, self.batch_size, like)
+            state = tuple(state) if isinstance(state, list) else state
+        self._state = state
+
+    # one step: the fast path checks one shape and one dtype; anything else goes to _unusual
+    def _advance(self, x_t: Tensor) -> Tensor:
+        if type(x_t) is not Tensor or x_t.shape != self._shape or x_t.dtype != self._dtype:
+            return self._unusual(x_t)
+        return self._step(x_t)
+
+    def _native_lstm_step(self, x_t: Tensor) -> Tensor:
+        self._state = state = self._kernel(x_t, self._state, *self._weights)      # (h, c)
+        return state[0]
+
+    def _native_step(self, x_t: Tensor) -> Tensor:
+        self._state = h = self._kernel(x_t, self._state, *self._weights)
+        return h
+
+    def _cell_step(self, x_t: Tensor) -> Tensor:
+        self._state = state = self.cell(x_t, self._state)
+        return self.cell.output(state)
+
+    def _unusual(self, x_t) -> Tensor:
+        """An unbatched step, or a clear error."""
+        owner, size = self.owner, self.cell.input_size
+        if not isinstance(x_t, Tensor):
+            raise TypeError(f"{owner}: expected x_t to be a torch.Tensor, got {type(x_t).__name__}")
+        if x_t.dim() not in (1, 2):
+            raise ValueError(f"{owner}: expected x_t of shape (batch, input_size) = {tuple(self._shape)}, "
+                             f"got shape {tuple(x_t.shape)}")
+        if x_t.shape[-1] != size:
+            raise ValueError(f"{owner}: expected x_t of size {size} in the last dimension, got {x_t.shape[-1]}")
+        if x_t.dim() == 2 and x_t.shape[0] != self.batch_size:
+            raise ValueError(f"{owner}: expected a batch of {self.batch_size} (fixed when the stream was made), "
+                             f"got {x_t.shape[0]}; make a new stream with stream(batch_size={x_t.shape[0]})")
+        if x_t.dim() == 1 and self.batch_size != 1:
+            raise ValueError(f"{owner}: a 1-D x_t (input_size,) is one sequence, but this stream has a batch of "
+                             f"{self.batch_size}; pass x_t of shape {tuple(self._shape)}")
+        if x_t.dtype != self._dtype:
+            raise TypeError(f"{owner}: x_t dtype {x_t.dtype} does not match the layer's dtype {self._dtype}; "
+                            f"convert it with .to({self._dtype})")
+        if x_t.dim() == 1:
+            return self._step(x_t.unsqueeze(0)).squeeze(0)
+        return self._step(x_t)                   # a Tensor subclass of the right shape
+
+    def __repr__(self) -> str:
+        return f"Stream({self.owner.removesuffix('.stream')}, batch_size={self.batch_size}, grad={self._grad})"
+
+
+class StackStream(_Inference):
+    """A :class:`~rnnkit.Stack` of forward :class:`~rnnkit.Recurrent` layers, one step per call.
+
+    Made by ``stack.stream(batch_size=1, state=None, grad=False)``; ``state`` is a list
+    with one cell state per layer, as :meth:`rnnkit.Stack.forward` takes and returns it.
+    Dropout between layers and residual connections act as in ``Stack.forward`` (dropout
+    only in training mode). Bidirectional layers cannot stream: their backward half needs
+    the sequence's end first.
+    """
+
+    def __init__(self, stack: Stack, batch_size: int = 1, state=None, *, grad: bool = False,
+                 owner: str = "Stack.stream"):
+        if not isinstance(stack, Stack):
+            raise TypeError(f"{owner}: expected an rnnkit.Stack, got {type(stack).__name__}")
+        for i, layer in enumerate(stack.layers):
+            if not isinstance(layer, Recurrent):
+                raise ValueError(f"{owner}: layer {i} is a {type(layer).__name__}; a stream reads one step at "
+                                 f"a time, so every layer must be a forward rnnkit.Recurrent")
+        if state is not None and (not isinstance(state, (list, tuple)) or len(state) != len(stack.layers)):
+            got = len(state) if isinstance(state, (list, tuple)) else type(state).__name__
+            raise ValueError(f"{owner}: expected one state per layer ({len(stack.layers)}), got {got}")
+        self.owner, self.stack, self._grad = owner, stack, bool(grad)
+        self.batch_size = _check_batch_size(owner, batch_size)
+        states = state if state is not None else [None] * len(stack.layers)
+        self.streams = [Stream(layer, batch_size, s, grad=True, owner=f"{owner} (layer {i})")
+                        for i, (layer, s) in enumerate(zip(stack.layers, states))]
+
+    @property
+    def state(self) -> list:
+        """One cell state per layer."""
+        return [s.state for s in self.streams]
+
+    def reset(self, state=None) -> None:
+        """Start again from the initial states, or from ``state`` (one per layer)."""
+        if state is not None and (not isinstance(state, (list, tuple)) or len(state) != len(self.streams)):
+            got = len(state) if isinstance(state, (list, tuple)) else type(state).__name__
+            raise ValueError(f"{self.owner}: expected one state per layer ({len(self.streams)}), got {got}")
+        for i, stream in enumerate(self.streams):
+            stream.reset(None if state is None else state[i])
+
+    def _advance(self, x_t: Tensor) -> Tensor:
+        stack = self.stack
+        dropout = stack.dropout if stack.training else 0.0
+        for i, stream in enumerate(self.streams):
+            inputs = x_t
+            if i > 0 and dropout > 0:
+                x_t = F.dropout(x_t, dropout, True)
+            x_t = stream._advance(x_t)
+            if stack.residual and i > 0:
+                x_t = x_t + inputs
+        return x_t
+
+    def __repr__(self) -> str:
+        return f"StackStream({len(self.streams)} layers, batch_size={self.batch_size}, grad={self._grad})"
+
+
+class LanguageModelStream(_Inference):
+    """A :class:`~rnnkit.models.LanguageModel`, one token per call: ``logits = stream(tokens)``.
+
+    ``tokens`` (batch_size,) integer ids, or a 0-d tensor when ``batch_size`` is 1;
+    returns the next-token logits (batch_size, vocab_size), or (vocab_size,). The state
+    is in the model's own layout — ``(num_layers, B, H)``, a pair for an LSTM — so it
+    passes to and from ``model(tokens, state)`` unchanged: read a prompt in one call of
+    the model, then continue with ``stream.reset(state)`` and one call per token.
+
+    >>> import torch
+    >>> from rnnkit.models import LanguageModel, LanguageModelConfig
+    >>> model = LanguageModel(LanguageModelConfig(vocab_size=10, hidden_size=16, embedding_size=8)).eval()
+    >>> logits, state = model(torch.tensor([[1, 2, 3]]))
+    >>> stream = LanguageModelStream(model, state=state)
+    >>> next_logits = stream(torch.tensor([4]))
+    >>> torch.allclose(next_logits, model(torch.tensor([[1, 2, 3, 4]]))[0][:, -1])
+    True
+    """
+
+    def __init__(self, model, batch_size: int = 1, state=None, *, grad: bool = False):
+        from .models.language_model import LanguageModel
+
+        owner = "LanguageModelStream"
+        if not isinstance(model, LanguageModel):
+            raise TypeError(f"{owner}: expected an rnnkit LanguageModel, got {type(model).__name__}")
+        if model.rnn.bidirectional:
+            raise ValueError(f"{owner}: the model is bidirectional; a stream reads one token at a time")
+        self.owner, self.model, self._grad = owner, model, bool(grad)
+        self.batch_size = _check_batch_size(owner, batch_size)
+        self._names = model.rnn.state_names
+        self.layers = StackStream(model.rnn.stack, batch_size, None, grad=True, owner=owner)
+        self.reset(state)
+
+    @property
+    def state(self):
+        """The state in the model's layout: ``(num_layers, B, H)`` per tensor (a pair for an LSTM)."""
+        per_layer = [state_tensors(s) for s in self.layers.state]
+        parts = tuple(torch.stack([p[k] for p in per_layer]) for k in range(len(self._names)))
+        return parts[0] if len(parts) == 1 else parts
+
+    def reset(self, state=None) -> None:
+        """Start again from zeros, or from ``state`` in the model's layout (what ``model(...)`` returns)."""
+        if state is None:
+            return self.layers.reset()
+        model = self.model
+        like = model.embedding.weight
+        shape = (model.config.num_layers, self.batch_size, model.config.hidden_size)
+        tensors = state_tensors(state) if isinstance(state, (Tensor, tuple, list)) else ()
+        if len(tensors) != len(self._names) or (len(self._names) == 1) != isinstance(state, Tensor):
+            want = "a tensor" if len(self._names) == 1 else f"a tuple ({', '.join(self._names)})"
+            raise TypeError(f"{self.owner}: expected the state to be {want} of shape {shape}")
+        for name, tensor in zip(self._names, tensors):
+            if not isinstance(tensor, Tensor) or tuple(tensor.shape) != shape or tensor.dtype != like.dtype:
+                got = (tuple(tensor.shape), tensor.dtype) if isinstance(tensor, Tensor) else type(tensor).__name__
+                raise ValueError(f"{self.owner}: expected {name} of shape {shape} and dtype {like.dtype}, got {got}")
+        per_layer = [tuple(t[i] for t in tensors) for i in range(shape[0])]
+        self.layers.reset([p[0] if len(p) == 1 else p for p in per_layer])
+
+    def _advance(self, tokens: Tensor) -> Tensor:
+        model = self.model
+        unbatched = isinstance(tokens, Tensor) and tokens.dim() == 0 and self.batch_size == 1
+        if unbatched:
+            tokens = tokens.unsqueeze(0)
+        self._check_tokens(tokens)
+        x_t = model.dropout(model.embedding(tokens))                     # (B, E)
+        h = self.layers._advance(x_t)                                    # (B, H)
+        logits = model.readout.logits(model.dropout(h))                  # (B, V)
+        return logits.squeeze(0) if unbatched else logits
+
+    def _check_tokens(self, tokens) -> None:
+        owner, vocab = self.owner, self.model.vocab_size
+        if not isinstance(tokens, Tensor) or tokens.dtype not in (torch.int64, torch.int32):
+            what = tokens.dtype if isinstance(tokens, Tensor) else type(tokens).__name__
+            raise TypeError(f"{owner}: expected token ids as an integer tensor ({self.batch_size},), got {what}")
+        if tokens.shape != (self.batch_size,):
+            raise ValueError(f"{owner}: expected token ids of shape ({self.batch_size},), one per sequence, "
+                             f"got {tuple(tokens.shape)}")
+        low, high = (int(v) for v in torch.aminmax(tokens))
+        if low < 0 or high >= vocab:
+            raise ValueError(f"{owner}: token ids must lie in [0, {vocab}), got values from {low} to {high}")
+
+    def __repr__(self) -> str:
+        return f"LanguageModelStream(batch_size={self.batch_size}, grad={self._grad})"
