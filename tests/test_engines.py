@@ -54,7 +54,7 @@ def test_native_equals_loop(kind, batch, steps, input_size, hidden_size, bias, r
 @pytest.mark.parametrize("make, engine", [
     (lambda: LSTMCell(3, 4), "native"), (lambda: GRUCell(3, 4), "native"),
     (lambda: ElmanCell(3, 4), "native"), (lambda: ElmanCell(3, 4, nonlinearity="relu"), "native"),
-    (lambda: GatedCell(3, 4), "loop"), (lambda: LeakyCell(3, 4), "loop"),
+    (lambda: GatedCell(3, 4), "fused"), (lambda: LeakyCell(3, 4), "fused"),
     (lambda: JordanCell(3, 4, output_size=2), "loop"),
 ])
 def test_auto_picks_fastest_engine_that_runs_the_cell(make, engine):

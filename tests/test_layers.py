@@ -207,4 +207,4 @@ def test_shortcuts_take_cell_options():
     out, _ = relu(torch.randn(2, 5, 3))
     assert (out >= 0).all()
     gated = rnnkit.GatedRNN(3, 4, num_layers=2)
-    assert gated.engine == "loop" and gated(torch.randn(2, 5, 3))[1].shape == (2, 2, 4)
+    assert gated.engine == "fused" and gated(torch.randn(2, 5, 3))[1].shape == (2, 2, 4)

@@ -235,7 +235,7 @@ def test_layer_runs_it_and_emits_rates():
     assert out.shape == (2, 5, 6) and final.shape == (2, 6)
     assert torch.equal(out[:, -1], torch.relu(final))
     assert cell.alpha == pytest.approx(0.2)
-    assert rnnkit.Recurrent(cell).engine == "loop"
+    assert rnnkit.Recurrent(cell).engine == "fused"
 
 
 def test_tanh_with_dale_warns():

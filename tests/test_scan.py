@@ -374,9 +374,7 @@ def test_cell_argument_errors(make, message):
         make()
 
 
-# ----- registration (select.py is the lead's file) -----------------------------------------------
-@pytest.mark.xfail("scan" not in ENGINES, strict=True,
-                   reason="passes once rnnkit/engines/select.py registers ScanEngine (see the issue-7 report)")
+# ----- registration ----------------------------------------------------------------------------
 @pytest.mark.parametrize("make", [lambda: LinearLeakyCell(2, 3), lambda: MinGRUCell(2, 3),
                                   lambda: MinLSTMCell(2, 3), lambda: LTICell(2, 3)])
 def test_scan_is_registered_and_auto_picks_it(make):

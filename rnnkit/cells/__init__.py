@@ -5,6 +5,7 @@ from .gated import GatedCell
 from .gru import GRUCell
 from .hmm import GaussianHMMFilterCell, HMMFilterCell
 from .jordan import JordanCell
+from .layernorm import LayerNormGRUCell, LayerNormLSTMCell
 from .leaky import LeakyCell
 from .linear import LinearLeakyCell, LTICell, MinGRUCell, MinLSTMCell
 from .lstm import LSTMCell
@@ -16,6 +17,6 @@ CELLS = {"elman": ElmanCell, "jordan": JordanCell, "gated": GatedCell, "lstm": L
 # ReservoirCell (fixed random weights) and HMMFilterCell (states and symbols, not input and
 # hidden sizes) are cells too, but not general trainable ones: they are not in the registry.
 
-__all__ = ["Cell", "State", "ElmanCell", "JordanCell", "GatedCell", "LSTMCell", "GRUCell",
+__all__ = ["Cell", "State", "ElmanCell", "JordanCell", "GatedCell", "LSTMCell", "GRUCell", "LayerNormLSTMCell", "LayerNormGRUCell",
            "LeakyCell", "LinearLeakyCell", "MinGRUCell", "MinLSTMCell", "LTICell", "RateCell", "ReservoirCell", "HMMFilterCell", "GaussianHMMFilterCell", "CELLS",
            "map_state", "state_tensors", "state_where"]

@@ -98,6 +98,14 @@ class Cell(nn.Module):
     def native_mode(self) -> str | None:
         return None
 
+    def begin_sequence(self, batch_size: int, steps: int, *, device=None, dtype=None) -> None:
+        """Called once per run, before the first step: where per-sequence randomness is drawn.
+
+        The regularizers of :mod:`rnnkit.regularizers` draw their dropout and zoneout
+        masks here, so that every engine sees the same masks for the whole sequence.
+        A plain cell has nothing to draw.
+        """
+
     # ----- optional capabilities -------------------------------------------
     def has_projection(self) -> bool:
         """True when the cell splits its update into ``project_inputs`` + ``step``."""
@@ -153,8 +161,16 @@ class GatedWeightsMixin:
     def _project(self, x: Tensor) -> Tensor:
         return torch.nn.functional.linear(x, self.weight_ih, self.bias_ih)
 
+    # A (B, H) mask on the recurrent input, set for the length of one step by
+    # rnnkit.regularizers.VariationalDropout; None (the class default) means no dropout.
+    _recurrent_mask = None
+
+    def _recurrent_input(self, h: Tensor) -> Tensor:
+        """What enters ``weight_hh``: ``h``, times the variational dropout mask when one is set."""
+        return h if self._recurrent_mask is None else h * self._recurrent_mask
+
     def _recur(self, h: Tensor) -> Tensor:
-        return torch.nn.functional.linear(h, self.weight_hh, self.bias_hh)
+        return torch.nn.functional.linear(self._recurrent_input(h), self.weight_hh, self.bias_hh)
 
     def flat_weights(self) -> list:
         """Weights in the order torch's fused kernels take them."""

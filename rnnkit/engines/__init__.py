@@ -1,7 +1,9 @@
 """Engines carry a cell through time. All of them must agree with ``loop``."""
+from .fused import FUSED_CELLS, FusedEngine
 from .loop import LoopEngine
 from .native import NativeEngine
-from .scan import associative_scan, log_matmul
+from .scan import ScanEngine, associative_scan, linear_recurrence, log_linear_recurrence, log_matmul
 from .select import AUTO_PREFERENCE, ENGINES, get_engine
 
-__all__ = ["LoopEngine", "NativeEngine", "ENGINES", "AUTO_PREFERENCE", "get_engine", "associative_scan", "log_matmul"]
+__all__ = ["LoopEngine", "NativeEngine", "FusedEngine", "FUSED_CELLS", "ENGINES", "AUTO_PREFERENCE", "get_engine",
+           "ScanEngine", "associative_scan", "linear_recurrence", "log_linear_recurrence", "log_matmul"]

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from .._config import DictConfig
 from ..readouts import CategoricalReadout
+from ..regularizers import embedding_dropout
 from ..shortcuts import GRU, LSTM, ElmanRNN, GatedRNN, LeakyRNN
 
 __all__ = ["LanguageModel", "LanguageModelConfig", "CELL_NETWORKS", "perplexity", "bits_per_token",
@@ -30,6 +31,7 @@ class LanguageModelConfig(DictConfig):
     dropout: float = 0.0
     tie_weights: bool = False
     engine: str = "auto"
+    embedding_dropout: float = 0.0
 
     def __post_init__(self):
         if self.cell not in CELL_NETWORKS:
@@ -40,6 +42,8 @@ class LanguageModelConfig(DictConfig):
                              f"{self.embedding_size} and {self.hidden_size}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"LanguageModel: dropout must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.embedding_dropout < 1:
+            raise ValueError(f"LanguageModel: embedding_dropout must be in [0, 1), got {self.embedding_dropout}")
 
 
 class LanguageModel(nn.Module):
@@ -48,8 +52,9 @@ class LanguageModel(nn.Module):
     ``h_t`` comes from a stack of recurrent layers over token embeddings; the
     state carried between calls is all the context the model has, so generation
     runs in constant memory. Dropout (when set) acts on the embeddings, between
-    layers and before the readout. ``tie_weights`` shares the embedding matrix
-    with the readout (Press & Wolf 2017).
+    layers and before the readout; ``embedding_dropout`` drops whole words, rows of
+    the embedding matrix, in training (:func:`rnnkit.regularizers.embedding_dropout`).
+    ``tie_weights`` shares the embedding matrix with the readout (Press & Wolf 2017).
 
     ``forward(tokens (B, T), state=None) -> (logits (B, T, V), state)``.
 
@@ -90,7 +95,12 @@ class LanguageModel(nn.Module):
 
     def forward(self, tokens: Tensor, state=None):
         self._check_tokens(tokens)
-        h, state = self.rnn(self.dropout(self.embedding(tokens)), state)   # (B, T, H)
+        p = self.config.embedding_dropout
+        if p > 0 and self.training:
+            embedded = nn.functional.embedding(tokens, embedding_dropout(self.embedding.weight, p))
+        else:
+            embedded = self.embedding(tokens)
+        h, state = self.rnn(self.dropout(embedded), state)                 # (B, T, H)
         return self.readout.logits(self.dropout(h)), state
 
     def loss(self, inputs: Tensor, targets: Tensor, state=None):

@@ -1,0 +1,254 @@
+"""The fused engine equals the reference ``loop`` engine: outputs, final states and all gradients,
+in float64, for every cell it runs and every regularizer around them (with the same masks)."""
+import re
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+import rnnkit
+from rnnkit.cells import Cell, ElmanCell, GatedCell, GRUCell, JordanCell, LeakyCell, LSTMCell
+from rnnkit.cells.layernorm import LayerNormGRUCell, LayerNormLSTMCell
+from rnnkit.cells.rate import RateCell
+from rnnkit.engines import AUTO_PREFERENCE, ENGINES, FUSED_CELLS
+from rnnkit.engines import fused
+from rnnkit.regularizers import VariationalDropout, WeightDrop, Zoneout
+
+from conftest import F64, assert_close
+
+CELLS = {
+    "elman-tanh": lambda x, h, bias: ElmanCell(x, h, bias, dtype=F64),
+    "elman-relu": lambda x, h, bias: ElmanCell(x, h, bias, nonlinearity="relu", dtype=F64),
+    "leaky": lambda x, h, bias: LeakyCell(x, h, alpha=torch.rand(h) * 0.9 + 0.05, bias=bias, dtype=F64),
+    "leaky-learned": lambda x, h, bias: LeakyCell(x, h, alpha=torch.rand(h) * 0.9 + 0.05, learn_alpha=True,
+                                                  bias=bias, dtype=F64),
+    "gated": lambda x, h, bias: GatedCell(x, h, bias, dtype=F64),
+    "gru": lambda x, h, bias: GRUCell(x, h, bias, dtype=F64),
+    "lstm": lambda x, h, bias: LSTMCell(x, h, bias, dtype=F64),
+    "layernorm-lstm": lambda x, h, bias: LayerNormLSTMCell(x, h, bias, dtype=F64),
+    "layernorm-gru": lambda x, h, bias: LayerNormGRUCell(x, h, bias, dtype=F64),
+    "rate-tanh": lambda x, h, bias: RateCell(x, h, dtype=F64),
+    "rate-softplus-dale": lambda x, h, bias: RateCell(x, h + 1, tau=50.0, dt=10.0, activation="softplus",
+                                                      dale=0.5, autapses=False, dtype=F64),
+    "rate-relu": lambda x, h, bias: RateCell(x, h, tau=1.0, dt=1.0, activation="relu", dtype=F64),
+}
+_HIDDEN_DROPOUT_OK = ("elman", "leaky", "gated", "gru", "lstm", "layernorm")
+WRAPPERS = {
+    "none": lambda c, kind: c,
+    "zoneout": lambda c, kind: Zoneout(c, 0.3),
+    "zoneout-per-tensor": lambda c, kind: Zoneout(c, (0.2, 0.5) if isinstance(c.state_sizes, tuple) else 0.4),
+    "variational": lambda c, kind: VariationalDropout(c, 0.3, 0.4 if kind.startswith(_HIDDEN_DROPOUT_OK) else 0.0),
+    "weightdrop": lambda c, kind: WeightDrop(c, 0.4),
+    "weightdrop-both": lambda c, kind: WeightDrop(c, 0.3, weights=("weight_ih", "weight_hh")),
+    "all": lambda c, kind: WeightDrop(Zoneout(VariationalDropout(
+        c, 0.2, 0.25 if kind.startswith(_HIDDEN_DROPOUT_OK) else 0.0), 0.3), 0.3),
+    "nested": lambda c, kind: Zoneout(Zoneout(c, 0.2), 0.3),
+}
+
+
+def run_with_grads(layer, x, state, lengths, seed):
+    """Outputs, final state and every gradient of a random projection of both; the masks
+    are drawn from the global generator, seeded, so that two runs see the same masks."""
+    x = x.clone().requires_grad_()
+    state = tuple(s.clone().requires_grad_() for s in state)
+    torch.manual_seed(seed)
+    out, final = layer(x, state[0] if len(state) == 1 else state, lengths)
+    final = (final,) if isinstance(final, torch.Tensor) else final
+    g = torch.Generator().manual_seed(7)
+    loss = (out * torch.randn(out.shape, generator=g, dtype=F64)).sum()
+    for f in final:
+        loss = loss + (f * torch.randn(f.shape, generator=g, dtype=F64)).sum()
+    layer.zero_grad()
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in layer.named_parameters() if p.grad is not None}
+    grads["x"] = x.grad
+    grads.update({f"state{i}": s.grad for i, s in enumerate(state)})
+    return out.detach(), tuple(f.detach() for f in final), grads
+
+
+def masks_of(cell):
+    found = []
+    while hasattr(cell, "masks"):
+        m = cell.masks
+        found += list(m.values()) if isinstance(m, dict) else list(m)
+        cell = cell.cell
+    return [None if t is None else t.clone() for t in found]
+
+
+def check_fused_equals_loop(kind, wrapper, batch, steps, input_size, hidden_size, bias, reverse, ragged,
+                            training, seed):
+    torch.manual_seed(seed)
+    cell = WRAPPERS[wrapper](CELLS[kind](input_size, hidden_size, bias), kind).train(training)
+    sizes = cell.state_sizes
+    sizes = (sizes,) if isinstance(sizes, int) else sizes
+    x = torch.randn(batch, steps, input_size, dtype=F64)
+    state = tuple(torch.randn(batch, size, dtype=F64) for size in sizes)
+    lengths = torch.randint(1, steps + 1, (batch,)) if ragged else None
+    fast = rnnkit.Recurrent(cell, engine="fused", reverse=reverse)
+    slow = rnnkit.Recurrent(cell, engine="loop", reverse=reverse)
+    got = run_with_grads(fast, x, state, lengths, seed)
+    fast_masks = masks_of(cell)
+    want = run_with_grads(slow, x, state, lengths, seed)
+    assert_close(fast_masks, masks_of(cell), what="masks")
+    assert_close(got, want, what=f"{wrapper}({kind}) fused vs loop")
+
+
+@settings(max_examples=60, deadline=None)
+@given(kind=st.sampled_from(sorted(CELLS)), wrapper=st.sampled_from(sorted(WRAPPERS)), batch=st.integers(1, 4),
+       steps=st.integers(1, 7), input_size=st.integers(1, 5), hidden_size=st.integers(1, 6), bias=st.booleans(),
+       reverse=st.booleans(), ragged=st.booleans(), training=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_fused_equals_loop(kind, wrapper, batch, steps, input_size, hidden_size, bias, reverse, ragged, training,
+                           seed):
+    check_fused_equals_loop(kind, wrapper, batch, steps, input_size, hidden_size, bias, reverse, ragged,
+                            training, seed)
+
+
+@pytest.mark.parametrize("kind", sorted(CELLS))
+def test_every_cell_with_every_regularizer_at_once(kind):
+    """Each cell once under all regularizers, ragged and reversed (hypothesis samples the rest)."""
+    check_fused_equals_loop(kind, "all", 3, 6, 4, 5, True, True, True, True, seed=11)
+
+
+@pytest.fixture
+def torch_loops(monkeypatch):
+    """The loops on torch operations (the path of GPUs and other dtypes), in small time chunks."""
+    monkeypatch.setattr(fused, "_ops_for", lambda P, W: fused._TorchOps)
+    monkeypatch.setattr(fused, "_CHUNK_ELEMENTS", 7)
+
+
+@pytest.fixture
+def small_chunks_torch_gemm(monkeypatch):
+    """NumPy loops with torch's GEMM (the large-step path), in chunks of one or two steps."""
+    monkeypatch.setattr(fused, "NUMPY_GEMM_MAX", -1)
+    monkeypatch.setattr(fused, "_CHUNK_ELEMENTS", 7)
+
+
+@pytest.mark.parametrize("kind", sorted(CELLS))
+def test_torch_loops_equal_loop(kind, torch_loops):
+    check_fused_equals_loop(kind, "all", 3, 6, 4, 5, True, False, True, True, seed=5)
+    check_fused_equals_loop(kind, "zoneout", 2, 5, 3, 4, False, True, False, False, seed=6)
+
+
+@pytest.mark.parametrize("kind", sorted(CELLS))
+def test_chunked_backward_with_torch_gemm_equals_loop(kind, small_chunks_torch_gemm):
+    check_fused_equals_loop(kind, "all", 3, 7, 4, 5, True, False, True, True, seed=8)
+
+
+def test_float32_matches_float64_reference():
+    """Single precision takes the tanh-based sigmoid of the NumPy loops: close to the float64 run."""
+    torch.manual_seed(0)
+    cell = Zoneout(LSTMCell(4, 6, dtype=F64), (0.1, 0.2)).eval()
+    x = torch.randn(3, 9, 4, dtype=F64)
+    want, (h, c) = rnnkit.Recurrent(cell, engine="loop")(x)
+    got, (h32, c32) = rnnkit.Recurrent(cell.float(), engine="fused")(x.float())
+    assert got.dtype == torch.float32
+    assert_close((got.double(), h32.double(), c32.double()), (want, h, c), rtol=1e-5, atol=1e-6)
+
+
+def test_auto_prefers_native_then_fused_then_loop():
+    assert AUTO_PREFERENCE == ("native", "scan", "fused", "loop")
+
+    class Accumulator(Cell):
+        """s_t = s_{t-1} + x_t, written with forward only."""
+
+        def __init__(self, size):
+            super().__init__()
+            self.input_size = self.hidden_size = self.state_sizes = size
+
+        def forward(self, x_t, s):
+            return s + x_t
+
+    picks = {"lstm": rnnkit.Recurrent(LSTMCell(3, 4)).engine,
+             "lstm+zoneout": rnnkit.Recurrent(Zoneout(LSTMCell(3, 4), 0.1)).engine,
+             "lstm+variational": rnnkit.Recurrent(VariationalDropout(LSTMCell(3, 4), 0.1, 0.1)).engine,
+             "lstm+weightdrop": rnnkit.Recurrent(WeightDrop(LSTMCell(3, 4))).engine,
+             "layernorm-lstm": rnnkit.Recurrent(LayerNormLSTMCell(3, 4)).engine,
+             "gated": rnnkit.Recurrent(GatedCell(3, 4)).engine,
+             "leaky": rnnkit.Recurrent(LeakyCell(3, 4)).engine,
+             "rate": rnnkit.Recurrent(RateCell(3, 4)).engine,
+             "jordan": rnnkit.Recurrent(JordanCell(3, 4, output_size=2)).engine,
+             "forward-only": rnnkit.Recurrent(Accumulator(3)).engine}
+    assert picks == {"lstm": "native", "lstm+zoneout": "fused", "lstm+variational": "fused",
+                     "lstm+weightdrop": "fused", "layernorm-lstm": "fused", "gated": "fused", "leaky": "fused",
+                     "rate": "fused", "jordan": "loop", "forward-only": "loop"}
+
+
+def test_fused_runs_the_cells_of_the_issue():
+    assert set(FUSED_CELLS) == {ElmanCell, LeakyCell, GatedCell, GRUCell, LSTMCell, LayerNormLSTMCell,
+                                LayerNormGRUCell, RateCell}
+    assert ENGINES["fused"].supports(Zoneout(WeightDrop(GRUCell(2, 3)), 0.1)) is None
+
+
+def test_unsupported_cells_are_refused_with_the_reason():
+    names = "ElmanCell, GRUCell, GatedCell, LSTMCell, LayerNormGRUCell, LayerNormLSTMCell, LeakyCell, RateCell"
+    msg = (f"Recurrent(JordanCell): engine 'fused' cannot run this cell: JordanCell has no fused kernel "
+           f"(fused runs {names}). Use engine='auto' or engine='loop'.")
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        rnnkit.Recurrent(JordanCell(3, 4, output_size=2), engine="fused")
+
+    class PeepholeLSTM(LSTMCell):
+        def step(self, projected_t, state):
+            h, c = super().step(projected_t, state)
+            return h, 0.5 * c
+
+    assert rnnkit.Recurrent(PeepholeLSTM(3, 4)).engine == "loop"
+    with pytest.raises(ValueError, match=re.escape("PeepholeLSTM has no fused kernel")):
+        rnnkit.Recurrent(Zoneout(PeepholeLSTM(3, 4), 0.1), engine="fused")
+
+    class Renamed(GatedCell):                       # a subclass that keeps the maths keeps the kernel
+        pass
+
+    assert rnnkit.Recurrent(Renamed(3, 4)).engine == "fused"
+
+
+def test_a_subclass_that_changes_the_recurrent_input_loses_the_kernel():
+    class Doubled(GRUCell):
+        def _recurrent_input(self, h):
+            return 2 * h
+
+    assert ENGINES["fused"].supports(Doubled(2, 3)) == ("Doubled has no fused kernel (fused runs ElmanCell, "
+                                                        "GRUCell, GatedCell, LSTMCell, LayerNormGRUCell, "
+                                                        "LayerNormLSTMCell, LeakyCell, RateCell)")
+
+
+def test_unknown_wrapper_is_refused():
+    class Clipped(Zoneout):
+        def forward(self, x_t, state):
+            return super().forward(x_t, state).clamp(-1, 1)
+
+    assert ENGINES["fused"].supports(Clipped(GRUCell(2, 3))) == (
+        "Clipped is a cell wrapper fused does not know (it runs VariationalDropout, Zoneout and WeightDrop)")
+    assert rnnkit.Recurrent(Clipped(GRUCell(2, 3))).engine == "loop"
+
+
+def test_rate_noise_in_training_has_the_euler_maruyama_variance():
+    """Unconnected units from zero: one step gives x_1 = σ √(2α) ξ, whatever the engine."""
+    cell = RateCell(1, 400, tau=100.0, dt=20.0, noise_std=0.5, dtype=F64)
+    with torch.no_grad():
+        cell.weight_hh.zero_()
+        cell.weight_ih.zero_()
+    out, x1 = rnnkit.Recurrent(cell, engine="fused")(torch.zeros(50, 1, 1, dtype=F64))
+    assert abs(x1.std().item() - 0.5 * (2 * 0.2) ** 0.5) < 0.02          # 20000 draws: std error ~0.002
+    assert abs(x1.mean().item()) < 0.01
+    cell.eval()
+    assert torch.all(rnnkit.Recurrent(cell, engine="fused")(torch.zeros(5, 1, 1, dtype=F64))[1] == 0)
+
+
+def test_double_backward_is_refused_not_silently_wrong():
+    layer = rnnkit.Recurrent(GatedCell(2, 3, dtype=F64), engine="fused")
+    x = torch.randn(2, 4, 2, dtype=F64, requires_grad=True)
+    out, _ = layer(x)
+    msg = ("fused engine: the hand-derived backward cannot itself be differentiated (backward with "
+           "create_graph=True); run this layer with engine='loop'")
+    with pytest.raises(RuntimeError, match=re.escape(msg)):
+        torch.autograd.grad(out.sum(), x, create_graph=True)
+
+
+def test_outputs_past_the_end_are_zero_and_the_final_state_is_the_last_valid_one():
+    cell = Zoneout(LSTMCell(3, 4, dtype=F64), 0.5).eval()                 # the expectation: deterministic
+    x = torch.randn(2, 6, 3, dtype=F64)
+    layer = rnnkit.Recurrent(cell, engine="fused")
+    out, (h, c) = layer(x, lengths=[6, 3])
+    assert torch.all(out[1, 3:] == 0)
+    alone, (h_alone, c_alone) = layer(x[1:, :3])
+    assert_close((out[1:, :3], h[1:], c[1:]), (alone, h_alone, c_alone))
