@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .base import Cell, check_sizes
+from .leaky import _leak_rates
 
 __all__ = ["LinearLeakyCell", "MinGRUCell", "MinLSTMCell", "LTICell"]
 
@@ -50,22 +51,6 @@ class _InputDrivenCell(Cell):
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, bias={self.bias}"
-
-
-def _leak_rates(owner: str, alpha, hidden_size: int, learn_alpha: bool, device, dtype) -> Tensor:
-    """``alpha`` as a checked (hidden_size,) tensor: in (0, 1], or (0, 1) when it is learned."""
-    alpha = torch.as_tensor(alpha, dtype=dtype or torch.get_default_dtype(), device=device)
-    if alpha.dim() == 0:
-        alpha = alpha.expand(hidden_size).clone()
-    if alpha.shape != (hidden_size,):
-        raise ValueError(f"{owner}: alpha must be a float or have shape ({hidden_size},), "
-                         f"got shape {tuple(alpha.shape)}")
-    upper_ok = (alpha < 1).all() if learn_alpha else (alpha <= 1).all()
-    if not ((alpha > 0).all() and upper_ok):
-        bound = "(0, 1) when learn_alpha=True" if learn_alpha else "(0, 1]"
-        raise ValueError(f"{owner}: alpha must lie in {bound}, got values from "
-                         f"{alpha.min().item():g} to {alpha.max().item():g}")
-    return alpha
 
 
 class LinearLeakyCell(_InputDrivenCell):
