@@ -9,23 +9,35 @@ from .base import Cell, GatedWeightsMixin, check_sizes, resolve_activation
 __all__ = ["LeakyCell"]
 
 
-def _leak_rates(owner: str, alpha, hidden_size: int, learn_alpha: bool, device, dtype) -> Tensor:
-    """``alpha`` as a checked (hidden_size,) tensor: in (0, 1], or (0, 1) when it is learned."""
-    alpha = torch.as_tensor(alpha, dtype=dtype or torch.get_default_dtype(), device=device)
-    if alpha.dim() == 0:
-        alpha = alpha.expand(hidden_size).clone()
-    if alpha.shape != (hidden_size,):
-        raise ValueError(f"{owner}: alpha must be a float or have shape ({hidden_size},), "
-                         f"got shape {tuple(alpha.shape)}")
-    upper_ok = (alpha < 1).all() if learn_alpha else (alpha <= 1).all()
-    if not ((alpha > 0).all() and upper_ok):
-        bound = "(0, 1) when learn_alpha=True" if learn_alpha else "(0, 1]"
-        raise ValueError(f"{owner}: alpha must lie in {bound}, got values from "
-                         f"{alpha.min().item():g} to {alpha.max().item():g}")
-    return alpha
+class _LeakRates:
+    """Per-unit leak rates ``alpha``, fixed (the buffer ``_alpha``) or learned through a sigmoid
+    (the parameter ``alpha_logit``); shared by :class:`LeakyCell` and ``LinearLeakyCell``."""
+
+    def _init_leak_rates(self, owner: str, alpha, hidden_size: int, learn_alpha: bool, device, dtype) -> None:
+        """Check ``alpha`` — a float or (hidden_size,), in (0, 1], or (0, 1) when learned — and store it."""
+        alpha = torch.as_tensor(alpha, dtype=dtype or torch.get_default_dtype(), device=device)
+        if alpha.dim() == 0:
+            alpha = alpha.expand(hidden_size).clone()
+        if alpha.shape != (hidden_size,):
+            raise ValueError(f"{owner}: alpha must be a float or have shape ({hidden_size},), "
+                             f"got shape {tuple(alpha.shape)}")
+        upper_ok = (alpha < 1).all() if learn_alpha else (alpha <= 1).all()
+        if not ((alpha > 0).all() and upper_ok):
+            bound = "(0, 1) when learn_alpha=True" if learn_alpha else "(0, 1]"
+            raise ValueError(f"{owner}: alpha must lie in {bound}, got values from "
+                             f"{alpha.min().item():g} to {alpha.max().item():g}")
+        self.learn_alpha = learn_alpha
+        if learn_alpha:
+            self.alpha_logit = nn.Parameter(torch.logit(alpha))
+        else:
+            self.register_buffer("_alpha", alpha)
+
+    @property
+    def alpha(self) -> Tensor:
+        return torch.sigmoid(self.alpha_logit) if self.learn_alpha else self._alpha
 
 
-class LeakyCell(GatedWeightsMixin, Cell):
+class LeakyCell(_LeakRates, GatedWeightsMixin, Cell):
     r"""Leaky units: each unit mixes its old value with a new Elman update.
 
     .. math::  h_t = (1 - \alpha) \odot h_{t-1} + \alpha \odot f(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh})
@@ -51,17 +63,8 @@ class LeakyCell(GatedWeightsMixin, Cell):
         self.nonlinearity = nonlinearity
         self._act = resolve_activation(name, nonlinearity)
         self._make_weights(input_size, hidden_size, 1, bias, device, dtype)
-        alpha = _leak_rates(name, alpha, hidden_size, learn_alpha, device, dtype)
-        self.learn_alpha = learn_alpha
-        if learn_alpha:
-            self.alpha_logit = nn.Parameter(torch.logit(alpha))
-        else:
-            self.register_buffer("_alpha", alpha)
+        self._init_leak_rates(name, alpha, hidden_size, learn_alpha, device, dtype)
         self.reset_parameters()
-
-    @property
-    def alpha(self) -> Tensor:
-        return torch.sigmoid(self.alpha_logit) if self.learn_alpha else self._alpha
 
     def reset_parameters(self) -> None:
         self._init_uniform()

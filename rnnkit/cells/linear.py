@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .base import Cell, check_sizes
-from .leaky import _leak_rates
+from .leaky import _LeakRates
 
 __all__ = ["LinearLeakyCell", "MinGRUCell", "MinLSTMCell", "LTICell"]
 
@@ -53,7 +53,7 @@ class _InputDrivenCell(Cell):
         return f"{self.input_size}, {self.hidden_size}, bias={self.bias}"
 
 
-class LinearLeakyCell(_InputDrivenCell):
+class LinearLeakyCell(_LeakRates, _InputDrivenCell):
     r"""Leaky integrators of a linear drive: no recurrent weights, so the update is linear in ``h``.
 
     .. math::  h_t = (1 - \alpha) \odot h_{t-1} + \alpha \odot (W x_t + c)
@@ -76,17 +76,8 @@ class LinearLeakyCell(_InputDrivenCell):
                  bias: bool = True, *, device=None, dtype=None):
         super().__init__()
         self._make_projection(input_size, hidden_size, 1, bias, device, dtype)
-        alpha = _leak_rates(type(self).__name__, alpha, hidden_size, learn_alpha, device, dtype)
-        self.learn_alpha = learn_alpha
-        if learn_alpha:
-            self.alpha_logit = nn.Parameter(torch.logit(alpha))
-        else:
-            self.register_buffer("_alpha", alpha)
+        self._init_leak_rates(type(self).__name__, alpha, hidden_size, learn_alpha, device, dtype)
         self.reset_parameters()
-
-    @property
-    def alpha(self) -> Tensor:
-        return torch.sigmoid(self.alpha_logit) if self.learn_alpha else self._alpha
 
     def step(self, drive_t: Tensor, h: Tensor) -> Tensor:
         return h + self.alpha * (drive_t - h)                   # = (1 - α) h + α (W x + c)
