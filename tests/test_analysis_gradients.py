@@ -178,16 +178,21 @@ def test_lstm_state_is_h_then_c_and_components_split_it():
                                rtol=RTOL, atol=ATOL)
 
 
-@pytest.mark.parametrize("shortcut, cell_name", [(rnnkit.LSTM, "lstm"), (rnnkit.GRU, "gru")])
-def test_shortcut_on_the_native_engine_gives_the_same_flow_and_keeps_its_engine(shortcut, cell_name):
+# on the CPU, auto runs the LSTM on torch's kernel and the GRU on the fused engine; both are tried
+@pytest.mark.parametrize("shortcut, cell_name, engine", [(rnnkit.LSTM, "lstm", "native"), (rnnkit.GRU, "gru", "native"),
+                                                         (rnnkit.GRU, "gru", "auto")])
+def test_shortcut_on_the_native_engine_gives_the_same_flow_and_keeps_its_engine(shortcut, cell_name, engine):
     p = Problem(cell_name)
     net = shortcut(p.x.shape[-1], p.H, dtype=F64)
     net.load_state_dict({f"{k}_l0": torch.tensor(v) for k, v in p.params.items()})
-    assert net.engine == "native"
+    for layer in net._runners():
+        layer.set_engine(engine)
+    expected = "fused" if (cell_name, engine) == ("gru", "auto") else "native"
+    assert net.engine == expected
     state = tuple(s[None] for s in p.state) if cell_name == "lstm" else p.state[None]
     flow = gradient_flow(net, p.x, _stacked(p), state=state)
     torch.testing.assert_close(flow.grads, p.reference_total(), rtol=RTOL, atol=ATOL)
-    assert net.engine == "native"                                  # restored after recording
+    assert net.engine == expected                                  # restored after recording
 
 
 def _stacked(p):

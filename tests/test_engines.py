@@ -51,14 +51,65 @@ def test_native_equals_loop(kind, batch, steps, input_size, hidden_size, bias, r
                  what=f"{kind} native vs loop")
 
 
-@pytest.mark.parametrize("make, engine", [
-    (lambda: LSTMCell(3, 4), "native"), (lambda: GRUCell(3, 4), "native"),
-    (lambda: ElmanCell(3, 4), "native"), (lambda: ElmanCell(3, 4, nonlinearity="relu"), "native"),
-    (lambda: GatedCell(3, 4), "fused"), (lambda: LeakyCell(3, 4), "fused"),
-    (lambda: JordanCell(3, 4, output_size=2), "loop"),
+# (cell, auto's engine on the CPU, on any other device): torch's kernels (cuDNN) off the CPU; on the
+# CPU the fused engine for the GRU and Elman cells, whose torch CPU kernels it beats (benchmarks/engines.py)
+@pytest.mark.parametrize("make, cpu, elsewhere", [
+    (lambda: LSTMCell(3, 4), "native", "native"), (lambda: GRUCell(3, 4), "fused", "native"),
+    (lambda: ElmanCell(3, 4), "fused", "native"), (lambda: ElmanCell(3, 4, nonlinearity="relu"), "fused", "native"),
+    (lambda: GatedCell(3, 4), "fused", "fused"), (lambda: LeakyCell(3, 4), "fused", "fused"),
+    (lambda: JordanCell(3, 4, output_size=2), "loop", "loop"),
 ])
-def test_auto_picks_fastest_engine_that_runs_the_cell(make, engine):
-    assert rnnkit.Recurrent(make()).engine == engine
+def test_auto_picks_fastest_engine_that_runs_the_cell(make, cpu, elsewhere):
+    layer = rnnkit.Recurrent(make())
+    assert layer.engine == cpu
+    assert (layer._engine.for_device("cpu"), layer._engine.for_device(torch.device("cuda"))) == (cpu, elsewhere)
+    assert layer.to(torch.device("meta")).engine == elsewhere
+
+
+def test_auto_runs_the_engine_of_the_inputs_device():
+    """A GRU layer whose weights live on the meta device runs torch's kernel there (the fused
+    engine would need real memory), and the fused engine once moved back to the CPU."""
+    torch.manual_seed(0)
+    layer = rnnkit.Recurrent(GRUCell(3, 4, dtype=F64))
+    x = torch.randn(2, 5, 3, dtype=F64)
+    out, _ = layer(x)
+    native_out, _ = rnnkit.Recurrent(layer.cell, engine="native")(x)
+    assert _has_fused(out) and not _has_fused(native_out)
+    meta_out, _ = rnnkit.Recurrent(GRUCell(3, 4, device="meta"))(torch.empty(2, 5, 3, device="meta"))
+    assert meta_out.shape == (2, 5, 4) and meta_out.device.type == "meta"
+    assert_close(out, native_out)
+
+
+def test_auto_keeps_torchs_gru_kernel_for_cpu_inference_at_large_batches():
+    """Measured: torch's CPU GRU loses to fused in training at every shape, wins inference at B >= 32."""
+    layer = rnnkit.Recurrent(GRUCell(3, 4))
+    small, large = torch.randn(1, 5, 3), torch.randn(16, 5, 3)
+    auto = layer._engine
+    assert [auto.choice(small).name, auto.choice(large).name] == ["fused", "fused"]     # weights need grads
+    with torch.no_grad():
+        assert [auto.choice(small).name, auto.choice(large).name] == ["fused", "native"]
+    assert auto.choice(large, grad=False).name == "native" and auto.choice(large, grad=True).name == "fused"
+    layer.requires_grad_(False)
+    assert [auto.choice(large).name, auto.choice(large.requires_grad_()).name] == ["native", "fused"]
+    elman = rnnkit.Recurrent(ElmanCell(3, 4))._engine                 # fused wins Elman inference too
+    assert elman.choice(large, grad=False).name == "fused"
+    with torch.no_grad():
+        assert_close(layer(torch.ones(16, 5, 3))[0], rnnkit.Recurrent(layer.cell, engine="fused")(torch.ones(16, 5, 3))[0],
+                     atol=1e-6)
+
+
+def _has_fused(t) -> bool:
+    """Whether the fused engine's autograd Function is in the graph behind ``t``."""
+    seen, todo = set(), [t.grad_fn]
+    while todo:
+        fn = todo.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        if "_FusedRun" in type(fn).__name__:
+            return True
+        todo += [f for f, _ in fn.next_functions]
+    return False
 
 
 def test_subclass_that_changes_the_maths_loses_the_native_kernel():

@@ -189,7 +189,7 @@ def test_state_dict_round_trip_and_torch_names_both_load():
     theirs.load_state_dict({k: v for k, v in zip(dict(theirs.state_dict()), _torch_ordered(a))})
     c = rnnkit.GRU(3, 4, num_layers=2, bidirectional=True)
     c.load_state_dict(theirs.state_dict())
-    assert_close(c(x), theirs(x))
+    assert_close(c(x), theirs(x), atol=1e-6)            # float32; on the CPU auto runs the GRU on fused
 
 
 def _torch_ordered(model):
