@@ -239,9 +239,17 @@ def test_double_backward_is_refused_not_silently_wrong():
     x = torch.randn(2, 4, 2, dtype=F64, requires_grad=True)
     out, _ = layer(x)
     msg = ("fused engine: the hand-derived backward cannot itself be differentiated (backward with "
-           "create_graph=True); run this layer with engine='loop'")
+           "create_graph=True); run this layer with engine='loop', or for an LSTMCell, GRUCell or ElmanCell "
+           "engine='native' (on the CPU, engine='auto' trains GRU and Elman cells on fused)")
     with pytest.raises(RuntimeError, match=re.escape(msg)):
         torch.autograd.grad(out.sum(), x, create_graph=True)
+    gru = rnnkit.GRU(2, 3, dtype=F64)                         # auto: fused on the CPU
+    with pytest.raises(RuntimeError, match=re.escape(msg)):
+        torch.autograd.grad(gru(x)[0].sum(), x, create_graph=True)
+    for layer in gru._runners():                              # as the message says: torch's kernel
+        layer.set_engine("native")
+    g, = torch.autograd.grad(gru(x)[0].pow(2).sum(), x, create_graph=True)
+    assert g.requires_grad
 
 
 def test_outputs_past_the_end_are_zero_and_the_final_state_is_the_last_valid_one():

@@ -926,7 +926,9 @@ class _FusedRun(torch.autograd.Function):
     def backward(ctx, *grads):
         if torch.is_grad_enabled():
             raise RuntimeError("fused engine: the hand-derived backward cannot itself be differentiated "
-                               "(backward with create_graph=True); run this layer with engine='loop'")
+                               "(backward with create_graph=True); run this layer with engine='loop', or for an "
+                               "LSTMCell, GRUCell or ElmanCell engine='native' (on the CPU, engine='auto' "
+                               "trains GRU and Elman cells on fused)")
         W, *rest = ctx.saved_tensors
         m, e = ctx.m, ctx.n_extras
         states, extras, outputs = rest[:m], rest[m:m + e], rest[m + e:]
