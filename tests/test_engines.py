@@ -67,8 +67,8 @@ def test_auto_picks_fastest_engine_that_runs_the_cell(make, cpu, elsewhere):
 
 
 def test_auto_runs_the_engine_of_the_inputs_device():
-    """A GRU layer whose weights live on the meta device runs torch's kernel there (the fused
-    engine would need real memory), and the fused engine once moved back to the CPU."""
+    """On the CPU a GRU layer on auto runs the fused engine (its Function is in the graph, and the
+    result equals torch's kernel); on the meta device it runs torch's kernel (fused needs real memory)."""
     torch.manual_seed(0)
     layer = rnnkit.Recurrent(GRUCell(3, 4, dtype=F64))
     x = torch.randn(2, 5, 3, dtype=F64)
