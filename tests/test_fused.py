@@ -134,6 +134,36 @@ def test_chunked_backward_with_torch_gemm_equals_loop(kind, small_chunks_torch_g
     check_fused_equals_loop(kind, "all", 3, 7, 4, 5, True, False, True, True, seed=8)
 
 
+@pytest.mark.skipif(fused.ONEDNN is None, reason="this torch build has no oneDNN matmul")
+@pytest.mark.parametrize("kind", sorted(CELLS))
+def test_onednn_steps_equal_blas_steps(kind, monkeypatch):
+    """Large float32 steps take oneDNN's matmul (step GEMMs and the weight gradient); its slow twin is
+    torch.mm. The two runs agree to float32 rounding in outputs, states and every gradient."""
+    monkeypatch.setattr(fused, "NUMPY_GEMM_MAX", -1)
+    monkeypatch.setattr(fused, "_CHUNK_ELEMENTS", 7)
+    torch.manual_seed(3)
+    cell = WRAPPERS["all"](CELLS[kind](4, 5, True), kind).train().float()
+    sizes = cell.state_sizes
+    sizes = (sizes,) if isinstance(sizes, int) else sizes
+    x = torch.randn(3, 6, 4)
+    state = tuple(torch.randn(3, size) for size in sizes)
+    lengths = torch.tensor([6, 2, 5])
+    layer = rnnkit.Recurrent(cell, engine="fused")
+    linear, reorder = fused.ONEDNN
+    calls = []
+
+    def counted(*args):
+        calls.append(args[0].shape[0])
+        return linear(*args)
+
+    monkeypatch.setattr(fused, "ONEDNN", (counted, reorder))
+    got = run_with_grads(layer, x, state, lengths, seed=9)
+    assert calls.count(3) >= 6, f"the step GEMMs (3 rows) did not go to oneDNN: {calls}"
+    monkeypatch.setattr(fused, "ONEDNN", None)
+    want = run_with_grads(layer, x, state, lengths, seed=9)
+    assert_close(got, want, rtol=1e-5, atol=1e-5, what=f"{kind} oneDNN vs torch.mm")
+
+
 def test_float32_matches_float64_reference():
     """Single precision takes the tanh-based sigmoid of the NumPy loops: close to the float64 run."""
     torch.manual_seed(0)
