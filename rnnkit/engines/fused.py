@@ -920,6 +920,9 @@ class _LSTMKernel(_Kernel):
                       _layer_norm_scales(saved["Cc"][t0:t1], saved["Sc"][t0:t1]))
             return Ro, Ac, Rc, f, keeps[0], keeps[1], omkc, ln
 
+        chunks = _chunks(T, B * G)
+        if isinstance(ops, _NumpyOps):
+            coefficients = self._numpy_coefficients(ops, run, saved, c0, T, B, H, max(t1 - t0 for t0, t1 in chunks))
         DU = _empty(dH, T, B, G)
         DV = _empty(dH, T, B, G) if layer_norm else DU
         DLNC = _empty(dH, T, B, H) if layer_norm else None
@@ -930,11 +933,12 @@ class _LSTMKernel(_Kernel):
             ln_h, ln_c_weight, dlnc_ = a(extras[0]), a(extras[1]), a(DLNC)
         dh, dc = a(dH[T - 1].clone()), a(dcT.contiguous().clone())
         dh_new, dc_new, dct, tmp = (a(_empty(dH, B, H)) for _ in range(4))
-        for t0, t1 in _chunks(T, B * G):
+        for t0, t1 in chunks:
             Ro_, Ac_, Rc_, F_, kh_, kc_, omkc, ln = (None if v is None else a(v) if isinstance(v, Tensor) else v
                                                      for v in coefficients(t0, t1))
             if ln is not None:
-                (x_h, rstd_h, r2_h), (x_c, rstd_c, r2_c) = ((a(v) for v in part) for part in ln)
+                (x_h, rstd_h, r2_h), (x_c, rstd_c, r2_c) = ((a(v) if isinstance(v, Tensor) else v for v in part)
+                                                                for part in ln)
             for t in range(t1 - 1, t0 - 1, -1):
                 j = t - t0
                 if layer_norm:
@@ -969,6 +973,60 @@ class _LSTMKernel(_Kernel):
         d_c_weight = _norm_weight_grad(DLNC, saved["Cc"], saved["Sc"]) if needs[5] else None
         d_c_bias = DLNC.sum((0, 1)) if needs[6] and extras[2] is not None else None
         return DU, dW, (dh0, dc0), (d_ln_h, d_c_weight, d_c_bias)
+
+
+    def _numpy_coefficients(self, ops, run, saved, c0, T, B, H, n_max):
+        """``coefficients`` of the backward loop on NumPy arrays, into buffers reused by every chunk:
+        the same numbers as the torch version in ``backward`` (its slow twin, the loop of ``_TorchOps``)
+        without a fresh (n, B, H) tensor per operation."""
+        dtype, one, a = ops.dtype, ops._const(1.0), ops.array
+        A_, TC_, C_ = a(saved["A"]), a(saved["TC"]), a(saved["C"])
+        Ro, Ac, prev0 = (np.empty((n_max, B, H), dtype) for _ in range(3))
+        Rc = np.empty((n_max, B, 3, H), dtype)
+        kh, kc = (None if k is None else _steps(k, T, B, H) for k in run.keep)
+        omkh, omkc = (None if k is None else a(1 - k) for k in (kh, kc))
+        kh, kc = (None if k is None else a(k) for k in (kh, kc))
+        if self.layer_norm:
+            G = 4 * H
+            V_, S_, Cc_, Sc_ = a(saved["V"]), a(saved["S"]), a(saved["Cc"]), a(saved["Sc"])
+            scales = [np.empty((n_max, B, 1), dtype) for _ in range(4)]
+            root_g, root_h, inv_g, inv_h = (ops._const(v) for v in (G ** 0.5, H ** 0.5, 1.0 / G, 1.0 / H))
+
+        def coefficients(t0, t1):
+            n = t1 - t0
+            gates = A_[t0:t1]
+            o, i, f, g = gates[..., :H], gates[..., H:2 * H], gates[..., 2 * H:3 * H], gates[..., 3 * H:]
+            tc, ro, ac, rc = TC_[t0:t1], Ro[:n], Ac[:n], Rc[:n]
+            np.multiply(np.subtract(one, o, out=ro), o, out=ro)
+            np.multiply(ro, tc, out=ro)                                                # tanh(·) σ'(o)
+            np.multiply(np.subtract(one, np.multiply(tc, tc, out=ac), out=ac), o, out=ac)   # o (1 - tanh²)
+            if omkh is not None:
+                np.multiply(ro, omkh[t0:t1], out=ro)
+                np.multiply(ac, omkh[t0:t1], out=ac)
+            if t0 > 0:
+                prev = C_[t0 - 1:t1 - 1]
+            else:
+                prev = prev0[:n]
+                prev[0] = a(c0)
+                prev[1:] = C_[:t1 - 1]
+            r = rc[:, :, 0]
+            np.multiply(np.multiply(np.subtract(one, i, out=r), i, out=r), g, out=r)      # g σ'(i)
+            r = rc[:, :, 1]
+            np.multiply(np.multiply(np.subtract(one, f, out=r), f, out=r), prev, out=r)   # c_{t-1} σ'(f)
+            r = rc[:, :, 2]
+            np.multiply(np.subtract(one, np.multiply(g, g, out=r), out=r), i, out=r)      # i (1 - g²)
+            ln = None
+            if self.layer_norm:
+                rs_h, r2_h, rs_c, r2_c = (v[:n] for v in scales)
+                np.multiply(S_[t0:t1], root_g, out=rs_h)
+                np.multiply(np.multiply(rs_h, rs_h, out=r2_h), inv_g, out=r2_h)
+                np.multiply(Sc_[t0:t1], root_h, out=rs_c)
+                np.multiply(np.multiply(rs_c, rs_c, out=r2_c), inv_h, out=r2_c)
+                ln = ((V_[t0:t1], rs_h, r2_h), (Cc_[t0:t1], rs_c, r2_c))
+            return (ro, ac, rc, f, None if kh is None else kh[t0:t1], None if kc is None else kc[t0:t1],
+                    None if omkc is None else omkc[t0:t1], ln)
+
+        return coefficients
 
 
 def _rate_cell():
