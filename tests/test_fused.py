@@ -290,3 +290,107 @@ def test_outputs_past_the_end_are_zero_and_the_final_state_is_the_last_valid_one
     assert torch.all(out[1, 3:] == 0)
     alone, (h_alone, c_alone) = layer(x[1:, :3])
     assert_close((out[1:, :3], h[1:], c[1:]), (alone, h_alone, c_alone))
+
+
+# ----- the compiled LSTM steps (numba) and their NumPy twin ---------------------------------------------------
+LSTM_KINDS = ("lstm", "layernorm-lstm")
+
+def _needs_numba():
+    from rnnkit.engines import _lstm_compiled
+    if not _lstm_compiled.AVAILABLE:
+        pytest.skip("numba is not installed (pip install rnnkit[fast])")
+
+
+@pytest.fixture
+def numpy_twin(monkeypatch):
+    """The LSTM kernels on their NumPy loops, the compiled steps switched off."""
+    monkeypatch.setattr(fused, "COMPILED", False)
+
+
+@pytest.fixture
+def compiled_steps(monkeypatch):
+    """The compiled pointwise steps after NumPy GEMMs (the large-batch path), in float64 too."""
+    _needs_numba()
+    monkeypatch.setattr(fused, "COMPILED", True)
+    monkeypatch.setattr(fused, "COMPILED_STEPWISE", True)
+    monkeypatch.setattr(fused, "_compiled_for", lambda ops, B, G, H: isinstance(ops, fused._NumpyOps))
+
+
+@pytest.mark.parametrize("wrapper", sorted(WRAPPERS))
+@pytest.mark.parametrize("kind", LSTM_KINDS)
+def test_numpy_twin_of_the_compiled_steps_equals_loop(kind, wrapper, numpy_twin):
+    check_fused_equals_loop(kind, wrapper, 3, 6, 4, 5, True, False, True, True, seed=21)
+    check_fused_equals_loop(kind, wrapper, 1, 4, 2, 3, False, True, False, False, seed=22)
+
+
+@pytest.mark.parametrize("wrapper", sorted(WRAPPERS))
+@pytest.mark.parametrize("kind", LSTM_KINDS)
+def test_compiled_steps_equal_loop(kind, wrapper, compiled_steps):
+    check_fused_equals_loop(kind, wrapper, 3, 6, 4, 5, True, False, True, True, seed=23)
+    check_fused_equals_loop(kind, wrapper, 2, 5, 3, 4, True, True, True, False, seed=24)
+
+
+@pytest.mark.parametrize("kind", LSTM_KINDS)
+def test_whole_sequence_compiled_loop_is_taken_and_equals_numpy_twin(kind, monkeypatch):
+    """Small float64 steps run the whole sequence in one compiled call; its results are the NumPy
+    loop's to rounding (the hypothesis test above compares both with the loop engine)."""
+    _needs_numba()
+    from rnnkit.engines import _lstm_compiled
+    calls = []
+    for name in ("forward", "backward"):
+        original = getattr(_lstm_compiled, name)
+        monkeypatch.setattr(_lstm_compiled, name, lambda *a, _f=original, _n=name: (calls.append(_n), _f(*a))[1])
+    torch.manual_seed(4)
+    cell = WRAPPERS["all"](CELLS[kind](3, 4, True), kind).train()
+    x, state = torch.randn(2, 5, 3, dtype=F64), (torch.randn(2, 4, dtype=F64), torch.randn(2, 4, dtype=F64))
+    layer = rnnkit.Recurrent(cell, engine="fused")
+    got = run_with_grads(layer, x, state, torch.tensor([5, 3]), seed=3)
+    assert calls == ["forward", "backward"]
+    monkeypatch.setattr(fused, "COMPILED", False)
+    want = run_with_grads(layer, x, state, torch.tensor([5, 3]), seed=3)
+    assert_close(got, want, rtol=1e-12, atol=1e-12, what=f"{kind} compiled vs NumPy loop")
+
+
+@pytest.mark.parametrize("stepwise", [False, True])
+@pytest.mark.parametrize("kind", LSTM_KINDS)
+def test_float32_compiled_steps_match_float64_loop(kind, stepwise, monkeypatch):
+    """float32 takes the rational tanh of the compiled steps: within float32 rounding of the float64 loop."""
+    _needs_numba()
+    monkeypatch.setattr(fused, "COMPILED_STEPWISE", stepwise)
+    torch.manual_seed(5)
+    cell = WRAPPERS["all"](CELLS[kind](4, 6, True), kind).train()
+    x, state = torch.randn(3, 9, 4, dtype=F64), (torch.randn(3, 6, dtype=F64), torch.randn(3, 6, dtype=F64))
+    lengths = torch.tensor([9, 4, 7])
+    want = run_with_grads(rnnkit.Recurrent(cell, engine="loop"), x, state, lengths, seed=6)
+    cell = cell.float()
+    got = run_with_grads(rnnkit.Recurrent(cell, engine="fused"), x.float(), tuple(s.float() for s in state),
+                         lengths, seed=6)
+    to64 = lambda v: {k: t.double() for k, t in v.items()} if isinstance(v, dict) else (  # noqa: E731
+        tuple(t.double() for t in v) if isinstance(v, tuple) else v.double())
+    assert_close(tuple(to64(v) for v in got), want, rtol=1e-4, atol=2e-5, what=f"float32 {kind}")
+
+
+def test_compiled_float32_tanh():
+    """The vectorizable float32 tanh: within 4e-7 of tanh everywhere, |tanh| <= 1, NaN kept, ±inf -> ±1,
+    and the NumPy transcription (tanh32) agrees with the compiled one."""
+    _needs_numba()
+    import numba
+    import numpy as np
+    from rnnkit.engines import _lstm_compiled
+
+    @numba.njit(error_model="numpy", fastmath={"reassoc", "contract"})
+    def apply(x, y):
+        for j in range(x.shape[0]):
+            y[j] = _lstm_compiled._tanh(x[j])
+
+    x = np.concatenate([np.linspace(-12, 12, 400_001), [0.0, -0.0, 1e-30, -1e-30, 1e-8, np.inf, -np.inf, np.nan]])
+    x = x.astype(np.float32)
+    y = np.empty_like(x)
+    apply(x, y)
+    finite = np.isfinite(x)
+    exact = np.tanh(x[finite].astype(np.float64))
+    assert np.abs(y[finite] - exact).max() <= 4e-7
+    assert np.abs(y[finite]).max() <= 1.0
+    assert np.all(np.abs(y[finite] - exact) <= 4e-7 * np.maximum(np.abs(exact), 1e-30) + 1e-37)  # relative near 0
+    assert y[-3] == 1.0 and y[-2] == -1.0 and np.isnan(y[-1])
+    assert np.abs(_lstm_compiled.tanh32(x[finite]) - y[finite]).max() <= 8e-7       # FMAs round differently

@@ -65,6 +65,7 @@ from ..cells.layernorm import LayerNormGRUCell, LayerNormLSTMCell
 from ..cells.leaky import LeakyCell
 from ..cells.lstm import LSTMCell
 from ..regularizers import VariationalDropout, WeightDrop, Zoneout, unwrap_cell
+from . import _lstm_compiled
 from .projection import linear, linear_layer_norm
 
 __all__ = ["FusedEngine", "FUSED_CELLS"]
@@ -418,6 +419,14 @@ def _bias_sum(*biases):
     return None if not present else present[0] if len(present) == 1 else sum(present[1:], present[0])
 
 
+def _dense(t: Tensor, copy: bool = False) -> Tensor:
+    """``t`` laid out contiguously (a copy with ``copy``), into an :func:`_empty` buffer (an incoming
+    gradient is often a broadcast or transposed view)."""
+    if t.is_contiguous() and not copy:
+        return t
+    return _empty(t, *t.shape).copy_(t)
+
+
 def _times(P: Tensor, scale: Tensor) -> Tensor:
     """``P * scale`` into an :func:`_empty` buffer."""
     return torch.mul(P, scale, out=_empty(P, *P.shape))
@@ -504,7 +513,36 @@ def _adjoint_single(ops, coefficients, W: Tensor, dZ: Tensor, ln_weight=None):
 
 def _steps(k: Tensor | None, T: int, B: int, H: int) -> Tensor | None:
     """A keep mask broadcast to (T, B, H) and laid out contiguously, for per-step rows."""
-    return None if k is None else k.expand(T, B, H).contiguous()
+    if k is None:
+        return None
+    return _empty(k, T, B, H).copy_(k.expand(T, B, H))
+
+
+# ----- compiled loops (numba, optional) -------------------------------------------------------------------------
+# steps with at most this many multiply-adds (B·G·H) run the LSTM kernels' compiled loops when numba is installed:
+# there the cost of a step is the call overhead of its NumPy operations; beyond, NumPy's BLAS and vectorized
+# ufuncs win over the compiled row-by-row loops
+COMPILED_MAX = 2 ** 18
+COMPILED = _lstm_compiled.AVAILABLE          # False: always the NumPy loops (their twin); tests flip it
+
+
+def _compiled_for(ops, B: int, G: int, H: int) -> bool:
+    """Whether an LSTM run takes the compiled steps: float32 always (its tanh is vectorized), float64
+    only as a whole small sequence (its C-library tanh is slower than NumPy's at large batches)."""
+    if not (COMPILED and isinstance(ops, _NumpyOps)):
+        return False
+    return ops.dtype == np.float32 or _compiled_whole(ops, B, G, H)
+
+
+def _compiled_whole(ops, B: int, G: int, H: int) -> bool:
+    return not ops.torch_gemm and B * G * H <= COMPILED_MAX and not COMPILED_STEPWISE
+
+
+COMPILED_STEPWISE = False                    # True: never the whole-sequence loops (tests)
+
+
+def _numpy_or_none(t):
+    return None if t is None else t.detach().numpy()
 
 
 # ----- kernels ----------------------------------------------------------------------------------------------
@@ -611,7 +649,7 @@ class _LeakyKernel(_Kernel):
                 rho = rho if mask is None else rho * mask
             return R.contiguous(), None if E is None else E.contiguous(), rho, None
 
-        DU, _, DZ, dz0 = _adjoint_single(ops, coefficients, W, dZ.contiguous())
+        DU, _, DZ, dz0 = _adjoint_single(ops, coefficients, W, _dense(dZ))
         d_alpha = None
         if alpha is not None and needs[3]:
             diff = Y - _prev(z0, Z)
@@ -679,7 +717,7 @@ class _GatedKernel(_Kernel):
                 dg, beta = dg * omk, g * omk
             return torch.stack([dg, beta * (1 - c * c)], 2), 1 - beta, run.mask, None
 
-        DU, _, _, dz0 = _adjoint_single(ops, coefficients, W, dZ.contiguous())
+        DU, _, _, dz0 = _adjoint_single(ops, coefficients, W, _dense(dZ))
         transform = None if run.mask is None else (lambda z: z * run.mask)
         return DU, _weight_grad(DU, z0, Z, transform), (dz0,), ()
 
@@ -783,7 +821,7 @@ class _GRUKernel(_Kernel):
                 ln = _layer_norm_scales(saved["V"][t0:t1], saved["S"][t0:t1])
             return R, zeta.contiguous(), run.mask, ln
 
-        DU, DV, DZ, dh0 = _adjoint_single(ops, coefficients, W, dZ.contiguous(),
+        DU, DV, DZ, dh0 = _adjoint_single(ops, coefficients, W, _dense(dZ),
                                           extras[0] if self.layer_norm else None)
         transform = None if run.mask is None else (lambda z: z * run.mask)
         dW = _weight_grad(DV, h0, Z, transform)
@@ -832,19 +870,19 @@ class _LSTMKernel(_Kernel):
         return linear(xs, W_ih, None if bias is None else bias[order]), W_hh, (), {}
 
     def forward(self, ops, run, P, W, states, extras):
-        h0, c0 = states
         T, B, G = P.shape
+        if _compiled_for(ops, B, G, W.shape[1]):
+            return self._forward_compiled(ops, run, P, W, states, extras)
+        h0, c0 = states
         H = G // 4
         kh, kc = (_steps(k, T, B, H) for k in run.keep)
         binary = run.binary           # 0/1 masks: a masked copy in place of a lerp (3 operations)
         A, Hs, C, TC = _empty(P, T, B, G), _empty(P, T, B, H), _empty(P, T, B, H), _empty(P, T, B, H)
         Ct = C if kc is None or binary else _empty(P, T, B, H)            # c̃ before zoneout
         Wt, half = W.t().contiguous(), _sigmoid_scale(ops, P, 3 * H)
-        if half is not None:                           # o, i, f halved; the LN input W h is not
-            P = _times(P, half)
-            Wt = Wt if self.layer_norm else Wt * half
         a = ops.array
         P_, A_, Hs_, C_, Ct_, TC_, Wt = a(P), a(A), a(Hs), a(C), a(Ct), a(TC), ops.matrix(Wt, B)
+        half = None if half is None else a(half)       # o, i, f halved a step at a time: no (T, B, G) copy
         sig, tanh_g = a(A[..., :3 * H]), a(A[..., 3 * H:])
         o_, i_, f_ = a(A[..., :H]), a(A[..., H:2 * H]), a(A[..., 2 * H:3 * H])
         kh_ = None if kh is None else a(kh > 0.5 if binary else kh)
@@ -854,7 +892,7 @@ class _LSTMKernel(_Kernel):
         saved = {"A": A, "TC": TC, "C": C}
         if layer_norm:
             ln_h = extras[0] * G ** 0.5
-            ln_h, ln_c_weight = a(ln_h if half is None else ln_h * half), a(extras[1] * H ** 0.5)
+            ln_h, ln_c_weight = a(ln_h), a(extras[1] * H ** 0.5)
             ln_c_bias = None if extras[2] is None else a(extras[2])
             V, S, Cc, Sc = _empty(P, T, B, G), _empty(P, T, B, 1), _empty(P, T, B, H), _empty(P, T, B, 1)
             V_, S_, Cc_, Sc_ = a(V), a(S), a(Cc), a(Sc)
@@ -870,6 +908,7 @@ class _LSTMKernel(_Kernel):
             else:
                 ops.gemm(r_in, Wt, out=A_[t], add=P_[t])
             if half is not None:
+                ops.mul(A_[t], half, out=A_[t])
                 ops.tanh(A_[t], out=A_[t])
                 ops.tanh_to_sigmoid(sig[t])
                 g = tanh_g[t]
@@ -895,6 +934,8 @@ class _LSTMKernel(_Kernel):
         return (Hs, C[-1]), saved
 
     def backward(self, ops, run, saved, W, states, extras, outputs, grads, needs):
+        if saved.get("compiled"):
+            return self._backward_compiled(ops, run, saved, W, states, extras, outputs, grads, needs)
         h0, c0 = states
         dH, dcT = grads
         T, B, H = dH.shape
@@ -927,11 +968,11 @@ class _LSTMKernel(_Kernel):
         DV = _empty(dH, T, B, G) if layer_norm else DU
         DLNC = _empty(dH, T, B, H) if layer_norm else None
         a = ops.array
-        du_, du4, dv_, dH_, W_ = a(DU), a(DU.view(T, B, 4, H)), a(DV), a(dH.contiguous()), ops.matrix(W, B)
+        du_, du4, dv_, dH_, W_ = a(DU), a(DU.view(T, B, 4, H)), a(DV), a(_dense(dH)), ops.matrix(W, B)
         mask = None if run.mask is None else a(run.mask)
         if layer_norm:
             ln_h, ln_c_weight, dlnc_ = a(extras[0]), a(extras[1]), a(DLNC)
-        dh, dc = a(dH[T - 1].clone()), a(dcT.contiguous().clone())
+        dh, dc = a(_dense(dH[T - 1], copy=True)), a(_dense(dcT, copy=True))
         dh_new, dc_new, dct, tmp = (a(_empty(dH, B, H)) for _ in range(4))
         for t0, t1 in chunks:
             Ro_, Ac_, Rc_, F_, kh_, kc_, omkc, ln = (None if v is None else a(v) if isinstance(v, Tensor) else v
@@ -965,15 +1006,87 @@ class _LSTMKernel(_Kernel):
                     ops.add(dh_new, dH_[t - 1], out=dh_new)
                 dh, dh_new, dc, dc_new = dh_new, dh, dc_new, dc
         dh0, dc0 = (torch.as_tensor(v).clone() for v in (dh, dc))
+        return self._gradients(run, saved, extras, needs, h0, outputs, DU, DV, DLNC, dh0, dc0)
+
+    def _gradients(self, run, saved, extras, needs, h0, outputs, DU, DV, DLNC, dh0, dc0):
+        """What the backward returns, from the per-step adjoints: weight gradients as one GEMM over all steps."""
         transform = None if run.mask is None else (lambda z: z * run.mask)
         dW = _weight_grad(DV, h0, outputs[0], transform)
-        if not layer_norm:
+        if not self.layer_norm:
             return DU, dW, (dh0, dc0), ()
         d_ln_h = _norm_weight_grad(DU, saved["V"], saved["S"]) if needs[4] else None
         d_c_weight = _norm_weight_grad(DLNC, saved["Cc"], saved["Sc"]) if needs[5] else None
         d_c_bias = DLNC.sum((0, 1)) if needs[6] and extras[2] is not None else None
         return DU, dW, (dh0, dc0), (d_ln_h, d_c_weight, d_c_bias)
 
+    def _forward_compiled(self, ops, run, P, W, states, extras):
+        """The forward on the compiled steps of :mod:`._lstm_compiled`: the whole sequence in one call
+        for small steps, else a compiled pointwise step after each GEMM of ``ops``."""
+        h0, c0 = states
+        T, B, G = P.shape
+        H = G // 4
+        A, Hs, C, TC = _empty(P, T, B, G), _empty(P, T, B, H), _empty(P, T, B, H), _empty(P, T, B, H)
+        kh, kc = (_steps(k, T, B, H) for k in run.keep)
+        saved = {"A": A, "TC": TC, "C": C, "compiled": True}
+        ln = (None,) * 7
+        if self.layer_norm:
+            V, S, Cc, Sc = _empty(P, T, B, G), _empty(P, T, B, 1), _empty(P, T, B, H), _empty(P, T, B, 1)
+            saved.update(V=V, S=S, Cc=Cc, Sc=Sc)
+            ln = (extras[0] * G ** 0.5, extras[1] * H ** 0.5, extras[2], V, S, Cc, Sc)
+        n, eps = _numpy_or_none, run.__dict__.get("eps", 0.0)
+        P_, Wt, h0_, c0_, A_, Hs_, C_, TC_ = (n(v) for v in (P, W.t().contiguous(), h0.contiguous(),
+                                                              c0.contiguous(), A, Hs, C, TC))
+        if _compiled_whole(ops, B, G, H):
+            _lstm_compiled.forward(P_, Wt, h0_, c0_, n(run.mask), n(kh), n(kc), run.binary, n(ln[0]), n(ln[1]),
+                                   n(ln[2]), eps, A_, Hs_, C_, TC_, *(n(v) for v in ln[3:]))
+            return (Hs, C[-1]), saved
+        (mask, kh_, kc_), ln_w, hist = _lstm_compiled.forward_args(P_.dtype, n(run.mask), n(kh), n(kc),
+                                                                   *(n(v) for v in ln))
+        k = _lstm_compiled.forward_constants(P_.dtype, G, H, eps)
+        U, R = n(_empty(P, B, G)), n(_empty(P, B, H))
+        np.multiply(h0_, mask, out=R) if mask.size else np.copyto(R, h0_)
+        Wm, step = ops.matrix(torch.from_numpy(Wt), B), _lstm_compiled.step_forward
+        for t in range(T):
+            ops.gemm(R, Wm, out=U)
+            step(t, U, P_, h0_ if t == 0 else Hs_[t - 1], c0_ if t == 0 else C_[t - 1], mask, kh_, kc_, run.binary,
+                 *ln_w, k, A_, Hs_, C_, TC_, *hist, R)
+        return (Hs, C[-1]), saved
+
+    def _backward_compiled(self, ops, run, saved, W, states, extras, outputs, grads, needs):
+        h0, c0 = states
+        dH, dcT = grads
+        T, B, H = dH.shape
+        G = 4 * H
+        DU = _empty(dH, T, B, G)
+        DV = _empty(dH, T, B, G) if self.layer_norm else DU
+        DLNC = _empty(dH, T, B, H) if self.layer_norm else None
+        dh0, dc0 = _empty(dH, B, H), _empty(dH, B, H)
+        kh, kc = (_steps(k, T, B, H) for k in run.keep)
+        n, get = _numpy_or_none, saved.get
+        ln_h, ln_c = (extras[0], extras[1]) if self.layer_norm else (None, None)
+        dH_, c0_, C_ = n(_dense(dH)), n(c0.contiguous()), n(saved["C"])
+        if _compiled_whole(ops, B, G, H):
+            _lstm_compiled.backward(dH_, n(_dense(dcT)), n(W.t().contiguous()), c0_, C_, n(run.mask), n(kh),
+                                    n(kc), n(saved["A"]), n(saved["TC"]), n(get("V")), n(get("S")), n(get("Cc")),
+                                    n(get("Sc")), n(ln_h), n(ln_c), n(DU), n(DV), n(DLNC), n(dh0), n(dc0))
+        else:
+            dt = dH_.dtype
+            (mask, kh_, kc_), (ln_h_, ln_c_, _), hist = _lstm_compiled.forward_args(
+                dt, n(run.mask), n(kh), n(kc), n(ln_h), n(ln_c), None, get("V"), get("S"), get("Cc"), get("Sc"))
+            hist = tuple(v if isinstance(v, np.ndarray) else n(v) for v in hist)
+            k = _lstm_compiled.backward_constants(dt, G, H)
+            A_, TC_, DU_, DV_, DLNC_ = n(saved["A"]), n(saved["TC"]), n(DU), n(DV), (
+                _lstm_compiled._or_empty(n(DLNC), dt, 3))
+            dh, dc, dW = n(dh0), n(dc0), n(_empty(dH, B, H))
+            np.copyto(dh, dH_[T - 1])
+            np.copyto(dc, n(dcT))
+            Wm, step, tail = ops.matrix(W, B), _lstm_compiled.step_backward, _lstm_compiled.step_backward_tail
+            for t in range(T - 1, -1, -1):
+                step(t, dh, dc, c0_ if t == 0 else C_[t - 1], kh_, kc_, A_, TC_, *hist, ln_h_, ln_c_, k, DU_, DV_,
+                     DLNC_)
+                ops.gemm(DV_[t], Wm, out=dW)
+                tail(t, dW, dh, mask, kh_, dH_)
+        return self._gradients(run, saved, extras, needs, h0, outputs, DU, DV, DLNC, dh0, dc0)
 
     def _numpy_coefficients(self, ops, run, saved, c0, T, B, H, n_max):
         """``coefficients`` of the backward loop on NumPy arrays, into buffers reused by every chunk:
@@ -984,8 +1097,8 @@ class _LSTMKernel(_Kernel):
         Ro, Ac, prev0 = (np.empty((n_max, B, H), dtype) for _ in range(3))
         Rc = np.empty((n_max, B, 3, H), dtype)
         kh, kc = (None if k is None else _steps(k, T, B, H) for k in run.keep)
-        omkh, omkc = (None if k is None else a(1 - k) for k in (kh, kc))
         kh, kc = (None if k is None else a(k) for k in (kh, kc))
+        omkh, omkc = (None if k is None else np.subtract(one, k) for k in (kh, kc))
         if self.layer_norm:
             G = 4 * H
             V_, S_, Cc_, Sc_ = a(saved["V"]), a(saved["S"]), a(saved["Cc"]), a(saved["Sc"])

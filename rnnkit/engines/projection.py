@@ -30,8 +30,22 @@ def _fast(x: Tensor, weight: Tensor) -> bool:
             and x.dim() >= 2 and x.numel() > 0)
 
 
-def _forward_gemm(x2: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    out = fused._empty(x2, x2.shape[0], weight.shape[0])
+def _blocks(rows: int, width: int):
+    """Row ranges of about ``fused._CHUNK_ELEMENTS`` elements: every pass over a block stays in cache."""
+    size = max(1, fused._CHUNK_ELEMENTS // max(1, width))
+    return [(r0, min(rows, r0 + size)) for r0 in range(0, rows, size)]
+
+
+def _forward_gemm(x2: Tensor, weight: Tensor, bias: Tensor | None, out: Tensor | None = None) -> Tensor:
+    """``x2 @ weight^T (+ bias)`` into ``out`` (default: a fresh :func:`fused._empty` buffer). Large float32:
+    oneDNN a block of rows at a time (its output buffer is reused hot; the copy into ``out`` is cheap)."""
+    out = fused._empty(x2, x2.shape[0], weight.shape[0]) if out is None else out
+    if (fused.ONEDNN is not None and x2.dtype == torch.float32
+            and x2.numel() * weight.shape[0] > fused.NUMPY_GEMM_MAX):
+        packed = fused.ONEDNN[1](weight.detach(), min(x2.shape[0], 256))
+        for r0, r1 in _blocks(x2.shape[0], weight.shape[0]):
+            out[r0:r1] = fused.ONEDNN[0](x2[r0:r1], packed, None if bias is None else bias.detach(), "none", [], "")
+        return out
     if bias is None:
         return torch.mm(x2, weight.t(), out=out)
     return torch.addmm(bias, x2, weight.t(), out=out)
@@ -68,23 +82,24 @@ class _LinearLayerNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, ln_weight, ln_bias, eps):
         x2 = x.reshape(-1, x.shape[-1])
-        a = _forward_gemm(x2, weight, None)
-        N, G = a.shape
-        a_, ones = a.numpy(), np.full((G, 1), 1.0 / G, dtype=a.numpy().dtype)
-        scale = a_ @ ones                                            # mean, (N, 1)
-        np.subtract(a_, scale, out=a_)
-        out = fused._empty(a, N, G)
-        out_ = out.numpy()
-        np.multiply(a_, a_, out=out_)
-        np.dot(out_, ones, out=scale)                                # variance
-        np.add(scale, np.array(eps, dtype=scale.dtype), out=scale)
-        np.sqrt(scale, out=scale)
-        np.reciprocal(scale, out=scale)
-        np.multiply(a_, scale, out=a_)                               # a is now the normalized n
-        np.multiply(a_, ln_weight.detach().numpy(), out=out_)
-        if ln_bias is not None:
-            np.add(out_, ln_bias.detach().numpy(), out=out_)
-        ctx.save_for_backward(x2, weight, ln_weight, a, torch.from_numpy(scale))
+        N, G = x2.shape[0], weight.shape[0]
+        n, out, rstd = fused._empty(x2, N, G), fused._empty(x2, N, G), fused._empty(x2, N, 1)
+        n_, out_, rstd_ = n.numpy(), out.numpy(), rstd.numpy()
+        dtype = n_.dtype
+        ones, eps_ = np.full((G, 1), 1.0 / G, dtype=dtype), np.array(eps, dtype=dtype)
+        gamma, beta = ln_weight.detach().numpy(), None if ln_bias is None else ln_bias.detach().numpy()
+        _forward_gemm(x2, weight, None, out=n)
+        for r0, r1 in _blocks(N, G):
+            a, o, r = n_[r0:r1], out_[r0:r1], rstd_[r0:r1]
+            np.dot(a, ones, out=r)                                   # mean
+            np.subtract(a, r, out=a)
+            np.dot(np.multiply(a, a, out=o), ones, out=r)            # variance
+            np.reciprocal(np.sqrt(np.add(r, eps_, out=r), out=r), out=r)
+            np.multiply(a, r, out=a)                                 # the normalized rows n
+            np.multiply(a, gamma, out=o)
+            if beta is not None:
+                np.add(o, beta, out=o)
+        ctx.save_for_backward(x2, weight, ln_weight, n, rstd)
         ctx.shape = x.shape
         ctx.has_bias = ln_bias is not None
         return out.view(*x.shape[:-1], G)
@@ -93,26 +108,34 @@ class _LinearLayerNorm(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dP):
         x2, weight, ln_weight, n, rstd = ctx.saved_tensors
-        dP2 = dP.reshape(-1, dP.shape[-1]).contiguous()
+        dP2 = dP.reshape(-1, dP.shape[-1])
         N, G = dP2.shape
         dP_, n_, r_ = dP2.numpy(), n.numpy(), rstd.numpy()
-        ones = np.full((G, 1), 1.0 / G, dtype=dP_.dtype)
-        scratch = fused._empty(dP2, N, G).numpy()
-        d_gamma = d_beta = dx = dW = None
-        if ctx.needs_input_grad[2]:
-            d_gamma = torch.from_numpy(np.multiply(dP_, n_, out=scratch).sum(0))
-        if ctx.needs_input_grad[3] and ctx.has_bias:
-            d_beta = torch.from_numpy(dP_.sum(0))
-        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-            da = fused._empty(dP2, N, G)
-            dn = np.multiply(dP_, ln_weight.detach().numpy(), out=da.numpy())
-            mean_dn = dn @ ones                                      # (N, 1)
-            q = np.multiply(dn, n_, out=scratch) @ ones              # mean(dn ⊙ n)
-            np.subtract(dn, np.multiply(n_, q, out=scratch), out=dn)
-            np.subtract(dn, mean_dn, out=dn)
-            np.multiply(dn, r_, out=dn)
-            dx, dW = _input_grads(ctx, da, x2, weight, ctx.shape)
-        return dx, dW, d_gamma, d_beta, None
+        dtype = n_.dtype
+        ones, gamma = np.full((G, 1), 1.0 / G, dtype=dtype), ln_weight.detach().numpy()
+        want_gamma, want_beta = ctx.needs_input_grad[2], ctx.needs_input_grad[3] and ctx.has_bias
+        want_a = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        d_gamma, d_beta = np.zeros(G, np.float64), np.zeros(G, np.float64)
+        da = fused._empty(n, N, G) if want_a else None
+        block = max(r1 - r0 for r0, r1 in _blocks(N, G))
+        scratch, mean_dn, q = np.empty((block, G), dtype), np.empty((block, 1), dtype), np.empty((block, 1), dtype)
+        for r0, r1 in _blocks(N, G):
+            d, nn, m = dP_[r0:r1], n_[r0:r1], r1 - r0
+            sc = scratch[:m]
+            if want_gamma:
+                d_gamma += np.multiply(d, nn, out=sc).sum(0)
+            if want_beta:
+                d_beta += d.sum(0)
+            if want_a:
+                dn = np.multiply(d, gamma, out=da.numpy()[r0:r1])
+                np.dot(dn, ones, out=mean_dn[:m])
+                np.dot(np.multiply(dn, nn, out=sc), ones, out=q[:m])     # mean(dn ⊙ n)
+                np.subtract(dn, np.multiply(nn, q[:m], out=sc), out=dn)
+                np.subtract(dn, mean_dn[:m], out=dn)
+                np.multiply(dn, r_[r0:r1], out=dn)
+        dx, dW = _input_grads(ctx, da, x2, weight, ctx.shape) if want_a else (None, None)
+        as_tensor = lambda v: torch.from_numpy(v.astype(dtype))  # noqa: E731
+        return dx, dW, as_tensor(d_gamma) if want_gamma else None, as_tensor(d_beta) if want_beta else None, None
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
