@@ -39,6 +39,7 @@ from __future__ import annotations
 from numbers import Real
 from typing import Sequence, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -57,8 +58,18 @@ def _probability(owner: str, name: str, value) -> float:
 def _bernoulli(shape, probability: float, like: dict, generator) -> Tensor:
     """0/1 draws with ``P(1) = probability`` (uniforms below ``p``: on CPU many times faster
     than ``bernoulli_``)."""
-    uniform = torch.rand(shape, device=like["device"], generator=generator)
-    return (uniform < probability).to(like["dtype"])
+    device, dtype, drawn = torch.device(like["device"]), like["dtype"], torch.get_default_dtype()
+    numpy_types = {torch.float32: np.float32, torch.float64: np.float64}
+    if device.type != "cpu" or dtype not in numpy_types or drawn not in numpy_types:
+        uniform = torch.rand(shape, device=device, generator=generator)
+        return (uniform < probability).to(dtype)
+    # on CPU the same draws into NumPy buffers, which a fresh (T, B, H) block costs few page faults to fill
+    # (see rnnkit.engines.fused._empty)
+    uniform = torch.from_numpy(np.empty(shape, dtype=numpy_types[drawn]))
+    torch.rand(shape, generator=generator, out=uniform)
+    mask = np.empty(shape, dtype=numpy_types[dtype])
+    np.copyto(mask, np.less(uniform.numpy(), probability))
+    return torch.from_numpy(mask)
 
 
 def _keep_mask(shape, probability: float, like: dict, generator) -> Tensor:

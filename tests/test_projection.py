@@ -12,6 +12,15 @@ from rnnkit.engines.projection import linear, linear_layer_norm
 from conftest import F64, assert_close
 
 
+@pytest.fixture(params=["compiled", "numpy"], autouse=True)
+def pointwise(request, monkeypatch):
+    """Every test twice: the layer norm's rows on the compiled loops (when numba is installed) and on NumPy."""
+    if request.param == "compiled" and not fused._lstm_compiled.AVAILABLE:
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(fused, "COMPILED", request.param == "compiled")
+    return request.param
+
+
 def grads_of(fn, x, weight, *rest, seed=0):
     leaves = [t.detach().clone().requires_grad_() if t is not None else None for t in (x, weight, *rest)]
     out = fn(*leaves)

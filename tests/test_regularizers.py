@@ -282,3 +282,14 @@ def test_layer_norm_lstm_starts_with_unit_gains_and_the_forget_shift():
     assert torch.equal(cell.ln_input_weight, torch.ones(16)) and torch.equal(cell.ln_cell_bias, torch.zeros(4))
     assert torch.equal(cell.bias_ih[4:8], torch.ones(4)) and torch.equal(cell.bias_hh, torch.zeros(16))
     assert rnnkit.Recurrent(cell).engine == "fused"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_masks_are_the_plain_uniform_draws(dtype):
+    """On CPU the 0/1 draws go through NumPy buffers; they are exactly ``(torch.rand(...) < p)`` of the
+    same generator state, in the requested dtype."""
+    from rnnkit.regularizers import _bernoulli
+    got = _bernoulli((7, 3, 5), 0.3, {"device": "cpu", "dtype": dtype}, torch.Generator().manual_seed(2))
+    want = (torch.rand((7, 3, 5), generator=torch.Generator().manual_seed(2)) < 0.3).to(dtype)
+    assert got.dtype == dtype and torch.equal(got, want)
+    assert 0.15 < got.mean().item() < 0.45

@@ -89,8 +89,8 @@ else:                                                                 # pragma: 
 
 @_jit
 def _step_forward(t, U, P, hp, cp, mask, kh, kc, binary, ln_h, ln_c, ln_cb, k, A, Hs, C, TC, V, S, Cc, Sc, R):
-    """Step ``t`` from the recurrent GEMM output ``U`` (B, G) and the previous state ``hp``, ``cp``;
-    writes the step's histories and ``R = h_t ⊙ mask``, the next GEMM's input. ``k``: constants
+    """Step ``t`` from the recurrent GEMM output ``U`` (B, G; with a layer norm, ``V[t]`` itself) and the
+    previous state ``hp``, ``cp``; writes the step's histories and ``R = h_t ⊙ mask``, the next GEMM's input. ``k``: constants
     ``[1/2, 1, 0, G·eps, H·eps, 1/H]`` in the loop's dtype."""
     B, G = U.shape
     H = G // 4
@@ -106,7 +106,6 @@ def _step_forward(t, U, P, hp, cp, mask, kh, kc, binary, ln_h, ln_c, ln_cb, k, A
             s = one / np.sqrt(ss + g_eps)
             S[t, b, 0] = s
             for g in range(G):
-                V[t, b, g] = u[g]
                 a[g] = u[g] * s * ln_h[g] + P[t, b, g]
         else:
             for g in range(G):
@@ -222,12 +221,13 @@ def _step_backward_tail(t, dW, dh, mask, kh, dH):
 def _forward(P, Wt, h0, c0, mask, kh, kc, binary, ln_h, ln_c, ln_cb, k, A, Hs, C, TC, V, S, Cc, Sc):
     T, B, G = P.shape
     H = G // 4
-    U = np.empty((B, G), P.dtype)
+    Ub = np.empty((B, G), P.dtype)
     R = np.empty((B, H), P.dtype)
     for b in range(B):
         for j in range(H):
             R[b, j] = h0[b, j] * mask[b, j] if mask.shape[0] > 0 else h0[b, j]
     for t in range(T):
+        U = V[t] if ln_h.shape[0] > 0 else Ub
         for b in range(B):                                            # U = R W^T
             u = U[b]
             for g in range(G):
@@ -260,6 +260,69 @@ def _backward(dH, dc, Wt2, c0, C, mask, kh, kc, A, TC, V, S, Cc, Sc, ln_h, ln_c,
                     s += Wt2[j, g] * dv[g]
                 dW[b, j] = s
         _step_backward_tail(t, dW, dh, mask, kh, dH)
+
+
+@_jit
+def _norm_rows_forward(n, out, rstd, gamma, beta, k):
+    """Layer norm of every row of ``n`` (N, G), in place to the normalized rows; ``out = n γ (+ β)``,
+    ``rstd`` (N, 1) = (var + eps)^(-1/2). The input side of the layer-norm cells (``projection``)."""
+    N, G = n.shape
+    has_beta = beta.shape[0] > 0
+    inv_g, eps = k[0], k[1]
+    for r in range(N):
+        row, o = n[r], out[r]
+        mean = row[0] * 0
+        for g in range(G):
+            mean += row[g]
+        mean *= inv_g
+        var = mean * 0
+        for g in range(G):
+            d = row[g] - mean
+            row[g] = d
+            var += d * d
+        s = 1 / np.sqrt(var * inv_g + eps)
+        rstd[r, 0] = s
+        for g in range(G):
+            x = row[g] * s
+            row[g] = x
+            o[g] = x * gamma[g] + beta[g] if has_beta else x * gamma[g]
+
+
+@_jit
+def _norm_rows_backward(dP, n, rstd, gamma, d_gamma, d_beta, da, want_gamma, want_beta, want_a, k):
+    """The backward of ``_norm_rows_forward``: ``d_gamma``, ``d_beta`` (G,) accumulated, ``da`` (N, G)."""
+    N, G = dP.shape
+    inv_g = k[0]
+    for r in range(N):
+        d, x = dP[r], n[r]
+        if want_gamma:
+            for g in range(G):
+                d_gamma[g] += d[g] * x[g]
+        if want_beta:
+            for g in range(G):
+                d_beta[g] += d[g]
+        if want_a:
+            mean = d[0] * 0
+            q = d[0] * 0
+            for g in range(G):
+                dn = d[g] * gamma[g]
+                mean += dn
+                q += dn * x[g]
+            mean *= inv_g
+            q *= inv_g
+            s, out = rstd[r, 0], da[r]
+            for g in range(G):
+                out[g] = s * (d[g] * gamma[g] - mean - x[g] * q)
+
+
+def norm_rows_forward(n, out, rstd, gamma, beta, eps: float):
+    _norm_rows_forward(n, out, rstd, gamma, _or_empty(beta, n.dtype, 1), np.array([1 / n.shape[1], eps], n.dtype))
+
+
+def norm_rows_backward(dP, n, rstd, gamma, d_gamma, d_beta, da, want_gamma, want_beta):
+    """``da`` None: no input gradient wanted."""
+    _norm_rows_backward(dP, n, rstd, gamma, d_gamma, d_beta, _or_empty(da, n.dtype, 2), bool(want_gamma),
+                        bool(want_beta), da is not None, np.array([1 / n.shape[1]], n.dtype))
 
 
 def _or_empty(v, dtype, dims: int):

@@ -89,7 +89,9 @@ class _LinearLayerNorm(torch.autograd.Function):
         ones, eps_ = np.full((G, 1), 1.0 / G, dtype=dtype), np.array(eps, dtype=dtype)
         gamma, beta = ln_weight.detach().numpy(), None if ln_bias is None else ln_bias.detach().numpy()
         _forward_gemm(x2, weight, None, out=n)
-        for r0, r1 in _blocks(N, G):
+        if fused.COMPILED:
+            fused._lstm_compiled.norm_rows_forward(n_, out_, rstd_, gamma, beta, eps)
+        for r0, r1 in [] if fused.COMPILED else _blocks(N, G):           # the NumPy twin
             a, o, r = n_[r0:r1], out_[r0:r1], rstd_[r0:r1]
             np.dot(a, ones, out=r)                                   # mean
             np.subtract(a, r, out=a)
@@ -117,9 +119,13 @@ class _LinearLayerNorm(torch.autograd.Function):
         want_a = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         d_gamma, d_beta = np.zeros(G, np.float64), np.zeros(G, np.float64)
         da = fused._empty(n, N, G) if want_a else None
+        if fused.COMPILED:
+            dP_ = np.ascontiguousarray(dP_)
+            fused._lstm_compiled.norm_rows_backward(dP_, n_, r_, gamma, d_gamma, d_beta,
+                                                    None if da is None else da.numpy(), want_gamma, want_beta)
         block = max(r1 - r0 for r0, r1 in _blocks(N, G))
         scratch, mean_dn, q = np.empty((block, G), dtype), np.empty((block, 1), dtype), np.empty((block, 1), dtype)
-        for r0, r1 in _blocks(N, G):
+        for r0, r1 in [] if fused.COMPILED else _blocks(N, G):           # the NumPy twin
             d, nn, m = dP_[r0:r1], n_[r0:r1], r1 - r0
             sc = scratch[:m]
             if want_gamma:
