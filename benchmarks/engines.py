@@ -159,6 +159,43 @@ def check_bounds(rows: list) -> list:
     return checks
 
 
+README_ROWS = [("lstm", "LSTM", "native"), ("lstm", "LSTM", "fused"), ("lstm", "LSTM", "loop"),
+               ("lstm+zoneout", "LSTM + zoneout", "fused"), ("lstm+variational", "LSTM + variational dropout", "fused"),
+               ("lstm+weightdrop", "LSTM + weight drop", "fused"), ("layernorm-lstm", "layer-norm LSTM", "fused"),
+               ("layernorm-lstm", "layer-norm LSTM", "loop"), ("gru", "GRU", "native"), ("gru", "GRU", "fused"),
+               ("layernorm-gru", "layer-norm GRU", "fused"), ("gated", "gated", "fused"),
+               ("elman", "Elman", "native"), ("elman", "Elman", "fused"), ("leaky", "leaky", "fused"),
+               ("rate", "rate", "fused")]
+
+
+def markdown_table(rows: list) -> str:
+    """The README's engine table: fwd+bwd / fwd ratios per shape (fwd+bwd alone for the loop)."""
+    found = {(r["cell"], r["engine"], tuple(r["shape"])): r for r in rows}
+    lines = ["| cell | engine | " + " | ".join(str(s) for s in SHAPES) + " |", "|---|---|" + "---|" * len(SHAPES)]
+    for cell, label, engine in README_ROWS:
+        cells = []
+        for shape in SHAPES:
+            r = found.get((cell, engine, shape))
+            if r is None:
+                cells.append("")
+            elif r["fwd_ratio"] is None:
+                cells.append(f"{r['fwd_bwd_ratio']:.2f}")
+            else:
+                cells.append(f"{r['fwd_bwd_ratio']:.2f} / {r['fwd_ratio']:.2f}")
+        lines.append(f"| {label} | {engine} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def backends() -> dict:
+    """What the fused engine runs on here (the ratios depend on it)."""
+    from rnnkit.engines import _lstm_compiled, fused
+    numba = None
+    if _lstm_compiled.AVAILABLE:
+        numba = _lstm_compiled.numba.__version__
+    return {"numba_compiled_lstm_steps": numba, "onednn_matmul": fused.ONEDNN is not None,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (noisier)")
@@ -186,8 +223,10 @@ def main(argv=None) -> int:
         print(f"  {c['cell']:17} {str(tuple(c['shape'])):>20} {c['fwd_bwd_ratio']:6.2f} <= {c['bound']}: "
               f"{'met' if c['met'] else 'NOT met'}")
     all_met = all(c["met"] for c in checks) and native_ok
+    print("\nfor the README (fwd+bwd / fwd):\n" + markdown_table(rows))
     path = write_results("engines", {
         "benchmark": "every cell x engine against torch.nn.LSTM at equal FLOPs (see benchmarks/engines.py)",
+        "backends": backends(),
         "repeats": repeats, "loop_repeats": loop_repeats, "threads": args.threads, "rows": rows,
         "bounds": checks, "native_check": {"bound": NATIVE_BOUND, "rows": native_rows, "ok": bool(native_ok)},
         "all_within_bounds": bool(all_met)})
