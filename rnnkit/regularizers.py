@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import _buffers
 from .cells.base import Cell, GatedWeightsMixin, State, state_tensors
 
 __all__ = ["CellWrapper", "VariationalDropout", "Zoneout", "WeightDrop", "embedding_dropout",
@@ -63,11 +64,10 @@ def _bernoulli(shape, probability: float, like: dict, generator) -> Tensor:
     if device.type != "cpu" or dtype not in numpy_types or drawn not in numpy_types:
         uniform = torch.rand(shape, device=device, generator=generator)
         return (uniform < probability).to(dtype)
-    # on CPU the same draws into NumPy buffers, which a fresh (T, B, H) block costs few page faults to fill
-    # (see rnnkit.engines.fused._empty)
-    uniform = torch.from_numpy(np.empty(shape, dtype=numpy_types[drawn]))
+    # on CPU the same draws into reused NumPy blocks (rnnkit._buffers: no page faults at every step)
+    uniform = torch.from_numpy(_buffers.empty(shape, numpy_types[drawn]))
     torch.rand(shape, generator=generator, out=uniform)
-    mask = np.empty(shape, dtype=numpy_types[dtype])
+    mask = _buffers.empty(shape, numpy_types[dtype])
     np.copyto(mask, np.less(uniform.numpy(), probability))
     return torch.from_numpy(mask)
 

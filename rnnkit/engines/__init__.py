@@ -5,5 +5,14 @@ from .native import NativeEngine
 from .scan import ScanEngine, associative_scan, linear_recurrence, log_linear_recurrence, log_matmul
 from .select import AUTO_PREFERENCE, ENGINES, get_engine
 
+
+def release_memory() -> int:
+    """Free the CPU buffers the fused engine keeps for reuse between training steps (those no tensor
+    still uses); returns the bytes released. The pool holds at most a few GiB (``rnnkit._buffers``)."""
+    from .. import _buffers
+    return _buffers.release()
+
+
 __all__ = ["LoopEngine", "NativeEngine", "FusedEngine", "FUSED_CELLS", "ENGINES", "AUTO_PREFERENCE", "get_engine",
-           "ScanEngine", "associative_scan", "linear_recurrence", "log_linear_recurrence", "log_matmul"]
+           "ScanEngine", "associative_scan", "linear_recurrence", "log_linear_recurrence", "log_matmul",
+           "release_memory"]
