@@ -298,7 +298,7 @@ LSTM_KINDS = ("lstm", "layernorm-lstm")
 def _needs_numba():
     from rnnkit.engines import _lstm_compiled
     if not _lstm_compiled.AVAILABLE:
-        pytest.skip("numba is not installed (pip install rnnkit[fast])")
+        pytest.skip("numba is not installed (the fast extra)")
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@ r"""Compiled (numba) pointwise steps of the fused LSTM kernel on the CPU.
 
 A step of the layer-norm LSTM in NumPy is about sixty calls: at batch 1 their call overhead is the
 cost, at batch 32 their passes over memory are. Here the pointwise part of a step — every row of it —
-is one compiled loop (numba, an optional dependency: ``pip install rnnkit[fast]``):
+is one compiled loop (numba, an optional dependency: the ``fast`` extra):
 
 * ``step_forward`` / ``step_backward`` / ``step_backward_tail``: one step, for a caller that runs the
   step's GEMM itself (oneDNN or BLAS, at large batches);

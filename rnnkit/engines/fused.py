@@ -39,7 +39,12 @@ than torch's on CPU. A step's GEMM runs in NumPy's BLAS when small
 (``B·G·H ≤ NUMPY_GEMM_MAX``) and otherwise, in float32, in oneDNN's matmul against a
 weight laid out once per run (as torch.nn.LSTM's CPU kernel does; twice the speed of an
 sgemm on CPUs with AVX-512), in float64 in torch's BLAS; both follow
-``torch.set_num_threads``. Buffers come from NumPy (see :func:`_empty`). On every other device or dtype the loops run on torch
+``torch.set_num_threads``. Buffers come from NumPy blocks reused between training steps
+(see :func:`_empty`). With numba installed (``pip install -e ".[fast]"``) the LSTM kernels run
+their pointwise steps compiled (:mod:`._lstm_compiled`): the whole sequence in one call for small
+steps (``B·G·H ≤ COMPILED_MAX``), one compiled step after each GEMM for large float32 ones; the
+NumPy loops below stay as their twin (``COMPILED = False``) and run wherever numba is absent. The
+first call compiles for a few seconds; numba caches the result on disk. On every other device or dtype the loops run on torch
 operations. They are written once, against the few operations of ``_NumpyOps``
 and ``_TorchOps``.
 
