@@ -23,7 +23,7 @@ __all__ = ["empty", "release", "held_bytes"]
 # blocks below this size come from malloc as usual (cheap to fault, and reused by malloc itself)
 MIN_BYTES = 1 << 20
 # free blocks beyond this many bytes in all are released rather than kept
-MAX_BYTES = 4 << 30
+MAX_BYTES = 2 << 30
 
 _blocks: dict = {}               # nbytes -> list of 1-D uint8 arrays
 _lock = threading.Lock()

@@ -8,7 +8,8 @@ from .select import AUTO_PREFERENCE, ENGINES, get_engine
 
 def release_memory() -> int:
     """Free the CPU buffers the fused engine keeps for reuse between training steps (those no tensor
-    still uses); returns the bytes released. The pool holds at most a few GiB (``rnnkit._buffers``)."""
+    still uses); returns the bytes released. Free blocks beyond 2 GiB in all are released anyway
+    (``rnnkit._buffers.MAX_BYTES``)."""
     from .. import _buffers
     return _buffers.release()
 

@@ -44,8 +44,8 @@ sgemm on CPUs with AVX-512), in float64 in torch's BLAS; both follow
 their pointwise steps compiled (:mod:`._lstm_compiled`): the whole sequence in one call for small
 steps (``B·G·H ≤ COMPILED_MAX``), one compiled step after each GEMM for large float32 ones; the
 NumPy loops below stay as their twin (``COMPILED = False``) and run wherever numba is absent. The
-first call compiles for a few seconds; numba caches the result on disk. On every other device or dtype the loops run on torch
-operations. They are written once, against the few operations of ``_NumpyOps``
+first call compiles for a few seconds; numba caches the result on disk. On every other device or
+dtype the loops run on torch operations. They are written once, against the few operations of ``_NumpyOps``
 and ``_TorchOps``.
 
 Every result equals the ``loop`` engine's to rounding (tests/test_fused.py
@@ -1050,7 +1050,10 @@ class _LSTMKernel(_Kernel):
                                                                    *(n(v) for v in ln))
         k = _lstm_compiled.forward_constants(P_.dtype, G, H, eps)
         U, R = n(_empty(P, B, G)), n(_empty(P, B, H))
-        np.multiply(h0_, mask, out=R) if mask.size else np.copyto(R, h0_)
+        if mask.size:
+            np.multiply(h0_, mask, out=R)
+        else:
+            np.copyto(R, h0_)
         Wm, step = ops.matrix(torch.from_numpy(Wt), B), _lstm_compiled.step_forward
         V_ = hist[0]
         for t in range(T):

@@ -2,8 +2,9 @@ r"""The input side of a fused run: ``x W^T + b`` and ``LN(x W^T) γ + β`` for e
 
 They equal ``F.linear`` and ``F.layer_norm(F.linear(x, W))`` (their slow twins, which every other
 device and dtype uses, and tests/test_projection.py checks against in float64), but on CPU they
-write into NumPy-backed buffers (see ``fused._empty``: a fresh (T, B, G) block costs a few page
-faults, not one per 4 KiB) and run their large float32 weight-gradient GEMMs in oneDNN.
+write into NumPy blocks reused between training steps (see ``fused._empty``: a fresh (T, B, G)
+block costs a page fault per page), run their large float32 GEMMs in oneDNN and, with numba, the
+layer norm's rows compiled (``_lstm_compiled.norm_rows_*``; the NumPy block loops are their twin).
 
 The layer-norm backward, for rows ``a`` normalized to ``n = (a - mean a) · r`` with
 ``r = (var a + eps)^(-1/2)`` and ``dn = γ ⊙ dP``::
