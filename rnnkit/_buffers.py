@@ -13,12 +13,16 @@ history of a graph not yet freed, an output the caller kept — is never handed 
 """
 from __future__ import annotations
 
+import math
 import sys
 import threading
 
 import numpy as np
+import torch
 
-__all__ = ["empty", "release", "held_bytes"]
+__all__ = ["empty", "release", "held_bytes", "NUMPY_DTYPES"]
+
+NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}     # the dtypes a block can hold
 
 # blocks below this size come from malloc as usual (cheap to fault, and reused by malloc itself)
 MIN_BYTES = 1 << 20
@@ -47,10 +51,7 @@ _FREE_REFS = _calibrate()
 def empty(shape, dtype) -> np.ndarray:
     """An uninitialized C-contiguous array, from a reused block when one of its size is free."""
     dtype = np.dtype(dtype)
-    count = 1
-    for n in shape:
-        count *= int(n)
-    nbytes = count * dtype.itemsize
+    nbytes = math.prod(int(n) for n in shape) * dtype.itemsize
     if nbytes < MIN_BYTES:
         return np.empty(shape, dtype)
     with _lock:
@@ -62,26 +63,28 @@ def empty(shape, dtype) -> np.ndarray:
                 break
             del candidate
         if block is None:
-            _trim(nbytes)
+            _drop_free(MAX_BYTES - nbytes)
             block = np.empty(nbytes, np.uint8)
             same.append(block)
     return block.view(dtype).reshape(shape)
 
 
-def _trim(incoming: int) -> None:
-    """Release free blocks while the pool would exceed ``MAX_BYTES``."""
-    total = held_bytes() + incoming
-    if total <= MAX_BYTES:
-        return
+def _drop_free(budget: int) -> int:
+    """Release free blocks, largest first, while the pool holds more than ``budget`` bytes (a negative
+    budget: every free block); returns the bytes released. The caller holds the lock."""
+    total = released = held_bytes()
+    if total <= budget:
+        return 0
     for nbytes in sorted(_blocks, reverse=True):
         kept = []
         for block in _blocks[nbytes]:
-            if total > MAX_BYTES and _refs(block) <= _FREE_REFS:
+            if total > budget and _refs(block) <= _FREE_REFS:
                 total -= nbytes
             else:
                 kept.append(block)
             del block
-        _blocks[nbytes] = kept
+        _blocks[nbytes][:] = kept                   # in place: a caller may hold this list
+    return released - total
 
 
 def held_bytes() -> int:
@@ -91,15 +94,5 @@ def held_bytes() -> int:
 
 def release() -> int:
     """Drop every free block; returns the bytes released."""
-    released = 0
     with _lock:
-        for nbytes in list(_blocks):
-            kept = []
-            for block in _blocks[nbytes]:
-                if _refs(block) <= _FREE_REFS:
-                    released += nbytes
-                else:
-                    kept.append(block)
-                del block
-            _blocks[nbytes] = kept
-    return released
+        return _drop_free(-1)

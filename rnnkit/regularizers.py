@@ -60,7 +60,7 @@ def _bernoulli(shape, probability: float, like: dict, generator) -> Tensor:
     """0/1 draws with ``P(1) = probability`` (uniforms below ``p``: on CPU many times faster
     than ``bernoulli_``)."""
     device, dtype, drawn = torch.device(like["device"]), like["dtype"], torch.get_default_dtype()
-    numpy_types = {torch.float32: np.float32, torch.float64: np.float64}
+    numpy_types = _buffers.NUMPY_DTYPES
     if device.type != "cpu" or dtype not in numpy_types or drawn not in numpy_types:
         uniform = torch.rand(shape, device=device, generator=generator)
         return (uniform < probability).to(dtype)

@@ -88,10 +88,10 @@ else:                                                                 # pragma: 
 
 
 @_jit
-def _step_forward(t, U, P, hp, cp, mask, kh, kc, binary, ln_h, ln_c, ln_cb, k, A, Hs, C, TC, V, S, Cc, Sc, R):
-    """Step ``t`` from the recurrent GEMM output ``U`` (B, G; with a layer norm, ``V[t]`` itself) and the
-    previous state ``hp``, ``cp``; writes the step's histories and ``R = h_t ⊙ mask``, the next GEMM's input. ``k``: constants
-    ``[1/2, 1, 0, G·eps, H·eps, 1/H]`` in the loop's dtype."""
+def _step_forward(t, U, P, hp, cp, mask, kh, kc, binary, ln_h, ln_c, ln_cb, k, A, Hs, C, TC, S, Cc, Sc, R):
+    """Step ``t`` from the recurrent GEMM output ``U`` (B, G; with a layer norm, the history ``V[t]``
+    itself) and the previous state ``hp``, ``cp``; writes the step's histories and ``R = h_t ⊙ mask``,
+    the next GEMM's input. ``k``: constants ``[1/2, 1, 0, G·eps, H·eps, 1/H]`` in the loop's dtype."""
     B, G = U.shape
     H = G // 4
     half, one, zero, g_eps, h_eps, inv_h = k[0], k[1], k[2], k[3], k[4], k[5]
@@ -238,7 +238,7 @@ def _forward(P, Wt, h0, c0, mask, kh, kc, binary, ln_h, ln_c, ln_cb, k, A, Hs, C
                     u[g] += r * Wt[j, g]
         hp = h0 if t == 0 else Hs[t - 1]
         cp = c0 if t == 0 else C[t - 1]
-        _step_forward(t, U, P, hp, cp, mask, kh, kc, binary, ln_h, ln_c, ln_cb, k, A, Hs, C, TC, V, S, Cc, Sc, R)
+        _step_forward(t, U, P, hp, cp, mask, kh, kc, binary, ln_h, ln_c, ln_cb, k, A, Hs, C, TC, S, Cc, Sc, R)
 
 
 @_jit
@@ -316,16 +316,17 @@ def _norm_rows_backward(dP, n, rstd, gamma, d_gamma, d_beta, da, want_gamma, wan
 
 
 def norm_rows_forward(n, out, rstd, gamma, beta, eps: float):
-    _norm_rows_forward(n, out, rstd, gamma, _or_empty(beta, n.dtype, 1), np.array([1 / n.shape[1], eps], n.dtype))
+    _norm_rows_forward(n, out, rstd, gamma, or_empty(beta, n.dtype, 1), np.array([1 / n.shape[1], eps], n.dtype))
 
 
 def norm_rows_backward(dP, n, rstd, gamma, d_gamma, d_beta, da, want_gamma, want_beta):
     """``da`` None: no input gradient wanted."""
-    _norm_rows_backward(dP, n, rstd, gamma, d_gamma, d_beta, _or_empty(da, n.dtype, 2), bool(want_gamma),
+    _norm_rows_backward(dP, n, rstd, gamma, d_gamma, d_beta, or_empty(da, n.dtype, 2), bool(want_gamma),
                         bool(want_beta), da is not None, np.array([1 / n.shape[1]], n.dtype))
 
 
-def _or_empty(v, dtype, dims: int):
+def or_empty(v, dtype, dims: int):
+    """``v``, or for an absent array (None) an empty one of ``dims`` dimensions, as the loops take it."""
     return np.zeros((0,) * dims, dtype) if v is None else v
 
 
@@ -339,9 +340,9 @@ def backward_constants(dtype, G: int, H: int):
 
 def forward_args(dt, mask, kh, kc, ln_h, ln_c, ln_cb, V, S, Cc, Sc):
     """The optional arrays of a forward, absent ones empty."""
-    return ((_or_empty(mask, dt, 2), _or_empty(kh, dt, 3), _or_empty(kc, dt, 3)),
-            tuple(_or_empty(v, dt, 1) for v in (ln_h, ln_c, ln_cb)),
-            tuple(_or_empty(v, dt, 3) for v in (V, S, Cc, Sc)))
+    return ((or_empty(mask, dt, 2), or_empty(kh, dt, 3), or_empty(kc, dt, 3)),
+            tuple(or_empty(v, dt, 1) for v in (ln_h, ln_c, ln_cb)),
+            tuple(or_empty(v, dt, 3) for v in (V, S, Cc, Sc)))
 
 
 def forward(P, Wt, h0, c0, mask, kh, kc, binary, ln_h, ln_c, ln_cb, eps, A, Hs, C, TC, V, S, Cc, Sc):
@@ -356,9 +357,9 @@ def backward(dH, dcT, Wt2, c0, C, mask, kh, kc, A, TC, V, S, Cc, Sc, ln_h, ln_c,
     """The whole backward in one call: ``dh0``, ``dc0`` receive the adjoints of the initial state."""
     dt, H = A.dtype, dH.shape[2]
     dc0[...] = dcT
-    _backward(dH, dc0, Wt2, c0, C, _or_empty(mask, dt, 2), _or_empty(kh, dt, 3), _or_empty(kc, dt, 3), A, TC,
-              *(_or_empty(v, dt, 3) for v in (V, S, Cc, Sc)), _or_empty(ln_h, dt, 1), _or_empty(ln_c, dt, 1),
-              backward_constants(dt, 4 * H, H), DU, DV, _or_empty(DLNC, dt, 3), dh0)
+    _backward(dH, dc0, Wt2, c0, C, or_empty(mask, dt, 2), or_empty(kh, dt, 3), or_empty(kc, dt, 3), A, TC,
+              *(or_empty(v, dt, 3) for v in (V, S, Cc, Sc)), or_empty(ln_h, dt, 1), or_empty(ln_c, dt, 1),
+              backward_constants(dt, 4 * H, H), DU, DV, or_empty(DLNC, dt, 3), dh0)
 
 
 step_forward, step_backward, step_backward_tail = _step_forward, _step_backward, _step_backward_tail

@@ -438,7 +438,7 @@ def _times(P: Tensor, scale: Tensor) -> Tensor:
     return torch.mul(P, scale, out=_empty(P, *P.shape))
 
 
-_NP_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+_NP_DTYPES = _buffers.NUMPY_DTYPES
 
 
 def _empty(like: Tensor, *shape) -> Tensor:
@@ -1059,7 +1059,7 @@ class _LSTMKernel(_Kernel):
         for t in range(T):
             u = ops.gemm(R, Wm, out=V_[t] if self.layer_norm else U)
             step(t, u, P_, h0_ if t == 0 else Hs_[t - 1], c0_ if t == 0 else C_[t - 1], mask, kh_, kc_, run.binary,
-                 *ln_w, k, A_, Hs_, C_, TC_, *hist, R)
+                 *ln_w, k, A_, Hs_, C_, TC_, *hist[1:], R)
         return (Hs, C[-1]), saved
 
     def _backward_compiled(self, ops, run, saved, W, states, extras, outputs, grads, needs):
@@ -1072,21 +1072,19 @@ class _LSTMKernel(_Kernel):
         DLNC = _empty(dH, T, B, H) if self.layer_norm else None
         dh0, dc0 = _empty(dH, B, H), _empty(dH, B, H)
         kh, kc = (_steps(k, T, B, H) for k in run.keep)
-        n, get = _numpy_or_none, saved.get
+        n = _numpy_or_none
         ln_h, ln_c = (extras[0], extras[1]) if self.layer_norm else (None, None)
-        dH_, c0_, C_ = n(_dense(dH)), n(c0.contiguous()), n(saved["C"])
+        dH_, c0_, C_, A_, TC_ = n(_dense(dH)), n(c0.contiguous()), n(saved["C"]), n(saved["A"]), n(saved["TC"])
+        hist = tuple(n(saved.get(name)) for name in ("V", "S", "Cc", "Sc"))
         if _compiled_whole(ops, B, G, H):
             _lstm_compiled.backward(dH_, n(_dense(dcT)), n(W.t().contiguous()), c0_, C_, n(run.mask), n(kh),
-                                    n(kc), n(saved["A"]), n(saved["TC"]), n(get("V")), n(get("S")), n(get("Cc")),
-                                    n(get("Sc")), n(ln_h), n(ln_c), n(DU), n(DV), n(DLNC), n(dh0), n(dc0))
+                                    n(kc), A_, TC_, *hist, n(ln_h), n(ln_c), n(DU), n(DV), n(DLNC), n(dh0), n(dc0))
         else:
             dt = dH_.dtype
             (mask, kh_, kc_), (ln_h_, ln_c_, _), hist = _lstm_compiled.forward_args(
-                dt, n(run.mask), n(kh), n(kc), n(ln_h), n(ln_c), None, get("V"), get("S"), get("Cc"), get("Sc"))
-            hist = tuple(v if isinstance(v, np.ndarray) else n(v) for v in hist)
+                dt, n(run.mask), n(kh), n(kc), n(ln_h), n(ln_c), None, *hist)
             k = _lstm_compiled.backward_constants(dt, G, H)
-            A_, TC_, DU_, DV_, DLNC_ = n(saved["A"]), n(saved["TC"]), n(DU), n(DV), (
-                _lstm_compiled._or_empty(n(DLNC), dt, 3))
+            DU_, DV_, DLNC_ = n(DU), n(DV), _lstm_compiled.or_empty(n(DLNC), dt, 3)
             dh, dc, dW = n(dh0), n(dc0), n(_empty(dH, B, H))
             np.copyto(dh, dH_[T - 1])
             np.copyto(dc, n(dcT))

@@ -79,29 +79,54 @@ class _Linear(torch.autograd.Function):
         return dx, dW, db
 
 
+def _norm_rows_numpy(n_, out_, rstd_, gamma, beta, eps: float) -> None:
+    """The NumPy twin of ``_lstm_compiled.norm_rows_forward``, a cache-sized block of rows at a time."""
+    G = n_.shape[1]
+    ones, eps_ = np.full((G, 1), 1.0 / G, dtype=n_.dtype), np.array(eps, dtype=n_.dtype)
+    for r0, r1 in _blocks(n_.shape[0], G):
+        a, o, r = n_[r0:r1], out_[r0:r1], rstd_[r0:r1]
+        np.dot(a, ones, out=r)                                       # mean
+        np.subtract(a, r, out=a)
+        np.dot(np.multiply(a, a, out=o), ones, out=r)                # variance
+        np.reciprocal(np.sqrt(np.add(r, eps_, out=r), out=r), out=r)
+        np.multiply(a, r, out=a)                                     # the normalized rows n
+        np.multiply(a, gamma, out=o)
+        if beta is not None:
+            np.add(o, beta, out=o)
+
+
+def _norm_rows_backward_numpy(dP_, n_, r_, gamma, d_gamma, d_beta, da_, want_gamma: bool, want_beta: bool) -> None:
+    """The NumPy twin of ``_lstm_compiled.norm_rows_backward``."""
+    N, G = dP_.shape
+    ones = np.full((G, 1), 1.0 / G, dtype=n_.dtype)
+    block = max(r1 - r0 for r0, r1 in _blocks(N, G))
+    scratch, mean_dn, q = np.empty((block, G), n_.dtype), np.empty((block, 1), n_.dtype), np.empty((block, 1), n_.dtype)
+    for r0, r1 in _blocks(N, G):
+        d, nn, m = dP_[r0:r1], n_[r0:r1], r1 - r0
+        sc = scratch[:m]
+        if want_gamma:
+            d_gamma += np.multiply(d, nn, out=sc).sum(0)
+        if want_beta:
+            d_beta += d.sum(0)
+        if da_ is not None:
+            dn = np.multiply(d, gamma, out=da_[r0:r1])
+            np.dot(dn, ones, out=mean_dn[:m])
+            np.dot(np.multiply(dn, nn, out=sc), ones, out=q[:m])         # mean(dn ⊙ n)
+            np.subtract(dn, np.multiply(nn, q[:m], out=sc), out=dn)
+            np.subtract(dn, mean_dn[:m], out=dn)
+            np.multiply(dn, r_[r0:r1], out=dn)
+
+
 class _LinearLayerNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, ln_weight, ln_bias, eps):
         x2 = x.reshape(-1, x.shape[-1])
         N, G = x2.shape[0], weight.shape[0]
         n, out, rstd = fused._empty(x2, N, G), fused._empty(x2, N, G), fused._empty(x2, N, 1)
-        n_, out_, rstd_ = n.numpy(), out.numpy(), rstd.numpy()
-        dtype = n_.dtype
-        ones, eps_ = np.full((G, 1), 1.0 / G, dtype=dtype), np.array(eps, dtype=dtype)
         gamma, beta = ln_weight.detach().numpy(), None if ln_bias is None else ln_bias.detach().numpy()
         _forward_gemm(x2, weight, None, out=n)
-        if fused.COMPILED:
-            fused._lstm_compiled.norm_rows_forward(n_, out_, rstd_, gamma, beta, eps)
-        for r0, r1 in [] if fused.COMPILED else _blocks(N, G):           # the NumPy twin
-            a, o, r = n_[r0:r1], out_[r0:r1], rstd_[r0:r1]
-            np.dot(a, ones, out=r)                                   # mean
-            np.subtract(a, r, out=a)
-            np.dot(np.multiply(a, a, out=o), ones, out=r)            # variance
-            np.reciprocal(np.sqrt(np.add(r, eps_, out=r), out=r), out=r)
-            np.multiply(a, r, out=a)                                 # the normalized rows n
-            np.multiply(a, gamma, out=o)
-            if beta is not None:
-                np.add(o, beta, out=o)
+        rows = fused._lstm_compiled.norm_rows_forward if fused.COMPILED else _norm_rows_numpy
+        rows(n.numpy(), out.numpy(), rstd.numpy(), gamma, beta, eps)
         ctx.save_for_backward(x2, weight, ln_weight, n, rstd)
         ctx.shape = x.shape
         ctx.has_bias = ln_bias is not None
@@ -113,33 +138,17 @@ class _LinearLayerNorm(torch.autograd.Function):
         x2, weight, ln_weight, n, rstd = ctx.saved_tensors
         dP2 = dP.reshape(-1, dP.shape[-1])
         N, G = dP2.shape
-        dP_, n_, r_ = dP2.numpy(), n.numpy(), rstd.numpy()
-        dtype = n_.dtype
-        ones, gamma = np.full((G, 1), 1.0 / G, dtype=dtype), ln_weight.detach().numpy()
+        dtype = n.numpy().dtype
         want_gamma, want_beta = ctx.needs_input_grad[2], ctx.needs_input_grad[3] and ctx.has_bias
         want_a = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         d_gamma, d_beta = np.zeros(G, np.float64), np.zeros(G, np.float64)
         da = fused._empty(n, N, G) if want_a else None
+        args = (n.numpy(), rstd.numpy(), ln_weight.detach().numpy(), d_gamma, d_beta, None if da is None else da.numpy(),
+                want_gamma, want_beta)
         if fused.COMPILED:
-            dP_ = np.ascontiguousarray(dP_)
-            fused._lstm_compiled.norm_rows_backward(dP_, n_, r_, gamma, d_gamma, d_beta,
-                                                    None if da is None else da.numpy(), want_gamma, want_beta)
-        block = max(r1 - r0 for r0, r1 in _blocks(N, G))
-        scratch, mean_dn, q = np.empty((block, G), dtype), np.empty((block, 1), dtype), np.empty((block, 1), dtype)
-        for r0, r1 in [] if fused.COMPILED else _blocks(N, G):           # the NumPy twin
-            d, nn, m = dP_[r0:r1], n_[r0:r1], r1 - r0
-            sc = scratch[:m]
-            if want_gamma:
-                d_gamma += np.multiply(d, nn, out=sc).sum(0)
-            if want_beta:
-                d_beta += d.sum(0)
-            if want_a:
-                dn = np.multiply(d, gamma, out=da.numpy()[r0:r1])
-                np.dot(dn, ones, out=mean_dn[:m])
-                np.dot(np.multiply(dn, nn, out=sc), ones, out=q[:m])     # mean(dn ⊙ n)
-                np.subtract(dn, np.multiply(nn, q[:m], out=sc), out=dn)
-                np.subtract(dn, mean_dn[:m], out=dn)
-                np.multiply(dn, r_[r0:r1], out=dn)
+            fused._lstm_compiled.norm_rows_backward(np.ascontiguousarray(dP2.numpy()), *args)
+        else:
+            _norm_rows_backward_numpy(dP2.numpy(), *args)
         dx, dW = _input_grads(ctx, da, x2, weight, ctx.shape) if want_a else (None, None)
         as_tensor = lambda v: torch.from_numpy(v.astype(dtype))  # noqa: E731
         return dx, dW, as_tensor(d_gamma) if want_gamma else None, as_tensor(d_beta) if want_beta else None, None
