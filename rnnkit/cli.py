@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import shlex
 import sys
 import time
@@ -12,6 +11,7 @@ import torch
 
 from . import __version__
 from .models.language_model import CELL_NETWORKS
+from .train.recipes import PRESETS
 
 __all__ = ["main"]
 
@@ -72,99 +72,148 @@ def _demo(args) -> int:
     return 0
 
 
-def _load_corpus(data: str | None) -> tuple[str, str]:
-    from .data import default_corpus, describe_default_corpus, read_text
-
-    if data is None:
-        return default_corpus(), describe_default_corpus()
-    text = read_text(data)
-    where = "standard input" if data == "-" else f"'{data}'"
-    return text, f"{len(text):,} characters from {where}"
-
-
-def _saved_data(config: dict) -> tuple[str | None, float]:
-    """(data path, validation fraction) of a checkpoint's config. Runs saved by rnnkit before the
-    fraction was recorded hold the path alone; they used the default fraction, 0.1."""
+def _saved_data(config: dict) -> dict:
+    """The data record of a checkpoint's config, in today's layout. Runs saved before the
+    validation fraction was recorded hold the bare path; they used the default fraction, 0.1."""
     saved = config.get("data")
-    if isinstance(saved, dict):
-        return saved.get("path"), saved.get("validation_fraction", 0.1)
-    return saved, 0.1
+    if not isinstance(saved, dict):
+        saved = {"path": saved, "validation_fraction": 0.1}
+    level = config.get("vocabulary", {}).get("level", "char")
+    record = {"path": None, "level": level, "validation_fraction": 0.1, "test_fraction": 0.0,
+              "validation_data": None, "test_data": None, "min_count": 1, "max_vocab": None}
+    record.update(saved)
+    return record
 
 
 def _train(args) -> int:
-    from .data import Vocabulary, split_train_validation
-    from .models import LanguageModel, LanguageModelConfig, bits_per_token
+    from .data import Vocabulary
+    from .data.tokens import TokenFile, is_token_file
+    from .models import LanguageModel, LanguageModelConfig
     from .train import TrainConfig, Trainer, TrainingDiverged, read_checkpoint
-    from .train.distributed import is_main, setup, teardown
+    from .train import lm_run
+    from .train.distributed import is_main, setup, share_from_main, teardown
+    from .train.recipes import describe_preset, preset_values
 
     out = Path(args.out)
-    if args.resume:
-        _, saved, _ = read_checkpoint(out, "latest")
-        vocab = Vocabulary.from_dict(saved["vocabulary"])
-        model_config = LanguageModelConfig.from_dict(saved["model"])
-        train_values = dict(saved["training"])
-        for limit in ("max_minutes", "max_epochs", "max_steps"):   # limits may be extended
-            if getattr(args, limit) is not None:
-                train_values[limit] = getattr(args, limit)
-        train_config = TrainConfig.from_dict(train_values)
-        data, validation_fraction = _saved_data(saved)                 # the same split as before
-    else:
-        if out.exists() and any(out.iterdir()):
-            raise ValueError(f"'{out}' already holds files; pass --resume to continue that run, or "
-                             f"--out NEW_DIRECTORY to start another")
-        data, validation_fraction = args.data, args.validation_fraction
-        model_config = None
-        train_config = TrainConfig(
-            batch_size=args.batch_size, truncation=args.truncation, optimizer=args.optimizer, lr=args.lr,
-            weight_decay=args.weight_decay, clip_norm=args.clip_norm or None, clip_value=args.clip_value,
-            information_flow=args.information_flow, recurrent_init=args.recurrent_init,
-            recurrent_gain=args.recurrent_gain, schedule=args.schedule, warmup=args.warmup, max_minutes=args.max_minutes,
-            max_epochs=args.max_epochs, max_steps=args.max_steps, eval_every=args.eval_every,
-            early_stopping=args.early_stopping, seed=args.seed)
-    text, description = _load_corpus(data)
+    given = {name for name in lm_run.DEFAULTS if getattr(args, name, None) is not None}
     rank, world, device = setup()
-    if args.resume:
-        ids = torch.tensor(vocab.encode(text), dtype=torch.long)
-    else:
-        vocab = Vocabulary.build(text, level=args.level)
-        ids = torch.tensor(vocab.encode(text), dtype=torch.long)
-        model_config = LanguageModelConfig(
-            vocab_size=len(vocab), cell=args.cell, hidden_size=args.hidden_size,
-            num_layers=args.num_layers, embedding_size=args.embedding_size, dropout=args.dropout,
-            tie_weights=args.tie_weights)
-    train_ids, validation_ids = split_train_validation(ids, validation_fraction)
-    torch.manual_seed(train_config.seed)
-    model = LanguageModel(model_config)
-    if is_main():
-        print(f"corpus: {description}; {len(vocab)} {vocab.level} tokens in the vocabulary; "
-              f"{len(train_ids):,} for training, {len(validation_ids):,} for validation")
-        params = sum(p.numel() for p in model.parameters())
-        print(f"model: {model_config.cell} x{model_config.num_layers}, hidden {model_config.hidden_size}, "
-              f"{params:,} parameters, engine {model.rnn.engine}, on {device}"
-              f"{f', {world} processes' if world > 1 else ''}")
-    trainer = Trainer(model, train_config, out, progress=not args.quiet,
-                      checkpoint_config={"model": model_config.to_dict(), "vocabulary": vocab.to_dict(),
-                                         "data": {"path": data, "validation_fraction": validation_fraction},
-                                         "rnnkit_version": __version__})
     try:
-        summary = trainer.fit(train_ids, validation_ids, resume=args.resume)
-    except TrainingDiverged as error:
-        print(f"rnnkit: training stopped: {error}", file=sys.stderr)
-        return 1
+        if args.resume:
+            _, saved, _ = read_checkpoint(out, "latest")
+            vocab = Vocabulary.from_dict(saved["vocabulary"])
+            lm_run.resolve(args, None)
+            if args.preset is not None and args.preset != saved.get("preset"):
+                raise ValueError(f"--preset {args.preset} differs from this run's "
+                                 f"{saved.get('preset') or 'no preset'}: a resumed run keeps its settings; "
+                                 f"drop --preset")
+            lm_run.check_resume(given, args, saved)
+            model_config = LanguageModelConfig.from_dict(saved["model"])
+            train_values = dict(saved["training"])
+            for limit in lm_run.LIMITS:                   # limits may be extended
+                if getattr(args, limit) is not None:
+                    train_values[limit] = getattr(args, limit)
+            train_config = TrainConfig.from_dict(train_values)
+            record = _saved_data(saved)
+            files = share_from_main(lambda: lm_run.find_files(record, vocab, cache=args.cache_dir,
+                                                              progress=not args.quiet))
+        else:
+            if out.exists() and any(out.iterdir()):
+                raise ValueError(f"'{out}' already holds files; pass --resume to continue that run, or "
+                                 f"--out NEW_DIRECTORY to start another")
+            preset = preset_values(args.preset) if args.preset else None
+            if args.level is None and args.data not in (None, "-") and is_token_file(args.data):
+                args.level = TokenFile(args.data).level           # a prepared file knows its level
+            lm_run.resolve(args, preset)
+            if args.preset and is_main():
+                print(describe_preset(args.preset, overridden=given & set(preset)))
+            record = lm_run.data_record(args)
+            files = share_from_main(lambda: lm_run.prepare_files(record, cache=args.cache_dir,
+                                                                 progress=not args.quiet))
+            if args.max_minutes is None and args.max_epochs is None and args.max_steps is None:
+                args.max_minutes = 2.0
+            train_config = TrainConfig(
+                batch_size=args.batch_size, truncation=args.truncation, optimizer=args.optimizer, lr=args.lr,
+                momentum=args.momentum, weight_decay=args.weight_decay, clip_norm=args.clip_norm or None,
+                clip_value=args.clip_value, information_flow=args.information_flow,
+                recurrent_init=args.recurrent_init, recurrent_gain=args.recurrent_gain, schedule=args.schedule,
+                warmup=args.warmup, decay_start=args.decay_start, decay_factor=args.decay_factor,
+                nonmono=args.nonmono, max_minutes=args.max_minutes, max_epochs=args.max_epochs,
+                max_steps=args.max_steps, eval_every=args.eval_every, eval_tokens=args.eval_tokens or None,
+                early_stopping=args.early_stopping, seed=args.seed)
+            model_config = None
+        record["files"] = files
+        splits, vocab = lm_run.load(files)
+        if model_config is None:
+            model_config = LanguageModelConfig(
+                vocab_size=len(vocab), **{name: getattr(args, name) for name in lm_run.MODEL_OPTIONS})
+        torch.manual_seed(train_config.seed)
+        model = LanguageModel(model_config)
+        if is_main():
+            counts = ", ".join(f"{len(splits[name]):,} for {name}" for name in ("train", "validation", "test")
+                               if splits[name] is not None)
+            source = "the default corpus" if record["path"] is None else \
+                "standard input" if record["path"] == "-" else f"'{record['path']}'"
+            print(f"corpus: {source}; {len(vocab):,} {vocab.level} tokens in the vocabulary; {counts}"
+                  + ("" if splits["test"] is not None else " (no test split)"))
+            params = sum(p.numel() for p in model.parameters())
+            print(f"model: {model_config.cell} x{model_config.num_layers}, hidden {model_config.hidden_size}, "
+                  f"{params:,} parameters, engine {model.rnn.engine}, on {device}"
+                  f"{f', {world} processes' if world > 1 else ''}")
+        trainer = Trainer(model, train_config, out, progress=not args.quiet,
+                          checkpoint_config={"model": model_config.to_dict(), "vocabulary": vocab.to_dict(),
+                                             "data": record, "preset": args.preset,
+                                             "rnnkit_version": __version__})
+        try:
+            summary = trainer.fit(splits["train"], splits["validation"], test=splits["test"],
+                                  resume=args.resume)
+        except TrainingDiverged as error:
+            print(f"rnnkit: training stopped: {error}", file=sys.stderr)
+            return 1
     finally:
         teardown()
     if is_main():
-        loss = summary["validation_loss"]
-        print(f"\nvalidation loss {loss:.4f} nats/{vocab.level} (perplexity {math.exp(loss):.2f}, "
-              f"{bits_per_token(loss):.3f} bits/{vocab.level}) after {summary['steps']:,} steps, "
-              f"{summary['tokens']:,} tokens, {summary['seconds']:.0f} s "
-              f"({summary['tokens_per_second'] / 1e3:.1f}k tokens/s)")
-        print(f"run directory: {out}")
-        if summary["plot"]:
-            print(f"loss plot:     {summary['plot']}")
-        else:
-            print("loss plot:     not written (pip install 'rnnkit[plot]' for matplotlib)")
-        print(f"sample from it: rnnkit sample {shlex.quote(str(out))} --length 500")
+        _print_summary(summary, splits, vocab, out)
+    return 0
+
+
+def _print_summary(summary, splits, vocab, out) -> None:
+    from .train.lm_run import split_report
+
+    evaluated = summary["evaluated_tokens"]
+    step = summary["best_step"]
+    print(f"\nafter {summary['steps']:,} steps, {summary['tokens']:,} tokens, {summary['seconds']:.0f} s "
+          f"({summary['tokens_per_second'] / 1e3:.1f}k tokens/s); best checkpoint: step {step}")
+    print(split_report("validation", summary["best_validation_loss"], splits["validation"], vocab.level,
+                       evaluated.get("validation", 0)) + " -- chose the checkpoint")
+    if summary["test_loss"] is not None:
+        print(split_report("test", summary["test_loss"], splits["test"], vocab.level, evaluated["test"]))
+    else:
+        print("test:       none (--test-fraction 0 and no --test-data): the validation figure chose the "
+              "checkpoint, so it is optimistic")
+    print(f"run directory: {out}")
+    if summary["plot"]:
+        print(f"loss plot:     {summary['plot']}")
+    else:
+        print("loss plot:     not written (pip install 'rnnkit[plot]' for matplotlib)")
+    print(f"sample from it: rnnkit sample {shlex.quote(str(out))} --length 500")
+
+
+def _prepare(args) -> int:
+    import time as _time
+
+    from .train import lm_run
+
+    lm_run.resolve(args, None)
+    record = lm_run.data_record(args)
+    split = lm_run._main_split(record)
+    from .data.tokens import prepare
+
+    started = _time.perf_counter()
+    tokens = prepare(args.data, level=args.level, split=split, min_count=args.min_count,
+                     max_vocab=args.max_vocab, out=args.out, cache=args.cache_dir, progress=not args.quiet)
+    print(f"{tokens.describe()}; in {_time.perf_counter() - started:.1f} s")
+    print(f"token file: {tokens.path}")
+    print(f"train on it: rnnkit train --data {shlex.quote(str(tokens.path))}")
     return 0
 
 
@@ -185,25 +234,27 @@ def _sample(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from .data import read_text
-    from .models import bits_per_token, load_language_model
+    import numpy as np
 
-    model, vocab, _ = load_language_model(args.run_dir, args.checkpoint)
-    ids = torch.tensor(vocab.encode(read_text(args.data)), dtype=torch.long)
-    if len(ids) < 2:
-        raise ValueError(f"'{args.data}' holds {len(ids)} token(s); evaluation needs at least 2")
-    total, count, state = 0.0, 0, None
-    with torch.no_grad():
-        for start in range(0, len(ids) - 1, 4096):
-            chunk = ids[start: start + 4097].unsqueeze(0)
-            loss, state = model.loss(chunk[:, :-1], chunk[:, 1:], state)
-            total += loss.item() * (chunk.shape[1] - 1)
-            count += chunk.shape[1] - 1
-    loss = total / count
-    unknown = sum(1 for i in ids.tolist() if i == vocab.unk_id)
-    print(f"{count:,} {vocab.level} tokens: loss {loss:.4f} nats/{vocab.level}, perplexity "
-          f"{math.exp(loss):.3f}, {bits_per_token(loss):.4f} bits/{vocab.level}"
-          + (f" ({unknown:,} unknown tokens counted as <unk>)" if unknown else ""))
+    from .data.tokens import prepare
+    from .models import load_language_model
+    from .train.evaluation import token_nll
+    from .train.lm_run import split_report
+
+    model, vocab, config = load_language_model(args.run_dir, args.checkpoint)
+    tokens = prepare(args.data, level=vocab.level, split=(("text", 1.0),), vocab=vocab, cache=args.cache_dir,
+                     progress=not args.quiet)
+    text = tokens.parts["text"]
+    if text.predictions < 1:
+        raise ValueError(f"'{args.data}' holds {len(text)} token(s); evaluation needs at least 2")
+    rows = args.batch_size or config.get("training", {}).get("batch_size", 32)
+    total, count = token_nll(model, text, batch_size=rows, truncation=256)
+    unknown = sum(int(np.count_nonzero(text.tokens[i:i + (1 << 24)] == 0))
+                  for i in range(0, len(text), 1 << 24))
+    counted = {"word": " (words + <eos>)"}.get(vocab.level, "")
+    print(f"{count:,} {vocab.level} tokens{counted}, {rows} rows: "
+          + split_report("", total / count, text, vocab.level, count).split(":", 1)[1].strip()
+          + (f"; {unknown:,} unknown tokens counted as <unk>" if unknown else ""))
     return 0
 
 
@@ -223,7 +274,6 @@ def _inspect(args) -> int:
     from .analysis.jacobians import (forget_gate_product, jacobian_products, jacobian_spectrum,
                                      recurrent_eigenvalues, step_jacobians)
     from .cells import LSTMCell
-    from .data import read_text, split_train_validation
     from .layers import Recurrent
     from .models import load_language_model
 
@@ -237,13 +287,18 @@ def _inspect(args) -> int:
     layers = [m for m in model.modules() if isinstance(m, Recurrent)]
     if not 0 <= args.layer < len(layers):
         raise ValueError(f"--layer must be in [0, {len(layers)}) for this {len(layers)}-layer model, got {args.layer}")
+    limit = args.warmup + args.length + 1
     if args.data is not None:
-        ids, where = vocab.encode(read_text(args.data)), f"'{args.data}'"
+        from .data.tokens import prepare
+
+        text = prepare(args.data, level=vocab.level, split=(("text", 1.0),), vocab=vocab,
+                       progress=not args.quiet).parts["text"]
+        ids, where = text.tokens[:limit].tolist(), f"'{args.data}'"
     else:
-        path, fraction = _saved_data(config)
-        text, _ = _load_corpus(path)
-        _, ids = split_train_validation(vocab.encode(text), fraction)
-        where = "the run's validation text"
+        from .train.lm_run import find_files, load
+
+        splits, _ = load(find_files(_saved_data(config), vocab, progress=not args.quiet))
+        ids, where = splits["validation"].tokens[:limit].tolist(), "the run's validation text"
     if len(ids) < 3:
         raise ValueError(f"{where} holds {len(ids)} token(s); inspect needs at least 3")
     # the model first reads `warmup` tokens, so the analysis starts from a state in use, not from zeros;
@@ -357,6 +412,38 @@ def _bench_tasks(args) -> int:
     return 0
 
 
+def _int_list(text: str) -> list:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+
+
+def _add_data_options(parser, *, evaluation: bool, training: bool = True) -> None:
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", metavar="PATH", help="UTF-8 text file, directory of them, - for stdin, or a "
+                      "token file made by rnnkit prepare (default: the built-in corpus)")
+    data.add_argument("--level", choices=["char", "word", "bpe"],
+                      help="tokens: characters; words + <eos> per line (the Penn Treebank convention; a literal "
+                           "<unk> is the unknown word); or byte-level BPE trained on the training part "
+                           "(default char)")
+    data.add_argument("--validation-fraction", type=float,
+                      help="fraction of the text, after the training part, held out for validation (default 0.1)")
+    data.add_argument("--test-fraction", type=float,
+                      help="last fraction of the text held out for the final test, never used for any choice; "
+                           "0 = none (default 0.1)")
+    if training:
+        data.add_argument("--validation-data", metavar="PATH", help="a separate validation text (then --data "
+                          "is not split for validation)")
+        data.add_argument("--test-data", metavar="PATH", help="a separate test text (then --data is not split "
+                          "for testing)")
+    data.add_argument("--min-count", type=int, help="word level: keep words seen at least this often (default 1)")
+    data.add_argument("--max-vocab", type=int, help="cap the vocabulary size, specials included; the BPE size "
+                      "(default: no cap; bpe 8192)")
+    data.add_argument("--cache-dir", metavar="DIR", help="where token files are kept (default "
+                      "$RNNKIT_CACHE_DIR, else ~/.cache/rnnkit)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rnnkit", description="Recurrent neural networks as state machines.")
     parser.add_argument("--version", action="version", version=f"rnnkit {__version__}")
@@ -373,51 +460,91 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train", help="train a language model on a text corpus",
-        description="Train a character (or word) language model with truncated backpropagation through "
+        description="Train a character, word or BPE language model with truncated backpropagation through "
                     "time. With no --data it trains on a fixed selection of Python's own standard-library "
-                    "source, which every Python installation has.")
-    data = train.add_argument_group("data")
-    data.add_argument("--data", metavar="PATH", help="UTF-8 text file, directory of them, or - for stdin "
-                      "(default: the built-in corpus)")
-    data.add_argument("--level", choices=["char", "word"], default="char", help="tokens (default char)")
-    data.add_argument("--validation-fraction", type=float, default=0.1,
-                      help="last fraction of the corpus held out (default 0.1)")
+                    "source, which every Python installation has. The text is tokenized once into a token "
+                    "file (cached; see rnnkit prepare) and read in place. Defaults marked * depend on "
+                    "--level (word: a tied 400-unit model with dropout 0.5, batch 20 x 35; bpe: 8192 tokens).",
+        epilog="presets (--preset): " + "; ".join(f"{name}: {entry['about']}" for name, entry in PRESETS.items()))
+    _add_data_options(train, evaluation=False)
+    train.add_argument("--preset", choices=sorted(PRESETS), help="a published recipe (Zaremba et al. 2014, "
+                       "AWD-LSTM); options given on the command line win over it, and it prints what it sets")
     model = train.add_argument_group("model")
-    model.add_argument("--cell", default="lstm", choices=sorted(CELL_NETWORKS), help="recurrent cell (default lstm)")
-    model.add_argument("--hidden-size", type=int, default=256, help="hidden units per layer (default 256)")
-    model.add_argument("--num-layers", type=int, default=1, help="stacked layers (default 1)")
-    model.add_argument("--embedding-size", type=int, default=64, help="token embedding size (default 64)")
-    model.add_argument("--dropout", type=float, default=0.0, help="dropout probability (default 0)")
-    model.add_argument("--tie-weights", action="store_true", help="share embedding and readout weights")
+    model.add_argument("--cell", choices=sorted(CELL_NETWORKS), help="recurrent cell (default lstm)")
+    model.add_argument("--hidden-size", type=int, help="hidden units per layer (default 256*)")
+    model.add_argument("--num-layers", type=int, help="stacked layers (default 1)")
+    model.add_argument("--embedding-size", type=int, help="token embedding size (default 64*)")
+    model.add_argument("--dropout", type=float, help="dropout on the last layer's output, and by default on the "
+                       "embeddings and between layers (default 0*)")
+    model.add_argument("--input-dropout", type=float, help="dropout on the embeddings (default: --dropout)")
+    model.add_argument("--layer-dropout", type=float, help="dropout between layers (default: --dropout)")
+    model.add_argument("--embedding-dropout", type=float, help="drop whole words from the embedding (default 0*)")
+    model.add_argument("--weight-drop", type=float, help="DropConnect on the recurrent weights (default 0)")
+    model.add_argument("--activation-penalty", type=float, metavar="ALPHA",
+                       help="AR: ALPHA x mean squared output activation (default 0)")
+    model.add_argument("--temporal-penalty", type=float, metavar="BETA",
+                       help="TAR: BETA x mean squared change of the output between steps (default 0)")
+    model.add_argument("--tie-weights", action="store_true", default=None,
+                       help="share embedding and readout weights (default off*)")
+    model.add_argument("--no-tie-weights", dest="tie_weights", action="store_false", help=argparse.SUPPRESS)
+    model.add_argument("--projection-size", type=int, help="project the last layer's output to this size "
+                       "before the readout (default none)")
+    model.add_argument("--softmax", choices=["full", "adaptive"],
+                       help="full, or adaptive (Grave et al. 2017) for large vocabularies (default full)")
+    model.add_argument("--cutoffs", type=_int_list, metavar="N,N,...",
+                       help="adaptive softmax cluster boundaries (default 2000,10000,50000 below the vocabulary size)")
+    model.add_argument("--init-scale", type=float, help="initialise every weight from U(-s, s) (default: each "
+                       "module's own initialisation)")
     opt = train.add_argument_group("optimisation")
-    opt.add_argument("--truncation", type=int, default=64, help="BPTT steps per chunk (default 64)")
-    opt.add_argument("--batch-size", type=int, default=32, help="parallel streams per process (default 32)")
-    opt.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
-    opt.add_argument("--lr", type=float, default=1e-2, help="peak learning rate (default 1e-2)")
-    opt.add_argument("--weight-decay", type=float, default=0.0)
-    opt.add_argument("--schedule", choices=["cosine", "plateau", "constant"], default="cosine",
-                     help="learning-rate schedule (default cosine over the run)")
-    opt.add_argument("--warmup", type=float, default=0.02, help="warm-up fraction of the run (default 0.02)")
-    opt.add_argument("--clip-norm", type=float, default=1.0, help="global gradient-norm clip, 0 = off (default 1)")
-    opt.add_argument("--clip-value", type=float, default=None, help="element-wise gradient clip (default off)")
-    opt.add_argument("--information-flow", type=float, default=0.0, metavar="WEIGHT",
+    opt.add_argument("--truncation", type=int, help="BPTT steps per chunk (default 64*)")
+    opt.add_argument("--batch-size", type=int, help="parallel streams per process (default 32*)")
+    opt.add_argument("--optimizer", choices=["adam", "sgd", "ntasgd"],
+                     help="adam, sgd, or ntasgd (SGD, then averaged once validation stalls; default adam)")
+    opt.add_argument("--lr", type=float, help="peak learning rate (default 1e-2)")
+    opt.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
+    opt.add_argument("--weight-decay", type=float, help="(default 0)")
+    opt.add_argument("--schedule", choices=["cosine", "plateau", "constant", "step"],
+                     help="learning-rate schedule: cosine over the run, halve on a plateau, constant, or step "
+                          "(x --decay-factor each epoch from --decay-start on) (default cosine)")
+    opt.add_argument("--warmup", type=float, help="warm-up fraction of the run, cosine (default 0.02)")
+    opt.add_argument("--decay-start", type=int, help="step schedule: first epoch (counted from 1) at a "
+                     "lower rate (default 1)")
+    opt.add_argument("--decay-factor", type=float, help="step schedule: factor per epoch (default 0.5)")
+    opt.add_argument("--nonmono", type=int, help="ntasgd: validations to look back (default 5)")
+    opt.add_argument("--clip-norm", type=float, help="global gradient-norm clip, 0 = off (default 1)")
+    opt.add_argument("--clip-value", type=float, help="element-wise gradient clip (default off)")
+    opt.add_argument("--information-flow", type=float, metavar="WEIGHT",
                      help="weight of Pascanu et al.'s regularizer keeping gradient norms equal across steps "
                           "(default 0 = off; runs the recurrence on the slower loop engine)")
-    opt.add_argument("--recurrent-init", choices=["orthogonal", "identity"], default=None,
+    opt.add_argument("--recurrent-init", choices=["orthogonal", "identity"],
                      help="re-initialise every recurrent gate block (default: the cell's own init)")
-    opt.add_argument("--recurrent-gain", type=float, default=1.0, help="scale of --recurrent-init (default 1)")
+    opt.add_argument("--recurrent-gain", type=float, help="scale of --recurrent-init (default 1)")
     run = train.add_argument_group("run")
     run.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget (default 2)")
     run.add_argument("--max-epochs", type=float, default=None, help="passes over the training text")
     run.add_argument("--max-steps", type=int, default=None, help="optimizer steps")
-    run.add_argument("--eval-every", type=int, default=500, help="steps between validations (default 500)")
-    run.add_argument("--early-stopping", type=int, default=None, metavar="N",
+    run.add_argument("--eval-every", type=int, help="steps between validations (default 500, word 200)")
+    run.add_argument("--eval-tokens", type=int, help="tokens each evaluation scores at most, 0 = all "
+                     "(default 150000)")
+    run.add_argument("--early-stopping", type=int, metavar="N",
                      help="stop after N validations without improvement")
-    run.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    run.add_argument("--seed", type=int, help="random seed (default 0)")
     run.add_argument("--out", default="runs/lm", help="run directory (default runs/lm)")
-    run.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint; "
+                     "only --max-minutes/--max-epochs/--max-steps may change")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(run=_train)
+
+    prepare_cmd = commands.add_parser(
+        "prepare", help="tokenize a corpus once into a memory-mapped token file",
+        description="Tokenize a text file, a directory of them or standard input into a token file (ids as "
+                    "uint8/16/32, the vocabulary built on the training part, the parts' ranges), streamed in "
+                    "blocks so that memory does not grow with the corpus. rnnkit train does this itself on "
+                    "first use (into the cache); prepare it explicitly to choose where it goes.")
+    _add_data_options(prepare_cmd, evaluation=False, training=False)
+    prepare_cmd.add_argument("--out", metavar="DIR", help="the token file's folder (default: in the cache)")
+    prepare_cmd.add_argument("--quiet", action="store_true", help="no progress bars")
+    prepare_cmd.set_defaults(run=_prepare)
 
     sample = commands.add_parser("sample", help="generate text from a trained model",
                                  description="Stream text from a trained language model, token by token.")
@@ -432,11 +559,18 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--checkpoint", choices=["best", "latest"], default="best")
     sample.set_defaults(run=_sample)
 
-    evaluate = commands.add_parser("evaluate", help="loss, perplexity and bits per token on a text",
-                                   description="Evaluate a trained language model on a text.")
+    evaluate = commands.add_parser(
+        "evaluate", help="loss, perplexity and bits per character on a text",
+        description="Evaluate a trained language model on a text: every token is predicted once (at word "
+                    "level the first from <eos>, so that words + lines are scored, as papers count them), in "
+                    "the run's batch of parallel rows with the state carried along each.")
     evaluate.add_argument("run_dir", metavar="RUN_DIR")
     evaluate.add_argument("--data", required=True, metavar="PATH", help="text file, directory, or -")
     evaluate.add_argument("--checkpoint", choices=["best", "latest"], default="best")
+    evaluate.add_argument("--batch-size", type=int, help="parallel rows (default: the run's batch size)")
+    evaluate.add_argument("--cache-dir", metavar="DIR", help="where token files are kept (default "
+                          "$RNNKIT_CACHE_DIR or ~/.cache/rnnkit)")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
     evaluate.set_defaults(run=_evaluate)
 
     inspect = commands.add_parser("inspect", help="plots of a trained model's gradient flow, Jacobians and hidden states",
@@ -479,13 +613,11 @@ def main(argv=None) -> int:
         parser.print_help()
         return 0
     for name in ("delay", "steps", "hidden_size", "num_layers", "embedding_size", "truncation",
-                 "batch_size", "length", "eval_every", "max_steps"):
+                 "batch_size", "length", "eval_every", "max_steps", "min_count", "max_vocab", "decay_start",
+                 "nonmono", "projection_size"):
         value = getattr(args, name, None)
-        if value is not None and value < 1:
+        if isinstance(value, (int, float)) and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    if args.command == "train" and not args.resume and args.max_minutes is None \
-            and args.max_epochs is None and args.max_steps is None:
-        args.max_minutes = 2.0
     try:
         return args.run(args)
     except (ValueError, FileNotFoundError) as error:

@@ -30,7 +30,7 @@ class _StackedRNN(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bidirectional: bool = False, dropout: float = 0.0, engine: str = "auto", *,
                  batch_first: bool = True, bias: bool = True, residual: bool = False,
-                 device=None, dtype=None, **cell_options):
+                 device=None, dtype=None, cell_wrapper=None, **cell_options):
         super().__init__()
         name = type(self).__name__
         check_sizes(name, input_size=input_size, hidden_size=hidden_size, num_layers=num_layers)
@@ -40,6 +40,8 @@ class _StackedRNN(nn.Module):
 
         def runner(size: int, reverse: bool) -> Recurrent:
             cell = self.cell_class(size, hidden_size, bias=bias, device=device, dtype=dtype, **cell_options)
+            if cell_wrapper is not None:        # e.g. a regularizer around every cell
+                cell = cell_wrapper(cell)
             return Recurrent(cell, engine, batch_first, reverse, name=name)
 
         layers = []

@@ -278,8 +278,10 @@ class LanguageModelStream(_Inference):
         if unbatched:
             tokens = tokens.unsqueeze(0)
         self._check_tokens(tokens)
-        x_t = model.dropout(model.embedding(tokens))                     # (B, E)
+        x_t = model.input_dropout(model.embedding(tokens))               # (B, E)
         h = self.layers._advance(x_t)                                    # (B, H)
+        if model.projection is not None:
+            h = model.projection(h)
         logits = model.readout.logits(model.dropout(h))                  # (B, V)
         return logits.squeeze(0) if unbatched else logits
 

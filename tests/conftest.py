@@ -6,6 +6,20 @@ import torch
 F64 = torch.float64
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _token_cache(tmp_path_factory):
+    """Token files prepared by the tests go to a folder of their own, never the user's cache."""
+    import os
+
+    saved = os.environ.get("RNNKIT_CACHE_DIR")
+    os.environ["RNNKIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("rnnkit-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("RNNKIT_CACHE_DIR", None)
+    else:
+        os.environ["RNNKIT_CACHE_DIR"] = saved
+
+
 @pytest.fixture(autouse=True)
 def _seeded(request):
     """Each test gets its own seed (from its name): reproducible, yet different per test."""

@@ -49,8 +49,11 @@ def test_train_sample_evaluate_end_to_end(tmp_path, corpus, capsys):
     out = tmp_path / "run"
     assert main(["train", "--data", str(corpus), "--max-steps", "30", "--out", str(out), *TINY]) == 0
     printed = capsys.readouterr().out
-    assert re.search(r"validation loss \d\.\d{4} nats/char \(perplexity [\d.]+, [\d.]+ bits/char\) after 30 "
-                     r"steps", printed), printed
+    assert re.search(r"after 30 steps, [\d,]+ tokens, .*; best checkpoint: step 30\n"
+                     r"validation: loss \d\.\d{4} nats/char, perplexity [\d.]+, [\d.]+ bits/char \(447 tokens\) "
+                     r"-- chose the checkpoint\n"
+                     r"test:       loss \d\.\d{4} nats/char, perplexity [\d.]+, [\d.]+ bits/char \(447 tokens\)\n",
+                     printed), printed
     assert f"sample from it: rnnkit sample {out} --length 500" in printed
     for name in ("latest", "best", "metrics.jsonl", "loss.png"):
         assert (out / name).exists(), name
@@ -60,8 +63,8 @@ def test_train_sample_evaluate_end_to_end(tmp_path, corpus, capsys):
     assert main(["sample", str(out), "--prime", "First", "--length", "40", "--seed", "3"]) == 0
     assert capsys.readouterr().out == first                            # seeded: reproducible
     assert main(["evaluate", str(out), "--data", str(corpus)]) == 0
-    assert re.match(r"[\d,]+ char tokens: loss \d\.\d{4} nats/char, perplexity [\d.]+, [\d.]+ bits/char",
-                    capsys.readouterr().out)
+    assert re.match(r"4,469 char tokens, 4 rows: loss \d\.\d{4} nats/char, perplexity [\d.]+, [\d.]+ bits/char "
+                    r"\(4,469 tokens\)\n", capsys.readouterr().out)
 
 
 def test_resume_continues_a_run_and_refuses_to_overwrite_one(tmp_path, corpus, capsys):
@@ -91,7 +94,8 @@ def test_resume_keeps_the_runs_own_validation_split(tmp_path, corpus, capsys):
     (b"", "{path} is empty: there is no text to train on"),
     (b"abc\x00\x01\x02", "{path} looks like a binary file (it contains NUL bytes); rnnkit trains on UTF-8 text"),
     ("caf\u00e9 na\u00efve".encode("latin-1"), "{path} is not valid UTF-8 (first bad byte at offset 3)"),
-    (b"tiny", "the corpus has 4 tokens, too few"),
+    (b"tiny", "the validation part of '{path}' is empty: 4 bytes cut at [3, 3] leave it no character; use "
+              "more text or a larger fraction for it"),
 ])
 def test_bad_data_files_fail_clearly_and_write_nothing(tmp_path, capsys, content, message):
     path = tmp_path / "data.txt"
@@ -172,19 +176,24 @@ def test_train_remedy_options_reach_the_trainer(tmp_path, corpus, capsys):
         torch.testing.assert_close(block, 0.5 * torch.eye(32), atol=1e-6, rtol=0)
 
 
-def test_runs_saved_before_the_split_was_recorded_still_resume(tmp_path, corpus, capsys):
-    """Early checkpoints stored "data" as the bare path; resume and inspect read both forms."""
+def test_runs_saved_before_token_files_still_resume(tmp_path, corpus, capsys):
+    """Early checkpoints stored "data" as the bare path, later ones as {path, validation_fraction};
+    resume reads both, splitting the text as they did, with the run's own vocabulary."""
     import json
 
     from rnnkit.cli import _saved_data
 
-    assert _saved_data({"data": "a.txt"}) == ("a.txt", 0.1)
-    assert _saved_data({"data": {"path": "b.txt", "validation_fraction": 0.3}}) == ("b.txt", 0.3)
-    assert _saved_data({}) == (None, 0.1)
+    assert _saved_data({"data": "a.txt"})["path"] == "a.txt"
+    assert _saved_data({"data": "a.txt"})["validation_fraction"] == 0.1
+    record = _saved_data({"data": {"path": "b.txt", "validation_fraction": 0.3}, "vocabulary": {"level": "word"}})
+    assert (record["path"], record["validation_fraction"], record["level"], record["test_fraction"]) == \
+        ("b.txt", 0.3, "word", 0.0)
     out = tmp_path / "run"
     assert main(["train", "--data", str(corpus), "--max-steps", "4", "--out", str(out), *TINY]) == 0
     config_path = out / (out / "latest").read_text().strip() / "config.json"
     config = json.loads(config_path.read_text())
-    config["data"] = config["data"]["path"]                             # the old layout
+    config["data"] = config["data"]["path"]                             # the oldest layout
     config_path.write_text(json.dumps(config))
+    capsys.readouterr()
     assert main(["train", "--resume", "--max-steps", "6", "--out", str(out), "--quiet"]) == 0
+    assert "4,023 for train, 447 for validation (no test split)" in capsys.readouterr().out

@@ -28,17 +28,27 @@ def test_specials_come_first_then_sorted_tokens():
     assert "a" in vocab and "z" not in vocab and vocab.token_to_id("z") == 0
 
 
-def test_word_tokens_keep_line_breaks_and_indentation_apart():
-    vocab = Vocabulary.build(CODE, level="word")
-    assert vocab.tokenize("  if x:\n\n    y-=1") == [
-        "  ", "if", " ", "x", ":", "\n", "\n", "    ", "y", "-", "=", "1"]
-    assert vocab.tokenize(CODE)[-3:] == ["x", "\r", "\n"]
-    assert "\n" in vocab and "    " in vocab and "\t" in vocab and "return" in vocab
+PTB = " the cat sat \n the <unk> sat on N mats \n\n a cat \n"
 
 
-@pytest.mark.parametrize("level", ["char", "word"])
+def test_word_level_follows_the_penn_treebank_convention():
+    """Words split on whitespace, <eos> for every line break (empty lines too), a literal <unk>
+    is the unknown word, and the words are ordered by frequency."""
+    vocab = Vocabulary.build(PTB, level="word")
+    assert vocab.tokenize(PTB) == ["the", "cat", "sat", "<eos>", "the", "<unk>", "sat", "on", "N", "mats",
+                                   "<eos>", "<eos>", "a", "cat", "<eos>"]
+    assert vocab.tokens[3:] == ("<eos>", "cat", "sat", "the", "N", "a", "mats", "on")
+    ids = vocab.encode(PTB)
+    assert ids[5] == vocab.unk_id == 0 and "<unk>" not in vocab.tokens[3:]
+    assert len(ids) == 11 + 4                                 # 11 words + 4 lines
+    assert vocab.decode(ids) == "the cat sat\nthe <unk> sat on N mats\n\na cat\n"
+    assert vocab.encode("the\r\ndog") == [vocab.token_to_id("the"), vocab.token_to_id("<eos>"), 0]
+    assert vocab.line_end_id == vocab.token_to_id("<eos>")
+
+
+@pytest.mark.parametrize("level", ["char", "bpe"])
 def test_decode_inverts_encode_on_code(level):
-    vocab = Vocabulary.build(CODE, level=level)
+    vocab = Vocabulary.build(CODE * 20, level=level, max_size=300 if level == "bpe" else None)
     ids = vocab.encode(CODE)
     assert vocab.decode(ids) == CODE
     assert vocab.decode(torch.tensor(ids)) == CODE
@@ -49,8 +59,16 @@ def test_decode_inverts_encode_on_code(level):
 @given(text=st.text(min_size=1, max_size=200), level=st.sampled_from(["char", "word"]))
 def test_round_trip_on_random_text(text, level):
     vocab = Vocabulary.build(text, level=level)
-    assert "".join(vocab.tokenize(text)) == text
-    assert vocab.decode(vocab.encode(text, strict=True)) == text
+    tokens = vocab.tokenize(text)
+    if level == "char":
+        assert "".join(tokens) == text
+        assert vocab.decode(vocab.encode(text, strict=True)) == text
+    else:                       # every word survives (specials as <unk>), spaces collapse to one
+        tokens = vocab.tokenize(text)
+        known = [t if t in vocab.tokens[3:] else "<unk>" for t in tokens]
+        assert [vocab.id_to_token(i) for i in vocab.encode(text)] == known
+        assert vocab.decode(vocab.encode(text)).split() == [t for t in known if t != "<eos>"]
+    assert vocab.encode_array(text).tolist() == vocab.encode(text)
     assert Vocabulary.from_dict(json.loads(json.dumps(vocab.to_dict()))) == vocab
 
 
@@ -74,7 +92,7 @@ def test_strict_encode_names_unknown_tokens():
         chars.encode("CAFé €é", strict=True)
     words = Vocabulary.build("the cat sat", level="word")
     with pytest.raises(ValueError, match=r"^--prime contains words not in the vocabulary: 'dog'; "
-                                         r"the model knows 4 words$"):
+                                         r"the model knows 3 words$"):
         words.encode("the dog sat", strict=True, what="--prime")
     with pytest.raises(ValueError, match=r": 'b', 'c', .* 'j', 'k' and 2 more; the model knows 1 characters"):
         Vocabulary.build("a").encode("bcdefghijklmab", strict=True)
@@ -84,7 +102,7 @@ def test_build_options_and_errors():
     assert Vocabulary.build("aaabbc", min_count=2).tokens[3:] == ("a", "b")
     assert Vocabulary.build("aaabbc", max_size=4).tokens[3:] == ("a",)
     assert Vocabulary.build("cbbaaa", max_size=5).tokens[3:] == ("a", "b")
-    with pytest.raises(ValueError, match=r"level must be one of 'char', 'word', got 'byte'"):
+    with pytest.raises(ValueError, match=r"level must be one of 'char', 'word', 'bpe', got 'byte'"):
         Vocabulary.build("abc", level="byte")
     with pytest.raises(ValueError, match="max_size counts the 3 specials"):
         Vocabulary.build("abc", max_size=3)
@@ -98,6 +116,7 @@ def test_build_options_and_errors():
 
 def test_save_load_and_dict_checks(tmp_path):
     vocab = Vocabulary.build("héllo wörld\n  ok", level="word")
+    assert vocab.tokens[3:] == ("<eos>", "héllo", "ok", "wörld")
     path = tmp_path / "vocab.json"
     vocab.save(path)
     assert json.loads(path.read_text(encoding="utf-8")) == {"level": "word", "tokens": list(vocab.tokens)}

@@ -2,7 +2,8 @@
 
 - :mod:`~rnnkit.data.corpus`: read the text (a file, a directory, standard input,
   or the default corpus of Python's own standard library) and split off validation.
-- :mod:`~rnnkit.data.vocab`: characters or words to ids and back.
+- :mod:`~rnnkit.data.vocab`: characters, words or BPE tokens to ids and back.
+- :mod:`~rnnkit.data.tokens`: a corpus tokenized once into a memory-mapped token file.
 - :mod:`~rnnkit.data.batching`: contiguous streams cut into chunks for truncated BPTT.
 
 >>> from rnnkit.data import ContiguousBatches, Vocabulary, split_train_validation
@@ -18,8 +19,9 @@ from .corpus import (DEFAULT_CORPUS_MODULES, DataNotFoundError, default_corpus, 
                      read_text, split_train_validation)
 from .sequences import SequenceBatches
 from .tasks import TASKS, Task, make_task
+from .tokens import TokenFile, TokenFileError, TokenSplit, prepare
 from .vocab import LEVELS, SPECIAL_TOKENS, Vocabulary
 
 __all__ = ["Vocabulary", "LEVELS", "SPECIAL_TOKENS", "read_text", "DataNotFoundError",
            "DEFAULT_CORPUS_MODULES", "default_corpus", "describe_default_corpus", "split_train_validation",
-           "ContiguousBatches", "evaluation_batches", "SequenceBatches", "Task", "TASKS", "make_task"]
+           "ContiguousBatches", "evaluation_batches", "TokenFile", "TokenFileError", "TokenSplit", "prepare", "SequenceBatches", "Task", "TASKS", "make_task"]

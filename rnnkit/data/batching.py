@@ -37,6 +37,7 @@ from __future__ import annotations
 from numbers import Integral
 from typing import Iterator, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -51,8 +52,16 @@ def _check_count(owner: str, name: str, value, fix: str) -> int:
     return int(value)
 
 
-def _as_ids(owner: str, ids) -> Tensor:
-    """``ids`` as a contiguous 1-D int64 tensor."""
+def _as_ids(owner: str, ids):
+    """``ids`` as a 1-D integer tensor or NumPy array (a token file's memory map stays one)."""
+    if hasattr(ids, "tokens") and hasattr(ids, "context"):          # a TokenSplit
+        ids = ids.tokens
+    if isinstance(ids, np.ndarray):
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise TypeError(f"{owner}: expected integer token ids, got dtype {ids.dtype}")
+        if ids.ndim != 1:
+            raise ValueError(f"{owner}: expected a 1-D sequence of token ids, got shape {ids.shape}")
+        return ids
     if not isinstance(ids, Tensor):
         if not isinstance(ids, Sequence) or not all(isinstance(i, Integral) for i in ids):
             raise TypeError(f"{owner}: expected the token ids as a 1-D integer tensor or a list of ints, "
@@ -65,6 +74,13 @@ def _as_ids(owner: str, ids) -> Tensor:
         raise ValueError(f"{owner}: expected a 1-D sequence of token ids, got shape {tuple(ids.shape)}; "
                          f"flatten it with ids.reshape(-1) if it is one stream")
     return ids.to(torch.int64).contiguous()
+
+
+def _as_long(block) -> Tensor:
+    """A (rows, steps) block of ids as a contiguous int64 tensor (a copy of just that block)."""
+    if isinstance(block, np.ndarray):
+        return torch.from_numpy(block.astype(np.int64))
+    return block.contiguous()
 
 
 class ResumablePosition:
@@ -162,16 +178,19 @@ class ContiguousBatches(ResumablePosition):
         self.rank = int(rank)
 
         streams = self.batch_size * self.world_size
-        self.stream_length = (ids.numel() - 1) // streams
+        self.stream_length = (len(ids) - 1) // streams
         if self.stream_length < 1:
             processes = "process" if self.world_size == 1 else "processes"
-            raise ValueError(f"the corpus has {ids.numel()} tokens, too few for {streams} streams "
+            raise ValueError(f"the corpus has {len(ids)} tokens, too few for {streams} streams "
                              f"(batch_size {self.batch_size} × {self.world_size} {processes}) of at least "
                              f"2 tokens each; use a smaller --batch-size or more text")
-        used = streams * self.stream_length
-        rows = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
-        self._inputs = ids[:used].view(streams, self.stream_length)[rows]            # (B, L)
-        self._targets = ids[1:used + 1].view(streams, self.stream_length)[rows]      # (B, L)
+        # this process's streams are one contiguous stretch of the corpus: its shard, and all it
+        # ever reads (a token file's memory map is touched only there)
+        length = self.batch_size * self.stream_length
+        shard = ids[self.rank * length: (self.rank + 1) * length + 1]
+        self.shard = (self.rank * length, (self.rank + 1) * length + 1)
+        self._inputs = shard[:-1].reshape(self.batch_size, self.stream_length)          # (B, L)
+        self._targets = shard[1:].reshape(self.batch_size, self.stream_length)          # (B, L)
         self._chunks = -(-self.stream_length // self.truncation)
 
     def __len__(self) -> int:
@@ -186,7 +205,7 @@ class ContiguousBatches(ResumablePosition):
     def __iter__(self) -> Iterator[Tuple[Tensor, Tensor]]:
         for index in self._advance():
             steps = slice(index * self.truncation, (index + 1) * self.truncation)
-            yield self._inputs[:, steps].contiguous(), self._targets[:, steps].contiguous()
+            yield _as_long(self._inputs[:, steps]), _as_long(self._targets[:, steps])
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(batch_size={self.batch_size}, truncation={self.truncation}, "
@@ -210,7 +229,7 @@ def evaluation_batches(ids: Union[Tensor, Sequence[int]], batch_size: int, trunc
     """
     ids = _as_ids("evaluation_batches", ids)
     batch_size = _check_count("evaluation_batches", "batch_size", batch_size, "pass --batch-size 1 or more")
-    if ids.numel() < 2:
-        raise ValueError(f"the validation set has {ids.numel()} tokens, too few for one input and one "
+    if len(ids) < 2:
+        raise ValueError(f"the validation set has {len(ids)} tokens, too few for one input and one "
                          f"target; use more text or a larger validation fraction")
-    return ContiguousBatches(ids, min(batch_size, ids.numel() - 1), truncation)
+    return ContiguousBatches(ids, min(batch_size, len(ids) - 1), truncation)

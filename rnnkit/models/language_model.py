@@ -1,27 +1,55 @@
-"""Language models over characters or words: embedding -> recurrent stack -> softmax readout."""
+"""Language models over characters, words or BPE tokens: embedding -> recurrent stack -> softmax."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from .._config import DictConfig
 from ..readouts import CategoricalReadout
-from ..regularizers import embedding_dropout
+from ..regularizers import WeightDrop, embedding_dropout
 from ..shortcuts import GRU, LSTM, ElmanRNN, GatedRNN, LeakyRNN
 
 __all__ = ["LanguageModel", "LanguageModelConfig", "CELL_NETWORKS", "perplexity", "bits_per_token",
-           "load_language_model"]
+           "load_language_model", "default_cutoffs"]
 
 # the cells a language model can be built from, by the names the CLI takes
 CELL_NETWORKS = {"lstm": LSTM, "gru": GRU, "elman": ElmanRNN, "gated": GatedRNN, "leaky": LeakyRNN}
+SOFTMAXES = ("full", "adaptive")
+
+
+def default_cutoffs(vocab_size: int) -> list:
+    """Cluster boundaries of an adaptive softmax for ``vocab_size`` frequency-ordered tokens:
+    a head of the 2,000 most frequent (and 10,000 / 50,000 further steps where the vocabulary
+    is larger), as Grave et al. (2017) split vocabularies of this size."""
+    return [c for c in (2000, 10000, 50000) if c < vocab_size - 1] or [max(1, vocab_size // 4)]
+
+
+def _probability(name: str, value) -> None:
+    if value is not None and not 0 <= value < 1:
+        raise ValueError(f"LanguageModel: {name} must be in [0, 1), got {value}")
 
 
 @dataclass
 class LanguageModelConfig(DictConfig):
-    """Everything needed to rebuild a :class:`LanguageModel`; saved in every checkpoint."""
+    """Everything needed to rebuild a :class:`LanguageModel`; saved in every checkpoint.
+
+    Dropout: ``dropout`` on the last layer's output (before the readout); ``input_dropout``
+    on the embeddings and ``layer_dropout`` between layers default to ``dropout``;
+    ``embedding_dropout`` drops whole words; ``weight_drop`` is DropConnect on every
+    layer's recurrent matrix (:class:`rnnkit.regularizers.WeightDrop`). ``activation_penalty``
+    and ``temporal_penalty`` are the weights of AR and TAR (Merity et al. 2018).
+    ``projection_size`` maps the last layer's output to that size before the readout (so
+    that a readout tied to a smaller embedding can follow a wide layer). ``softmax``:
+    ``"full"``, or ``"adaptive"`` (Grave et al. 2017, ``torch.nn.AdaptiveLogSoftmaxWithLoss``)
+    for large vocabularies ordered by frequency, with ``cutoffs`` (default
+    :func:`default_cutoffs`). ``init_scale`` draws every parameter from U(-s, s)
+    (Zaremba et al. 2014); None keeps each module's own initialisation.
+    """
 
     vocab_size: int
     cell: str = "lstm"
@@ -32,18 +60,49 @@ class LanguageModelConfig(DictConfig):
     tie_weights: bool = False
     engine: str = "auto"
     embedding_dropout: float = 0.0
+    input_dropout: Optional[float] = None
+    layer_dropout: Optional[float] = None
+    weight_drop: float = 0.0
+    activation_penalty: float = 0.0
+    temporal_penalty: float = 0.0
+    projection_size: Optional[int] = None
+    softmax: str = "full"
+    cutoffs: Optional[list] = field(default=None)
+    init_scale: Optional[float] = None
 
     def __post_init__(self):
         if self.cell not in CELL_NETWORKS:
             raise ValueError(f"LanguageModel: unknown cell {self.cell!r}; choose one of "
                              f"{sorted(CELL_NETWORKS)}")
-        if self.tie_weights and self.embedding_size != self.hidden_size:
-            raise ValueError(f"LanguageModel: tie_weights needs embedding_size == hidden_size, got "
-                             f"{self.embedding_size} and {self.hidden_size}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"LanguageModel: dropout must be in [0, 1), got {self.dropout}")
-        if not 0 <= self.embedding_dropout < 1:
-            raise ValueError(f"LanguageModel: embedding_dropout must be in [0, 1), got {self.embedding_dropout}")
+        if self.tie_weights and self.embedding_size != self.output_size:
+            raise ValueError(f"LanguageModel: tie_weights needs the embedding size ({self.embedding_size}) "
+                             f"to equal the size the readout reads ({self.output_size}: the hidden size, "
+                             f"or projection_size when set); set --embedding-size {self.output_size}")
+        for name in ("dropout", "embedding_dropout", "input_dropout", "layer_dropout", "weight_drop"):
+            _probability(name, getattr(self, name))
+        for name in ("activation_penalty", "temporal_penalty"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"LanguageModel: {name} must be >= 0, got {getattr(self, name)}")
+        if self.softmax not in SOFTMAXES:
+            raise ValueError(f"LanguageModel: softmax must be one of {SOFTMAXES}, got {self.softmax!r}")
+        if self.softmax == "adaptive":
+            if self.tie_weights:
+                raise ValueError("LanguageModel: an adaptive softmax has no single output matrix to tie to the "
+                                 "embedding; use --softmax full with --tie-weights, or drop --tie-weights")
+            cutoffs = self.cutoffs if self.cutoffs is not None else default_cutoffs(self.vocab_size)
+            if not cutoffs or list(cutoffs) != sorted(set(cutoffs)) or cutoffs[0] < 1 \
+                    or cutoffs[-1] >= self.vocab_size - 1:
+                raise ValueError(f"LanguageModel: adaptive softmax cutoffs must increase strictly between 1 "
+                                 f"and vocab_size - 2 = {self.vocab_size - 2}, got {cutoffs}")
+        elif self.cutoffs is not None:
+            raise ValueError("LanguageModel: cutoffs apply to softmax='adaptive' only")
+        if self.init_scale is not None and not self.init_scale > 0:
+            raise ValueError(f"LanguageModel: init_scale must be > 0 (or None), got {self.init_scale}")
+
+    @property
+    def output_size(self) -> int:
+        """The size of what the readout reads."""
+        return self.projection_size or self.hidden_size
 
 
 class LanguageModel(nn.Module):
@@ -51,12 +110,12 @@ class LanguageModel(nn.Module):
 
     ``h_t`` comes from a stack of recurrent layers over token embeddings; the
     state carried between calls is all the context the model has, so generation
-    runs in constant memory. Dropout (when set) acts on the embeddings, between
-    layers and before the readout; ``embedding_dropout`` drops whole words, rows of
-    the embedding matrix, in training (:func:`rnnkit.regularizers.embedding_dropout`).
-    ``tie_weights`` shares the embedding matrix with the readout (Press & Wolf 2017).
+    runs in constant memory. Regularizers and the adaptive softmax: see
+    :class:`LanguageModelConfig`. ``tie_weights`` shares the embedding matrix with the
+    readout (Press & Wolf 2017; Inan et al. 2017).
 
-    ``forward(tokens (B, T), state=None) -> (logits (B, T, V), state)``.
+    ``forward(tokens (B, T), state=None) -> (logits (B, T, V), state)``; with an adaptive
+    softmax the "logits" are the log-probabilities, which softmax and sampling treat alike.
 
     >>> import torch
     >>> model = LanguageModel(LanguageModelConfig(vocab_size=10, hidden_size=16, embedding_size=8))
@@ -71,15 +130,27 @@ class LanguageModel(nn.Module):
 
     def __init__(self, config: LanguageModelConfig):
         super().__init__()
-        self.config = config
-        c = config
+        self.config = c = config
         self.embedding = nn.Embedding(c.vocab_size, c.embedding_size)
+        wrapper = (lambda cell: WeightDrop(cell, c.weight_drop)) if c.weight_drop > 0 else None
+        between = c.dropout if c.layer_dropout is None else c.layer_dropout
         self.rnn = CELL_NETWORKS[c.cell](c.embedding_size, c.hidden_size, c.num_layers,
-                                         dropout=c.dropout if c.num_layers > 1 else 0.0, engine=c.engine)
+                                         dropout=between if c.num_layers > 1 else 0.0, engine=c.engine,
+                                         cell_wrapper=wrapper)
+        self.input_dropout = nn.Dropout(c.dropout if c.input_dropout is None else c.input_dropout)
         self.dropout = nn.Dropout(c.dropout)
-        self.readout = CategoricalReadout(c.hidden_size, c.vocab_size)
+        self.projection = nn.Linear(c.hidden_size, c.projection_size, bias=False) if c.projection_size else None
+        if c.softmax == "adaptive":
+            self.readout = AdaptiveReadout(c.output_size, c.vocab_size, c.cutoffs or default_cutoffs(c.vocab_size))
+        else:
+            self.readout = CategoricalReadout(c.output_size, c.vocab_size)
+        if c.init_scale is not None:
+            with torch.no_grad():
+                for parameter in self.parameters():
+                    parameter.uniform_(-c.init_scale, c.init_scale)
         if c.tie_weights:
             self.readout.weight = self.embedding.weight
+        self._penalty = None
 
     @property
     def vocab_size(self) -> int:
@@ -93,31 +164,59 @@ class LanguageModel(nn.Module):
                       for _ in self.rnn.state_names)
         return parts[0] if len(parts) == 1 else parts
 
-    def forward(self, tokens: Tensor, state=None):
+    def features(self, tokens: Tensor, state=None):
+        """``(h (B, T, output_size), state)``: what the readout reads, dropout applied.
+        In training with AR/TAR on, their penalty is kept for :meth:`penalty`."""
         self._check_tokens(tokens)
-        p = self.config.embedding_dropout
-        if p > 0 and self.training:
-            embedded = nn.functional.embedding(tokens, embedding_dropout(self.embedding.weight, p))
+        c = self.config
+        if c.embedding_dropout > 0 and self.training:
+            embedded = F.embedding(tokens, embedding_dropout(self.embedding.weight, c.embedding_dropout))
         else:
             embedded = self.embedding(tokens)
-        h, state = self.rnn(self.dropout(embedded), state)                 # (B, T, H)
-        return self.readout.logits(self.dropout(h)), state
+        raw, state = self.rnn(self.input_dropout(embedded), state)                 # (B, T, H)
+        if self.projection is not None:
+            raw = self.projection(raw)
+        h = self.dropout(raw)
+        self._penalty = None
+        if self.training and (c.activation_penalty > 0 or c.temporal_penalty > 0):
+            penalty = c.activation_penalty * h.pow(2).mean() if c.activation_penalty > 0 else 0.0
+            if c.temporal_penalty > 0 and raw.shape[1] > 1:
+                penalty = penalty + c.temporal_penalty * (raw[:, 1:] - raw[:, :-1]).pow(2).mean()
+            self._penalty = penalty
+        return h, state
+
+    def forward(self, tokens: Tensor, state=None):
+        h, state = self.features(tokens, state)
+        return self.readout.logits(h), state
 
     def loss(self, inputs: Tensor, targets: Tensor, state=None):
         """Mean negative log-likelihood per predicted token (nats), and the new state."""
+        nll, state = self.token_nll(inputs, targets, state)
+        return nll.mean(), state
+
+    def token_nll(self, inputs: Tensor, targets: Tensor, state=None):
+        """Negative log-likelihood of every target (B, T), in nats, and the new state."""
         if targets.shape != inputs.shape:
             raise ValueError(f"LanguageModel: targets must have the shape of the inputs "
                              f"{tuple(inputs.shape)}, got {tuple(targets.shape)}")
-        logits, state = self(inputs, state)
-        nll = nn.functional.cross_entropy(logits.reshape(-1, self.vocab_size), targets.reshape(-1))
-        return nll, state
+        h, state = self.features(inputs, state)
+        flat_h, flat_y = h.reshape(-1, h.shape[-1]), targets.reshape(-1)
+        if isinstance(self.readout, AdaptiveReadout):
+            nll = self.readout.nll(flat_h, flat_y)
+        else:
+            nll = F.cross_entropy(self.readout.logits(flat_h), flat_y, reduction="none")
+        return nll.view(targets.shape), state
+
+    def penalty(self):
+        """The AR/TAR term of the latest training forward pass (None when off or in evaluation):
+        the trainer adds it to the loss it minimises, and logs it apart."""
+        return self._penalty
 
     @torch.no_grad()
     def log_prob(self, tokens: Tensor) -> Tensor:
         """``log p(x_2..x_T | x_1)`` of each sequence in ``tokens`` (B, T), in nats: (B,)."""
-        logits, _ = self(tokens[:, :-1])
-        logp = torch.log_softmax(logits, dim=-1)
-        return logp.gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1).sum(-1)
+        nll, _ = self.token_nll(tokens[:, :-1], tokens[:, 1:])
+        return -nll.sum(-1)
 
     def _check_tokens(self, tokens) -> None:
         if not isinstance(tokens, Tensor) or tokens.dtype not in (torch.int64, torch.int32):
@@ -131,6 +230,25 @@ class LanguageModel(nn.Module):
             if high >= self.vocab_size or low < 0:
                 raise ValueError(f"LanguageModel: token ids must lie in [0, {self.vocab_size}), got values "
                                  f"from {low} to {high}")
+
+
+class AdaptiveReadout(nn.Module):
+    """An adaptive softmax (``torch.nn.AdaptiveLogSoftmaxWithLoss``) with the readout interface
+    the language model, the sampler and the streams use: ``logits(h)`` gives full
+    log-probabilities, ``nll(h, y)`` the loss of each target at a fraction of the cost."""
+
+    def __init__(self, hidden_size: int, num_classes: int, cutoffs, div_value: float = 4.0):
+        super().__init__()
+        self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(hidden_size, num_classes, list(cutoffs),
+                                                      div_value=div_value)
+        self.num_classes = num_classes
+
+    def logits(self, h: Tensor) -> Tensor:
+        flat = self.adaptive.log_prob(h.reshape(-1, h.shape[-1]))
+        return flat.view(*h.shape[:-1], self.num_classes)
+
+    def nll(self, h: Tensor, y: Tensor) -> Tensor:
+        return -self.adaptive(h, y).output
 
 
 def perplexity(nll_nats: float) -> float:

@@ -11,7 +11,7 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["setup", "average_gradients", "is_main", "broadcast_parameters", "teardown"]
+__all__ = ["setup", "average_gradients", "is_main", "broadcast_parameters", "share_from_main", "teardown"]
 
 
 def setup() -> tuple[int, int, torch.device]:
@@ -60,6 +60,25 @@ def all_mean(value: float) -> float:
     t = torch.tensor([value], dtype=torch.float64)
     dist.all_reduce(t)
     return t.item() / dist.get_world_size()
+
+
+def share_from_main(make):
+    """``make()`` run by the main process alone, its (picklable) result handed to every process.
+    An error there is raised in every process, so that none waits for the others forever."""
+    if not dist.is_initialized():
+        return make()
+    box, failure = [None], None
+    if dist.get_rank() == 0:
+        try:
+            box = [("ok", make())]
+        except Exception as error:         # every process stops with the main process's message
+            box, failure = [("error", str(error))], error
+    dist.broadcast_object_list(box, src=0)
+    if box[0][0] == "error":
+        if failure is not None:
+            raise failure
+        raise ValueError(box[0][1])
+    return box[0][1]
 
 
 def teardown() -> None:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -24,6 +25,7 @@ from ..data.batching import ContiguousBatches, evaluation_batches
 from ..init import SCHEMES, init_recurrent_
 from . import distributed
 from .checkpoint import read_checkpoint, save_checkpoint
+from .evaluation import token_nll
 from .metrics import MetricsLog, plot_losses
 
 __all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "detach_state"]
@@ -35,25 +37,29 @@ class TrainConfig(DictConfig):
 
     batch_size: int = 32
     truncation: int = 64
-    optimizer: str = "adam"               # adam | sgd
+    optimizer: str = "adam"               # adam | sgd | ntasgd (SGD, then averaged: see Trainer)
     lr: float = 1e-2
     momentum: float = 0.9                 # sgd only
+    nonmono: int = 5                      # ntasgd: average once a validation is worse than the best
+                                          # of those more than this many checks before it
     weight_decay: float = 0.0
     clip_norm: float | None = 1.0         # clip the global gradient norm
     clip_value: float | None = None       # clip each gradient element
     information_flow: float = 0.0         # weight of Pascanu et al.'s information-flow regularizer (0 = off)
     recurrent_init: str | None = None     # "orthogonal" | "identity": re-initialise recurrent weights first
     recurrent_gain: float = 1.0           # the scale of recurrent_init's blocks
-    schedule: str = "cosine"              # cosine | plateau | constant
+    schedule: str = "cosine"              # cosine | plateau | constant | step
     warmup: float = 0.02                  # fraction of the run spent warming up (cosine)
     min_lr_fraction: float = 0.0          # cosine decays to lr * min_lr_fraction
     plateau_factor: float = 0.5           # plateau: multiply lr by this ...
     plateau_patience: int = 1             # ... after this many validations without improvement
+    decay_start: int = 1                  # step: lr * decay_factor ** max(0, epoch + 1 - decay_start),
+    decay_factor: float = 0.5             # epoch counted from 0 (Zaremba et al.'s schedule)
     max_minutes: float | None = 2.0
     max_epochs: float | None = None
     max_steps: int | None = None
     eval_every: int = 500                 # steps between validations (and checkpoints)
-    eval_tokens: int | None = None        # validation tokens per periodic check (None: all of them)
+    eval_tokens: int | None = None        # tokens each evaluation predicts at most (None: all of them)
     early_stopping: int | None = None     # stop after this many validations without improvement
     seed: int = 0
 
@@ -63,11 +69,12 @@ class TrainConfig(DictConfig):
                                       or (kind is int and int(value) != value) or value <= 0):
                 raise ValueError(f"TrainConfig: {name} must be a positive {'integer' if kind is int else 'number'}, "
                                  f"got {value!r}")
-        for name in ("batch_size", "truncation", "eval_every", "plateau_patience"):
+        for name in ("batch_size", "truncation", "eval_every", "plateau_patience", "nonmono", "decay_start"):
             positive(name, getattr(self, name))
         for name in ("max_steps", "eval_tokens", "early_stopping"):
             positive(name, getattr(self, name))
-        for name in ("lr", "max_minutes", "max_epochs", "clip_norm", "clip_value", "recurrent_gain"):
+        for name in ("lr", "max_minutes", "max_epochs", "clip_norm", "clip_value", "recurrent_gain",
+                     "decay_factor"):
             positive(name, getattr(self, name), float)
         weight = self.information_flow
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
@@ -76,10 +83,10 @@ class TrainConfig(DictConfig):
         if self.recurrent_init is not None and self.recurrent_init not in SCHEMES:
             raise ValueError(f"TrainConfig: recurrent_init must be None or one of {list(SCHEMES)}, got "
                              f"{self.recurrent_init!r}")
-        if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"TrainConfig: optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
-        if self.schedule not in ("cosine", "plateau", "constant"):
-            raise ValueError(f"TrainConfig: schedule must be 'cosine', 'plateau' or 'constant', got "
+        if self.optimizer not in ("adam", "sgd", "ntasgd"):
+            raise ValueError(f"TrainConfig: optimizer must be 'adam', 'sgd' or 'ntasgd', got {self.optimizer!r}")
+        if self.schedule not in ("cosine", "plateau", "constant", "step"):
+            raise ValueError(f"TrainConfig: schedule must be 'cosine', 'plateau', 'constant' or 'step', got "
                              f"{self.schedule!r}")
         if not 0 <= self.warmup < 1:
             raise ValueError(f"TrainConfig: warmup is a fraction of the run in [0, 1), got {self.warmup}")
@@ -100,6 +107,11 @@ def detach_state(state):
     return type(state)(detach_state(s) for s in state)
 
 
+def _is_token_stream(data) -> bool:
+    """A 1-D stream of token ids: a tensor, a NumPy array (a token file's memory map) or a TokenSplit."""
+    return isinstance(data, (Tensor, np.ndarray)) or (hasattr(data, "tokens") and hasattr(data, "context"))
+
+
 def _to_device(value, device):
     """Move a tensor, or the tensors in nested tuples/lists, to ``device``."""
     if value is None or isinstance(value, Tensor):
@@ -114,6 +126,9 @@ class Trainer:
         model: any module with ``loss(inputs, targets, state) -> (loss, state)``; if its
             loss is a mean over fewer items than ``targets.numel()`` (padding, masks),
             ``loss_weight(inputs, targets)`` gives that number, for exact validation means.
+            A model with ``token_nll(inputs, targets, state)`` (per-token losses) is evaluated
+            exactly on token streams (:func:`rnnkit.train.evaluation.token_nll`); one with
+            ``penalty()`` has that term (AR/TAR) added to the loss it is trained on.
         config: :class:`TrainConfig`.
         run_dir: where checkpoints, ``metrics.jsonl`` and ``loss.png`` go.
         checkpoint_config: JSON-serialisable description saved with each checkpoint
@@ -129,6 +144,12 @@ class Trainer:
     al.'s regularizer from :func:`rnnkit.analysis.gradients.information_flow_penalty`; it
     needs a model whose recurrence runs through ``rnnkit.Recurrent`` layers, and runs them
     on the loop engine, slower than the fused kernels).
+
+    ``optimizer="ntasgd"`` is Merity et al.'s non-monotonically triggered averaged SGD:
+    plain SGD until a validation loss is worse than the best one from more than
+    ``nonmono`` checks earlier, then SGD whose iterates are averaged from that step on.
+    From then on evaluations, checkpoints and samples use the average; the iterate
+    itself is kept in ``trainer.pt`` so that a resumed run continues exactly.
     """
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, run_dir, *,
@@ -146,16 +167,21 @@ class Trainer:
         if config.optimizer == "adam":
             self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
         else:
-            self.optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
-                                             weight_decay=config.weight_decay)
+            self.optimizer = torch.optim.SGD(params, lr=config.lr, weight_decay=config.weight_decay,
+                                             momentum=config.momentum if config.optimizer == "sgd" else 0.0)
         self.step = 0
         self.tokens = 0                      # tokens seen by all processes together
         self.elapsed = 0.0                   # training seconds, carried across resumes
         self.best_validation = math.inf
+        self.best_step = None
         self.bad_validations = 0
         self.plateau_scale = 1.0
+        self.validation_history = []         # every periodic validation loss (ntasgd's trigger)
+        self.average, self.averaged_steps = None, 0      # ntasgd: the running mean of the iterates
         self.last_checkpoint_step = None
+        self.evaluated = {}                  # tokens predicted by the latest evaluation of each split
         self._last_check = None              # (step, loss) of the latest periodic validation
+        self._best_weights = None            # a CPU copy of the best weights, kept when there is a test split
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.main)
 
     # ----- schedule ----------------------------------------------------------
@@ -169,32 +195,92 @@ class Trainer:
             parts.append(self.elapsed / (60.0 * c.max_minutes))
         return min(1.0, max(parts))
 
-    def learning_rate(self, progress: float) -> float:
+    def learning_rate(self, progress: float, epoch: int = 0) -> float:
         c = self.config
         if c.schedule == "constant":
             return c.lr
         if c.schedule == "plateau":
             return c.lr * self.plateau_scale
+        if c.schedule == "step":
+            return c.lr * c.decay_factor ** max(0, epoch + 1 - c.decay_start)
         if progress < c.warmup:
             return c.lr * max(progress / c.warmup, 1e-3)
         span = (progress - c.warmup) / (1.0 - c.warmup)
         return c.lr * (c.min_lr_fraction + (1 - c.min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * span)))
 
+    # ----- averaged weights (ntasgd) ----------------------------------------------
+    def _parameters(self) -> list:
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    @contextmanager
+    def averaged(self):
+        """Within this block the model holds the averaged weights (when averaging), then its iterate again."""
+        if self.average is None:
+            yield
+            return
+        params = self._parameters()
+        with torch.no_grad():
+            iterate = [p.detach().clone() for p in params]
+            for p, a in zip(params, self.average):
+                p.copy_(a)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, x in zip(params, iterate):
+                    p.copy_(x)
+
+    def _update_average(self) -> None:
+        with torch.no_grad():
+            self.averaged_steps += 1
+            for a, p in zip(self.average, self._parameters()):
+                a.add_(p.detach() - a, alpha=1.0 / self.averaged_steps)
+
+    def _maybe_start_averaging(self, loss: float) -> bool:
+        """ntasgd's trigger; True when averaging starts now."""
+        c, history = self.config, self.validation_history
+        history.append(loss)
+        if c.optimizer == "ntasgd" and self.average is None and len(history) > c.nonmono \
+                and loss > min(history[:-c.nonmono]):
+            self.average = [p.detach().clone() for p in self._parameters()]
+            self.averaged_steps = 1
+            self.metrics.write(kind="event", step=self.step, event="averaging started")
+            return True
+        return False
+
     # ----- evaluation ----------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, data, max_tokens: int | None = None) -> float:
-        """Mean loss per target over ``data``: a token stream (state carried across
-        chunks, the first ``max_tokens`` tokens when given) or a batch source."""
+    def evaluate(self, data, max_tokens: int | None = None, *, name: str | None = None) -> float:
+        """Mean loss per target over ``data``: a token stream (a tensor, an array or a
+        :class:`~rnnkit.data.tokens.TokenSplit`; every token predicted once, the first
+        ``max_tokens`` when given) or a batch source. Runs on the averaged weights when
+        averaging; ``name`` records the count in :attr:`evaluated`."""
         was_training = self.model.training
         self.model.eval()
-        if isinstance(data, Tensor):
-            if max_tokens is not None:
-                data = data[: max_tokens + 1]
-            batch = max(1, min(self.config.batch_size, (len(data) - 1) // 2))
-            pairs = evaluation_batches(data, batch, max(self.config.truncation, 256))
+        try:
+            with self.averaged():
+                total, count = self._evaluate(data, max_tokens)
+        finally:
+            self.model.train(was_training)
+        if name is not None:
+            self.evaluated[name] = count
+        return total / count
+
+    def _evaluate(self, data, max_tokens):
+        c = self.config
+        if _is_token_stream(data) and hasattr(self.model, "token_nll"):
+            return token_nll(self.model, data, batch_size=c.batch_size, truncation=max(c.truncation, 256),
+                             max_tokens=max_tokens, device=self.device)
+        if _is_token_stream(data):               # a model with a mean loss only: whole chunks
+            data = getattr(data, "tokens", data)[: None if max_tokens is None else max_tokens + 1]
+            if isinstance(data, np.ndarray):
+                data = torch.from_numpy(data.astype(np.int64))
+            batch = max(1, min(c.batch_size, (len(data) - 1) // 2))
+            pairs = evaluation_batches(data, batch, max(c.truncation, 256))
+            carry = True
         else:
             pairs = data.evaluation_batches()
-        carry = isinstance(data, Tensor) or getattr(data, "contiguous", False)
+            carry = getattr(data, "contiguous", False)
         total, count, state = 0.0, 0, None
         # a model whose loss averages over fewer targets than targets.numel() (padding, masks)
         # says how many through loss_weight, so batches are weighted by what they really score
@@ -205,23 +291,28 @@ class Trainer:
             weight = weigh(inputs, targets) if weigh is not None else targets.numel()
             total += loss.item() * weight
             count += weight
-        self.model.train(was_training)
-        return total / count
+        return total, count
 
     # ----- checkpoints -----------------------------------------------------------
     def _trainer_state(self, batches, state) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "batches": batches.state_dict(),
-                "step": self.step, "tokens": self.tokens, "elapsed": self.elapsed,
-                "best_validation": self.best_validation, "bad_validations": self.bad_validations,
-                "plateau_scale": self.plateau_scale, "rng": torch.get_rng_state(),
-                "carried_state": _to_device(state, "cpu"), "world_size": self.world_size}
+        saved = {"optimizer": self.optimizer.state_dict(), "batches": batches.state_dict(),
+                 "step": self.step, "tokens": self.tokens, "elapsed": self.elapsed,
+                 "best_validation": self.best_validation, "best_step": self.best_step,
+                 "bad_validations": self.bad_validations, "plateau_scale": self.plateau_scale,
+                 "validation_history": list(self.validation_history), "rng": torch.get_rng_state(),
+                 "carried_state": _to_device(state, "cpu"), "world_size": self.world_size}
+        if self.average is not None:        # the weights file holds the average: keep the iterate here
+            saved["iterate"] = [p.detach().cpu().clone() for p in self._parameters()]
+            saved["averaged_steps"] = self.averaged_steps
+        return saved
 
     def save(self, batches, state, *, best: bool) -> None:
         if self.main:
             config = {**self.checkpoint_config, "training": self.config.to_dict(),
                       "validation_loss": self.best_validation if best else None}
-            save_checkpoint(self.run_dir, self.step, self.model, config,
-                            self._trainer_state(batches, state), best=best)
+            trainer_state = self._trainer_state(batches, state)
+            with self.averaged():
+                save_checkpoint(self.run_dir, self.step, self.model, config, trainer_state, best=best)
         self.last_checkpoint_step = self.step
 
     def _resume(self, batches):
@@ -234,6 +325,15 @@ class Trainer:
         batches.load_state_dict(saved["batches"])
         for key in ("step", "tokens", "elapsed", "best_validation", "bad_validations", "plateau_scale"):
             setattr(self, key, saved[key])
+        self.best_step = saved.get("best_step")
+        self.validation_history = list(saved.get("validation_history", []))
+        if "iterate" in saved:               # averaging: the weights were the average
+            params = self._parameters()
+            self.average = [p.detach().clone() for p in params]
+            self.averaged_steps = saved["averaged_steps"]
+            with torch.no_grad():
+                for p, x in zip(params, saved["iterate"]):
+                    p.copy_(x)
         torch.set_rng_state(saved["rng"])
         self.last_checkpoint_step = self.step
         # the log keeps only what the resumed run will not write again
@@ -242,19 +342,49 @@ class Trainer:
             self.metrics.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
         return _to_device(saved["carried_state"], self.device)
 
+    def _note_best(self, loss: float, keep_copy: bool) -> bool:
+        """Record ``loss`` if it is the best yet; True if it is."""
+        if not loss < self.best_validation:
+            return False
+        self.best_validation, self.best_step = loss, self.step
+        if keep_copy:
+            with self.averaged():
+                self._best_weights = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        return True
+
+    @contextmanager
+    def _best(self):
+        """Within this block the model holds the weights of the best validation."""
+        if self.best_step is None or self.best_step == self.step:
+            with self.averaged():
+                yield
+            return
+        current = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        weights = self._best_weights
+        if weights is None:                   # chosen before a resume: it is on disk
+            weights, _, _ = read_checkpoint(self.run_dir, "best")
+        self.model.load_state_dict(weights)
+        try:
+            yield
+        finally:
+            self.model.load_state_dict(current)
+
     # ----- the loop ------------------------------------------------------------------
-    def fit(self, train, validation, *, resume: bool = False) -> dict:
+    def fit(self, train, validation, *, test=None, resume: bool = False) -> dict:
         """Train until a limit is reached; returns a summary (losses, steps, tokens, seconds).
 
-        ``train`` is a 1-D tensor of token ids (cut into contiguous streams for
-        truncated BPTT) or a batch source such as :class:`rnnkit.data.SequenceBatches`;
-        ``validation`` likewise.
+        ``train`` is a token stream (a 1-D tensor, a NumPy array such as a token file's
+        memory map, or a :class:`~rnnkit.data.tokens.TokenSplit`; cut into contiguous
+        streams for truncated BPTT) or a batch source such as
+        :class:`rnnkit.data.SequenceBatches`; ``validation`` and ``test`` likewise. The
+        validation loss picks the ``best`` checkpoint; ``test``, when given, is evaluated
+        once at the end, on the best weights, and never used for any choice.
         """
         c = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(c.seed)
         distributed.broadcast_parameters(self.model)
-        if isinstance(train, Tensor):
+        if _is_token_stream(train):
             batches = ContiguousBatches(train, c.batch_size, c.truncation, rank=self.rank,
                                         world_size=self.world_size)
         else:
@@ -262,10 +392,12 @@ class Trainer:
         state = self._resume(batches) if resume else None
         tokens_per_epoch = batches.tokens_per_epoch * self.world_size
         carry = getattr(batches, "contiguous", False)      # streams carry state; independent items don't
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        params = self._parameters()
         regularize = c.information_flow > 0
         if regularize:                 # the analysis package is needed only for the regularizer
             from ..analysis.gradients import information_flow_penalty, record_states
+        model_penalty = getattr(self.model, "penalty", None)
+        keep_best = test is not None
         bar = self._progress_bar()
         self.model.train()
         start, smoothed, stop_reason = time.perf_counter() - self.elapsed, None, None
@@ -273,18 +405,26 @@ class Trainer:
         while stop_reason is None:
             if batches.chunk == 0 or batches.chunk >= len(batches):
                 state = None                               # each epoch starts from the zero state
-            for inputs, targets in batches:
+            epoch = iter(batches)
+            while True:
+                # the limit is checked before the next chunk is drawn: a stopped run's position is
+                # the first chunk it did not train on, so that --resume continues exactly there
                 progress = self._agree(self.progress_fraction(tokens_per_epoch))
                 if progress >= 1.0:
                     stop_reason = "limit"
                     break
-                lr = self.learning_rate(progress)
+                try:
+                    inputs, targets = next(epoch)
+                except StopIteration:
+                    break
+                lr = self.learning_rate(progress, batches.epoch)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 with record_states(self.model) if regularize else nullcontext() as recording:
                     loss, state = self.model.loss(_to_device(inputs, self.device), targets.to(self.device),
                                                   state if carry else None)
                 penalty = information_flow_penalty(loss, recording) if regularize else None
+                extra = model_penalty() if model_penalty is not None else None
                 state = detach_state(state)
                 if not torch.isfinite(loss):
                     where = (f"the last good checkpoint (step {self.last_checkpoint_step}) is in "
@@ -292,76 +432,86 @@ class Trainer:
                              else "no checkpoint had been written yet")
                     raise TrainingDiverged(f"loss became {loss.item()} at step {self.step + 1}; training "
                                            f"stopped and {where}. Lower --lr or clip with --clip-norm.")
+                objective = loss if penalty is None else loss + c.information_flow * penalty
+                if extra is not None:
+                    objective = objective + extra
                 self.optimizer.zero_grad(set_to_none=True)
-                (loss if penalty is None else loss + c.information_flow * penalty).backward()
+                objective.backward()
                 distributed.average_gradients(params)
                 if c.clip_value:
                     torch.nn.utils.clip_grad_value_(params, c.clip_value)
                 grad_norm = (torch.nn.utils.clip_grad_norm_(params, c.clip_norm) if c.clip_norm
                              else None)
                 self.optimizer.step()
+                if self.average is not None:
+                    self._update_average()
                 self.step += 1
                 self.tokens += targets.numel() * self.world_size
                 self.elapsed = time.perf_counter() - start
                 value = distributed.all_mean(loss.item())
                 smoothed = value if smoothed is None else 0.95 * smoothed + 0.05 * value
                 if self.step % 10 == 0 or self.step == 1:
+                    terms = {} if penalty is None else {"information_flow": penalty.item()}
+                    if extra is not None:
+                        terms["penalty"] = float(extra.detach()) if isinstance(extra, Tensor) else float(extra)
                     self.metrics.write(kind="train", step=self.step, tokens=self.tokens, loss=value,
                                        lr=lr, seconds=round(self.elapsed, 3),
-                                       grad_norm=None if grad_norm is None else float(grad_norm),
-                                       **({} if penalty is None else {"information_flow": penalty.item()}))
+                                       grad_norm=None if grad_norm is None else float(grad_norm), **terms)
                 self._update_bar(bar, progress, smoothed, session)
                 if self.step % c.eval_every == 0:
-                    if self._validate(validation, batches, state, bar):
+                    if self._validate(validation, batches, state, bar, keep_best):
                         stop_reason = "early stopping"
                         break
                 if self.on_step is not None:
                     self.on_step(self)
         if bar is not None:
             bar.close()
-        # the periodic check may have just measured (and saved) these very parameters
+        # the periodic check may have just measured (and saved) these very weights
         just_checked = self._last_check[1] if self._last_check and self._last_check[0] == self.step else None
-        if just_checked is not None and c.eval_tokens is None:
-            final_loss = just_checked                              # all of it, already checkpointed
+        if just_checked is not None:
+            final_loss = just_checked
         else:
-            final_loss = self.evaluate(validation)                 # the reported figure: all of it
-            # "best" compares like with like: the same validation tokens as the periodic checks
-            comparable = (final_loss if c.eval_tokens is None
-                          else just_checked if just_checked is not None
-                          else self.evaluate(validation, c.eval_tokens))
-            improved = comparable < self.best_validation
-            self.best_validation = min(self.best_validation, comparable)
-            if c.eval_tokens is not None and just_checked is None:
-                self.metrics.write(kind="validation", step=self.step, tokens=self.tokens, loss=comparable,
-                                   full=False, seconds=round(self.elapsed, 3))
+            final_loss = self.evaluate(validation, c.eval_tokens, name="validation")
+            improved = self._note_best(final_loss, keep_best)
+            self.metrics.write(kind="validation", step=self.step, tokens=self.tokens, loss=final_loss,
+                               full=c.eval_tokens is None, seconds=round(self.elapsed, 3))
             self.save(batches, state, best=improved)
-        self.metrics.write(kind="validation", step=self.step, tokens=self.tokens, loss=final_loss,
-                           full=True, final=True, seconds=round(self.elapsed, 3))
+        test_loss = None
+        if test is not None:
+            with self._best():
+                test_loss = self.evaluate(test, c.eval_tokens, name="test")
+            self.metrics.write(kind="test", step=self.step, best_step=self.best_step, loss=test_loss,
+                               tokens=self.evaluated["test"])
         plot = plot_losses(self.metrics.path, self.run_dir / "loss.png") if self.main else None
         summary = {"validation_loss": final_loss, "best_validation_loss": self.best_validation,
+                   "best_step": self.best_step, "test_loss": test_loss,
+                   "evaluated_tokens": dict(self.evaluated),
                    "steps": self.step, "tokens": self.tokens, "seconds": self.elapsed,
-                   "tokens_per_second": self.tokens / max(self.elapsed, 1e-9),
+                   "tokens_per_second": (self.tokens - session[1]) / max(self.elapsed - session[0], 1e-9),
+                   "averaging_from": None if self.average is None else self.step - self.averaged_steps + 1,
                    "stopped_by": stop_reason, "plot": str(plot) if plot else None}
         self.metrics.write(kind="summary", **summary)
         return summary
 
-    def _validate(self, validation, batches, state, bar) -> bool:
+    def _validate(self, validation, batches, state, bar, keep_best: bool) -> bool:
         """Periodic validation + checkpoint; True when early stopping says stop."""
         c = self.config
-        loss = self.evaluate(validation, c.eval_tokens)
-        improved = loss < self.best_validation
+        loss = self.evaluate(validation, c.eval_tokens, name="validation")
+        improved = self._note_best(loss, keep_best)
         if improved:
-            self.best_validation, self.bad_validations = loss, 0
+            self.bad_validations = 0
         else:
             self.bad_validations += 1
             if c.schedule == "plateau" and self.bad_validations % c.plateau_patience == 0:
                 self.plateau_scale *= c.plateau_factor
+        started = self._maybe_start_averaging(loss)
         self.metrics.write(kind="validation", step=self.step, tokens=self.tokens, loss=loss,
                            full=c.eval_tokens is None, seconds=round(self.elapsed, 3))
         self._last_check = (self.step, loss)
         if bar is not None:
             bar.write(f"step {self.step:>6}  validation loss {loss:.4f}"
-                      f"{'  (best)' if improved else ''}")
+                      f"{'  (best)' if improved else ''}"
+                      f"{'  (averaging the weights from here on)' if started else ''}")
         self.save(batches, state, best=improved)
         return bool(c.early_stopping and self.bad_validations >= c.early_stopping)
 

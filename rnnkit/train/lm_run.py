@@ -1,0 +1,243 @@
+"""What ``rnnkit train`` does with its options: defaults, presets, the data's token files, resume.
+
+Kept apart from the argument parser so that each rule is one small function:
+
+- :data:`DEFAULTS`: every option's value when neither the command line, a preset nor the
+  token level sets it; :data:`LEVEL_DEFAULTS` adjusts them for word and BPE tokens.
+- :func:`resolve`: fills the options in that order and returns the ones given.
+- :func:`prepare_files`: the token files of a new run (prepared as needed), as the record a
+  checkpoint keeps; :func:`find_files` finds them again on ``--resume``; :func:`load` opens
+  them as train / validation / test :class:`~rnnkit.data.tokens.TokenSplit`.
+- :func:`check_resume`: a resumed run keeps its model, data and optimizer; an option that
+  would change them is refused, naming it.
+- :func:`split_report`: one summary line per split (loss, perplexity, bits per character).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from ..data.tokens import TokenFile, TokenFileError, is_token_file, prepare
+
+__all__ = ["DEFAULTS", "LEVEL_DEFAULTS", "MODEL_OPTIONS", "TRAINING_OPTIONS", "DATA_OPTIONS", "resolve",
+           "prepare_files", "find_files", "load", "check_resume", "split_report"]
+
+MODEL_OPTIONS = ("cell", "hidden_size", "num_layers", "embedding_size", "dropout", "tie_weights",
+                 "embedding_dropout", "input_dropout", "layer_dropout", "weight_drop", "activation_penalty",
+                 "temporal_penalty", "projection_size", "softmax", "cutoffs", "init_scale")
+TRAINING_OPTIONS = ("batch_size", "truncation", "optimizer", "lr", "momentum", "weight_decay", "clip_norm",
+                    "clip_value", "information_flow", "recurrent_init", "recurrent_gain", "schedule", "warmup",
+                    "decay_start", "decay_factor", "nonmono", "eval_every", "eval_tokens", "early_stopping",
+                    "seed")
+DATA_OPTIONS = ("data", "level", "validation_fraction", "test_fraction", "validation_data", "test_data",
+                "min_count", "max_vocab")
+# may change on --resume
+LIMITS = ("max_minutes", "max_epochs", "max_steps")
+
+DEFAULTS = {
+    # data
+    "data": None, "level": "char", "validation_fraction": 0.1, "test_fraction": 0.1, "validation_data": None,
+    "test_data": None, "min_count": 1, "max_vocab": None,
+    # model
+    "cell": "lstm", "hidden_size": 256, "num_layers": 1, "embedding_size": 64, "dropout": 0.0,
+    "tie_weights": False, "embedding_dropout": 0.0, "input_dropout": None, "layer_dropout": None,
+    "weight_drop": 0.0, "activation_penalty": 0.0, "temporal_penalty": 0.0, "projection_size": None,
+    "softmax": "full", "cutoffs": None, "init_scale": None,
+    # optimisation
+    "batch_size": 32, "truncation": 64, "optimizer": "adam", "lr": 1e-2, "momentum": 0.9, "weight_decay": 0.0,
+    "clip_norm": 1.0, "clip_value": None, "information_flow": 0.0, "recurrent_init": None,
+    "recurrent_gain": 1.0, "schedule": "cosine", "warmup": 0.02, "decay_start": 1, "decay_factor": 0.5,
+    "nonmono": 5, "eval_every": 500, "eval_tokens": 150_000, "early_stopping": None, "seed": 0,
+}
+
+# Word tokens are few per character and a word corpus is small in tokens: a larger, tied,
+# more heavily regularized model (measured on Penn Treebank: benchmarks/word_lm.py).
+LEVEL_DEFAULTS = {
+    "word": {"hidden_size": 400, "embedding_size": 400, "tie_weights": True, "dropout": 0.5,
+             "embedding_dropout": 0.1, "batch_size": 20, "truncation": 35, "eval_every": 200},
+    "bpe": {"max_vocab": 8192, "hidden_size": 512, "embedding_size": 512, "tie_weights": True,
+            "dropout": 0.25, "truncation": 64},
+}
+
+
+def resolve(args, preset: dict | None) -> set:
+    """Fill every option left as None: the preset's value, else the level's default, else
+    :data:`DEFAULTS`. Returns the names of the options given on the command line."""
+    given = {name for name in DEFAULTS if getattr(args, name, None) is not None}
+    preset = preset or {}
+    level = args.level or preset.get("level") or DEFAULTS["level"]
+    level_defaults = LEVEL_DEFAULTS.get(level, {})
+    for name, default in DEFAULTS.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, preset.get(name, level_defaults.get(name, default)))
+    if level_defaults.get("tie_weights") and "tie_weights" not in given and "tie_weights" not in preset:
+        # a tied default follows the sizes given: the embedding takes the readout's size, unless it
+        # was given too, and then the weights stay untied
+        readout = args.projection_size or args.hidden_size
+        if "embedding_size" not in given and "embedding_size" not in preset:
+            args.embedding_size = readout
+        args.tie_weights = args.embedding_size == readout and args.softmax != "adaptive"
+    return given
+
+
+def _absolute(path):
+    return None if path is None or path == "-" else str(Path(path).resolve())
+
+
+def data_record(args) -> dict:
+    """The data options as a checkpoint keeps them (paths absolute, so a run resumes from anywhere)."""
+    return {"path": args.data if args.data == "-" else _absolute(args.data), "level": args.level,
+            "validation_fraction": args.validation_fraction, "test_fraction": args.test_fraction,
+            "validation_data": _absolute(args.validation_data), "test_data": _absolute(args.test_data),
+            "min_count": args.min_count, "max_vocab": args.max_vocab}
+
+
+def _main_split(record: dict) -> tuple:
+    v = 0.0 if record["validation_data"] else record["validation_fraction"]
+    t = 0.0 if record["test_data"] else record["test_fraction"]
+    if not record["validation_data"] and not 0 < v < 1:
+        raise ValueError(f"--validation-fraction must be strictly between 0 and 1, got {v}; or pass "
+                         f"--validation-data")
+    if not 0 <= t < 1:
+        raise ValueError(f"--test-fraction must be in [0, 1), got {t} (0: no test split)")
+    if v + t >= 1:
+        raise ValueError(f"--validation-fraction {v} and --test-fraction {t} leave nothing to train on; "
+                         f"their sum must be below 1")
+    split = [("train", round(1 - v - t, 12))]
+    if v > 0:
+        split.append(("validation", v))
+    if t > 0:
+        split.append(("test", t))
+    return tuple(split)
+
+
+def _entry(tokens: TokenFile, part: str) -> list:
+    return [str(tokens.path), part, tokens.id]
+
+
+def prepare_files(record: dict, *, cache=None, progress=True) -> dict:
+    """The token files of a new run, prepared as needed: ``{split: [folder, part, id]}``, what
+    the checkpoint records (:func:`load` opens them)."""
+    if record["path"] not in (None, "-") and is_token_file(record["path"]):
+        main = TokenFile(record["path"])
+        if main.level != record["level"]:
+            raise ValueError(f"--level {record['level']} differs from the token file's {main.level}; drop "
+                             f"--level, or prepare the text again with --level {record['level']}")
+        if "train" not in main.meta["parts"]:
+            raise ValueError(f"'{record['path']}' has no train part (it holds {list(main.meta['parts'])}); it "
+                             f"was prepared for evaluation, not training")
+    else:
+        main = prepare(record["path"], level=record["level"], split=_main_split(record),
+                       min_count=record["min_count"], max_vocab=record["max_vocab"], cache=cache,
+                       progress=progress)
+    files = {name: _entry(main, name) for name in main.meta["parts"]}
+    for name in ("validation", "test"):
+        separate = record[f"{name}_data"]
+        if separate:
+            if name in files:
+                raise ValueError(f"--{name}-data is given but '{record['path']}' already has a {name} part; "
+                                 f"use one or the other")
+            extra = prepare(separate, level=main.level, split=((name, 1.0),), vocab=main.vocab, cache=cache,
+                            progress=progress)
+            files[name] = _entry(extra, name)
+    if "validation" not in files:
+        raise ValueError(f"'{record['path']}' has no validation part; prepare it with a --validation-fraction "
+                         f"or pass --validation-data")
+    return files
+
+
+def load(files: dict) -> tuple:
+    """``(splits, vocabulary)``: train / validation / test TokenSplits (test may be None) of the
+    token files ``files`` names, and the vocabulary of the training file."""
+    splits, opened = {"test": None}, {}
+    for name, (folder, part, _) in files.items():
+        if folder not in opened:
+            opened[folder] = TokenFile(folder)
+        splits[name] = opened[folder].parts[part]
+    return splits, opened[files["train"][0]].vocab
+
+
+def find_files(record: dict, vocab, *, cache=None, progress=True) -> dict:
+    """The token files of a run being resumed, as they were; prepared again from their
+    sources when they are gone and the sources are unchanged."""
+    files = record.get("files")
+    if files is None:                # a run from before token files: its vocabulary, its old split
+        main = prepare(record["path"], level=vocab.level, vocab=vocab, cache=cache, progress=progress,
+                       split=(("train", 1 - record["validation_fraction"]),
+                              ("validation", record["validation_fraction"])))
+        return {name: _entry(main, name) for name in ("train", "validation")}
+    for name, (folder, part, identity) in list(files.items()):
+        if folder is None:
+            continue
+        try:
+            found = TokenFile(folder)
+            if found.id == identity:
+                continue
+            problem = f"'{folder}' now holds other tokens"
+        except TokenFileError as error:
+            problem = str(error)
+        source = record["path"] if name in ("train",) or not record[f"{name}_data"] else record[f"{name}_data"]
+        if source == "-":
+            raise ValueError(f"cannot resume: this run read standard input, and its token file is gone "
+                             f"({problem}); start a new run")
+        if source is not None and not Path(source).exists():
+            raise ValueError(f"cannot resume: the run's {name} tokens are gone ({problem}) and its source "
+                             f"'{source}' is missing too")
+        if name == "train" or not record[f"{name}_data"]:
+            again = prepare(source, level=record["level"], split=_main_split(record),
+                            min_count=record["min_count"], max_vocab=record["max_vocab"], cache=cache,
+                            progress=progress)
+        else:
+            again = prepare(source, level=record["level"], split=((name, 1.0),), vocab=vocab, cache=cache,
+                            progress=progress)
+        if again.id != identity:
+            raise ValueError(f"cannot resume: the run's {name} tokens are gone ({problem}), and "
+                             f"'{source or 'the default corpus'}' has changed since the run started, so they "
+                             f"cannot be made again; start a new run (--out NEW_DIRECTORY)")
+        for other, entry in files.items():           # parts of the same file move with it
+            if entry[0] == folder:
+                files[other] = _entry(again, entry[1])
+    if TokenFile(files["train"][0]).vocab != vocab:
+        raise ValueError(f"cannot resume: the token file '{files['train'][0]}' was made with another "
+                         f"vocabulary than the run's; start a new run")
+    return files
+
+
+def check_resume(given: set, args, saved: dict) -> None:
+    """Refuse, naming it, any option given with --resume that differs from the saved run."""
+    model, training, data = saved["model"], saved["training"], saved.get("data") or {}
+    record = data_record(args) if isinstance(data, dict) else {}
+    for name in sorted(given):
+        if name in LIMITS:
+            continue
+        if name in MODEL_OPTIONS:
+            before, now = model.get(name, DEFAULTS[name]), getattr(args, name)
+        elif name in TRAINING_OPTIONS:
+            before, now = training.get(name), getattr(args, name)
+            if name == "clip_norm" and now == 0:
+                now = None
+            if name == "eval_tokens" and now == 0:
+                now = None
+        elif name in DATA_OPTIONS and isinstance(data, dict):
+            before, now = data.get("path" if name == "data" else name), record.get("path" if name == "data" else name)
+        else:
+            continue
+        if before != now:
+            option = "--" + name.replace("_", "-")
+            shown = {"data": "its data"}.get(name, f"{before}")
+            raise ValueError(f"{option} {getattr(args, name)} differs from this run's {shown}: a resumed run "
+                             f"keeps its data, model and optimizer; drop {option} (only --max-minutes, "
+                             f"--max-epochs and --max-steps may change), or start a new run with --out "
+                             f"NEW_DIRECTORY")
+
+
+def split_report(name: str, loss: float, split, level: str, counted: int) -> str:
+    """One line: the loss per token, the perplexity (per word at word level) and the bits per
+    character of the split's text, and how many tokens were scored."""
+    unit = {"char": "char", "word": "word", "bpe": "token"}[level]
+    per = {"char": "", "word": " per word", "bpe": " per token"}[level]
+    bits = (loss * len(split) / split.characters / math.log(2)) if split.characters else float("nan")
+    total = split.predictions
+    scope = f"{counted:,} tokens" if counted >= total else f"first {counted:,} of {total:,} tokens"
+    return (f"{name + ':':12}loss {loss:.4f} nats/{unit}, perplexity {math.exp(loss):.2f}{per}, "
+            f"{bits:.3f} bits/char ({scope})")
