@@ -97,6 +97,7 @@ def _train(args) -> int:
     out = Path(args.out)
     given = {name for name in lm_run.DEFAULTS if getattr(args, name, None) is not None}
     rank, world, device = setup()
+    main_process = is_main()                     # asked now: after teardown every process looks like rank 0
     try:
         if args.resume:
             _, saved, _ = read_checkpoint(out, "latest")
@@ -171,7 +172,7 @@ def _train(args) -> int:
             return 1
     finally:
         teardown()
-    if is_main():
+    if main_process:
         _print_summary(summary, splits, vocab, out)
     return 0
 
@@ -194,7 +195,7 @@ def _print_summary(summary, splits, vocab, out) -> None:
     if summary["plot"]:
         print(f"loss plot:     {summary['plot']}")
     else:
-        print("loss plot:     not written (pip install 'rnnkit[plot]' for matplotlib)")
+        print(f"loss plot:     not written ({summary['plot_note']})")
     print(f"sample from it: rnnkit sample {shlex.quote(str(out))} --length 500")
 
 
@@ -525,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-steps", type=int, default=None, help="optimizer steps")
     run.add_argument("--eval-every", type=int, help="steps between validations (default 500, word 200)")
     run.add_argument("--eval-tokens", type=int, help="tokens each evaluation scores at most, 0 = all "
-                     "(default 150000)")
+                     "(default 50000; word 250000)")
     run.add_argument("--early-stopping", type=int, metavar="N",
                      help="stop after N validations without improvement")
     run.add_argument("--seed", type=int, help="random seed (default 0)")

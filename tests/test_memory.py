@@ -238,7 +238,7 @@ def test_learns_the_copy_task():
 def test_trains_with_the_trainer_on_sequence_batches(tmp_path, monkeypatch):
     from rnnkit.data import SequenceBatches
     from rnnkit.train import TrainConfig, Trainer
-    monkeypatch.setattr("rnnkit.train.trainer.plot_losses", lambda *args, **kwargs: None)   # no matplotlib here
+    monkeypatch.setattr("rnnkit.train.trainer.plot_losses", lambda *args, **kwargs: (None, "no plot"))   # no matplotlib here
     train, validation = copy_task(64, 1, 3, width=4, seed=0), copy_task(16, 1, 3, width=4, seed=1)
     model = NeuralTuringMachine(6, 4, controller_size=8, memory_slots=4, memory_width=3)
     config = TrainConfig(batch_size=16, max_steps=3, max_minutes=None, schedule="constant")

@@ -47,14 +47,15 @@ DEFAULTS = {
     "batch_size": 32, "truncation": 64, "optimizer": "adam", "lr": 1e-2, "momentum": 0.9, "weight_decay": 0.0,
     "clip_norm": 1.0, "clip_value": None, "information_flow": 0.0, "recurrent_init": None,
     "recurrent_gain": 1.0, "schedule": "cosine", "warmup": 0.02, "decay_start": 1, "decay_factor": 0.5,
-    "nonmono": 5, "eval_every": 500, "eval_tokens": 150_000, "early_stopping": None, "seed": 0,
+    "nonmono": 5, "eval_every": 500, "eval_tokens": 50_000, "early_stopping": None, "seed": 0,
 }
 
 # Word tokens are few per character and a word corpus is small in tokens: a larger, tied,
 # more heavily regularized model (measured on Penn Treebank: benchmarks/word_lm.py).
 LEVEL_DEFAULTS = {
     "word": {"hidden_size": 400, "embedding_size": 400, "tie_weights": True, "dropout": 0.5,
-             "embedding_dropout": 0.1, "batch_size": 20, "truncation": 35, "eval_every": 200},
+             "embedding_dropout": 0.1, "batch_size": 20, "truncation": 35, "eval_every": 200,
+             "eval_tokens": 250_000},
     "bpe": {"max_vocab": 8192, "hidden_size": 512, "embedding_size": 512, "tie_weights": True,
             "dropout": 0.25, "truncation": 64},
 }

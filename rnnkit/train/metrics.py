@@ -24,18 +24,26 @@ class MetricsLog:
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
 
-def plot_losses(metrics_path, png_path) -> Path | None:
-    """Training and validation loss against tokens seen; None when matplotlib is missing."""
+MISSING_MATPLOTLIB = "pip install 'rnnkit[plot]' for matplotlib"
+TOO_SHORT = "too few steps to plot"
+
+
+def plot_losses(metrics_path, png_path) -> tuple:
+    """Training and validation loss against tokens seen, and the test loss of the best
+    checkpoint: ``(path, None)``, or ``(None, why not)`` when matplotlib is missing or the run
+    logged fewer than two points of either curve."""
+    records = MetricsLog(metrics_path).read()
+    train = [r for r in records if r.get("kind") == "train"]
+    valid = [r for r in records if r.get("kind") == "validation"]
+    tests = [r for r in records if r.get("kind") == "test"]
+    if len(train) < 2 and len(valid) < 2:
+        return None, TOO_SHORT
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return None
-    records = MetricsLog(metrics_path).read()
-    train = [r for r in records if r.get("kind") == "train"]
-    valid = [r for r in records if r.get("kind") == "validation" and not r.get("final")]
-    final = [r for r in records if r.get("kind") == "validation" and r.get("final")]
+        return None, MISSING_MATPLOTLIB
     partial = any(not r.get("full", True) for r in valid)
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     if train:
@@ -43,14 +51,13 @@ def plot_losses(metrics_path, png_path) -> Path | None:
                 label="training (batch mean)")
     if valid:
         ax.plot([r["tokens"] / 1e6 for r in valid], [r["loss"] for r in valid], "o-", lw=2,
-                label="validation (a subset)" if partial else "validation")
+                label="validation (its first tokens)" if partial else "validation")
         best = min(valid, key=lambda r: r["loss"])
         ax.annotate(f"best {best['loss']:.3f}", (best["tokens"] / 1e6, best["loss"]),
                     textcoords="offset points", xytext=(-10, 12), ha="right")
-    if final:
-        last = final[-1]
-        ax.plot([last["tokens"] / 1e6], [last["loss"]], "*", ms=14, color="black",
-                label=f"final, whole validation set: {last['loss']:.3f}")
+        if tests:
+            ax.plot([best["tokens"] / 1e6], [tests[-1]["loss"]], "*", ms=14, color="black",
+                    label=f"test, best checkpoint: {tests[-1]['loss']:.3f}")
     ax.set_xlabel("tokens seen (millions)")
     ax.set_ylabel("loss (nats per token)")
     ax.set_title("rnnkit training")
@@ -59,4 +66,4 @@ def plot_losses(metrics_path, png_path) -> Path | None:
     fig.tight_layout()
     fig.savefig(png_path)
     plt.close(fig)
-    return Path(png_path)
+    return Path(png_path), None

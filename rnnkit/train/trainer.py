@@ -482,14 +482,14 @@ class Trainer:
                 test_loss = self.evaluate(test, c.eval_tokens, name="test")
             self.metrics.write(kind="test", step=self.step, best_step=self.best_step, loss=test_loss,
                                tokens=self.evaluated["test"])
-        plot = plot_losses(self.metrics.path, self.run_dir / "loss.png") if self.main else None
+        plot, plot_note = plot_losses(self.metrics.path, self.run_dir / "loss.png") if self.main else (None, None)
         summary = {"validation_loss": final_loss, "best_validation_loss": self.best_validation,
                    "best_step": self.best_step, "test_loss": test_loss,
                    "evaluated_tokens": dict(self.evaluated),
                    "steps": self.step, "tokens": self.tokens, "seconds": self.elapsed,
                    "tokens_per_second": (self.tokens - session[1]) / max(self.elapsed - session[0], 1e-9),
                    "averaging_from": None if self.average is None else self.step - self.averaged_steps + 1,
-                   "stopped_by": stop_reason, "plot": str(plot) if plot else None}
+                   "stopped_by": stop_reason, "plot": str(plot) if plot else None, "plot_note": plot_note}
         self.metrics.write(kind="summary", **summary)
         return summary
 
