@@ -4,8 +4,8 @@
     python benchmarks/shakespeare.py --minutes 5     # any other budget
 
 Runs the real command line (first 90% train, last 10% validation, the nanoGPT
-split) with only --data, --max-minutes and --out given, then samples from the
-result. Writes results/shakespeare.json with the figures, the command and a sample.
+split: --test-fraction 0, and --eval-tokens 0 to score all of it) with only the
+data options, --max-minutes and --out given, then samples from the result. Writes results/shakespeare.json with the figures, the command and a sample.
 For scale, measured side by side on this 2-core machine: nanoGPT's CPU "baby
 GPT" reached 1.886 in 105 s and a plain torch.nn.LSTM script 1.573 in 100 s.
 """
@@ -39,7 +39,8 @@ def main(argv=None) -> int:
         print(f"missing {args.data}: this benchmark reads ../shared/data/tinyshakespeare.txt", file=sys.stderr)
         return 2
     shutil.rmtree(args.out, ignore_errors=True)
-    command = ["train", "--data", args.data, "--max-minutes", f"{args.minutes:.4f}", "--out", args.out, *extra]
+    command = ["train", "--data", args.data, "--test-fraction", "0", "--eval-tokens", "0",
+               "--max-minutes", f"{args.minutes:.4f}", "--out", args.out, *extra]
     print("rnnkit " + " ".join(shlex.quote(c) for c in command))
     started = time.perf_counter()
     code = rnnkit_main(command)

@@ -86,7 +86,7 @@ def _saved_data(config: dict) -> dict:
 
 
 def _train(args) -> int:
-    from .data import Vocabulary
+    from .data import Vocabulary, describe_default_corpus
     from .data.tokens import TokenFile, is_token_file
     from .models import LanguageModel, LanguageModelConfig
     from .train import TrainConfig, Trainer, TrainingDiverged, read_checkpoint
@@ -152,7 +152,7 @@ def _train(args) -> int:
         if is_main():
             counts = ", ".join(f"{len(splits[name]):,} for {name}" for name in ("train", "validation", "test")
                                if splits[name] is not None)
-            source = "the default corpus" if record["path"] is None else \
+            source = describe_default_corpus() if record["path"] is None else \
                 "standard input" if record["path"] == "-" else f"'{record['path']}'"
             print(f"corpus: {source}; {len(vocab):,} {vocab.level} tokens in the vocabulary; {counts}"
                   + ("" if splits["test"] is not None else " (no test split)"))
@@ -237,15 +237,26 @@ def _sample(args) -> int:
 def _evaluate(args) -> int:
     import numpy as np
 
-    from .data.tokens import prepare
+    from .data.tokens import TokenFile, is_token_file, prepare
     from .models import load_language_model
     from .train.evaluation import token_nll
     from .train.lm_run import split_report
 
     model, vocab, config = load_language_model(args.run_dir, args.checkpoint)
-    tokens = prepare(args.data, level=vocab.level, split=(("text", 1.0),), vocab=vocab, cache=args.cache_dir,
-                     progress=not args.quiet)
-    text = tokens.parts["text"]
+    if is_token_file(args.data):
+        tokens = TokenFile(args.data)
+        if tokens.vocab != vocab:
+            raise ValueError(f"'{args.data}' was made with another vocabulary than this model's; evaluate the "
+                             f"text itself, which is tokenized with the model's vocabulary")
+        parts = tokens.parts
+        name = "test" if "test" in parts else next(iter(parts)) if len(parts) == 1 else None
+        if name is None:
+            raise ValueError(f"'{args.data}' has the parts {list(parts)} and no test part; evaluate a text file")
+        text = parts[name]
+    else:
+        tokens = prepare(args.data, level=vocab.level, split=(("text", 1.0),), vocab=vocab,
+                         cache=args.cache_dir, progress=not args.quiet)
+        text = tokens.parts["text"]
     if text.predictions < 1:
         raise ValueError(f"'{args.data}' holds {len(text)} token(s); evaluation needs at least 2")
     rows = args.batch_size or config.get("training", {}).get("batch_size", 32)
@@ -465,7 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "time. With no --data it trains on a fixed selection of Python's own standard-library "
                     "source, which every Python installation has. The text is tokenized once into a token "
                     "file (cached; see rnnkit prepare) and read in place. Defaults marked * depend on "
-                    "--level (word: a tied 400-unit model with dropout 0.5, batch 20 x 35; bpe: 8192 tokens).",
+                    "--level (word: 2 tied layers of 128 with dropout 0.4, embedding dropout 0.1, weight drop 0.2, AR 1, "
+                    "TAR 1, batch 20 x 35; bpe: 8192 tokens, a tied 512-unit layer, dropout 0.25).",
         epilog="presets (--preset): " + "; ".join(f"{name}: {entry['about']}" for name, entry in PRESETS.items()))
     _add_data_options(train, evaluation=False)
     train.add_argument("--preset", choices=sorted(PRESETS), help="a published recipe (Zaremba et al. 2014, "
@@ -473,18 +485,21 @@ def build_parser() -> argparse.ArgumentParser:
     model = train.add_argument_group("model")
     model.add_argument("--cell", choices=sorted(CELL_NETWORKS), help="recurrent cell (default lstm)")
     model.add_argument("--hidden-size", type=int, help="hidden units per layer (default 256*)")
-    model.add_argument("--num-layers", type=int, help="stacked layers (default 1)")
+    model.add_argument("--num-layers", type=int, help="stacked layers (default 1*)")
     model.add_argument("--embedding-size", type=int, help="token embedding size (default 64*)")
     model.add_argument("--dropout", type=float, help="dropout on the last layer's output, and by default on the "
                        "embeddings and between layers (default 0*)")
     model.add_argument("--input-dropout", type=float, help="dropout on the embeddings (default: --dropout)")
     model.add_argument("--layer-dropout", type=float, help="dropout between layers (default: --dropout)")
+    model.add_argument("--locked-dropout", action="store_true", default=None,
+                       help="one dropout mask per sequence on inputs, between layers and on outputs, the same "
+                            "at every step (AWD-LSTM's variational dropout), not a new one at each step")
     model.add_argument("--embedding-dropout", type=float, help="drop whole words from the embedding (default 0*)")
-    model.add_argument("--weight-drop", type=float, help="DropConnect on the recurrent weights (default 0)")
+    model.add_argument("--weight-drop", type=float, help="DropConnect on the recurrent weights (default 0*)")
     model.add_argument("--activation-penalty", type=float, metavar="ALPHA",
-                       help="AR: ALPHA x mean squared output activation (default 0)")
+                       help="AR: ALPHA x mean squared output activation (default 0*)")
     model.add_argument("--temporal-penalty", type=float, metavar="BETA",
-                       help="TAR: BETA x mean squared change of the output between steps (default 0)")
+                       help="TAR: BETA x mean squared change of the output between steps (default 0*)")
     model.add_argument("--tie-weights", action="store_true", default=None,
                        help="share embedding and readout weights (default off*)")
     model.add_argument("--no-tie-weights", dest="tie_weights", action="store_false", help=argparse.SUPPRESS)

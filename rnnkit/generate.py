@@ -255,16 +255,28 @@ def _tokens(owner: str, model: nn.Module, vocab, prime_ids: list, length: int, s
             logits, state = model(prime, model.initial_state(1))                      # (1, P, V)
             token = draw(logits)
             step = _one_token_step(model, state)
+        # byte-level tokens can end inside a character: such a piece waits (up to 3 tokens) for the
+        # rest of it, so that what is printed is always whole characters
+        held = [] if getattr(vocab, "level", None) == "bpe" else None
         for produced in range(1, length + 1):
             token_id = int(token)
             if stop_at_end and token_id == vocab.end_id:
-                return
-            yield _token_text(vocab, previous, token_id)
+                break
+            if held is None:
+                yield _token_text(vocab, previous, token_id)
+            else:
+                held.append(token_id)
+                piece = vocab.decode(held)
+                if not piece.endswith("\ufffd") or len(held) >= 4 or produced == length:
+                    yield piece
+                    held = []
             if produced == length:
-                return
+                break
             previous = token_id
             with torch.no_grad():
                 token = draw(step(token))                                             # (1, 1, V)
+        if held:
+            yield vocab.decode(held)
     finally:
         for module, training in modes:
             module.training = training

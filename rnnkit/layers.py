@@ -15,6 +15,7 @@ from torch.nn import functional as F
 from ._checks import check_input, check_lengths, check_state
 from .cells.base import Cell, State, map_state
 from .engines.select import get_engine
+from .regularizers import locked_dropout
 
 __all__ = ["Recurrent", "Stack", "Bidirectional", "reverse_padded"]
 
@@ -189,6 +190,8 @@ class Stack(nn.Module):
         layers: ``Recurrent`` or ``Bidirectional`` layers; each one's input size
             must equal the previous one's output size.
         dropout: dropout probability on the outputs of every layer but the last.
+        locked: draw that dropout's mask once per sequence, the same at every step
+            (:func:`rnnkit.regularizers.locked_dropout`), not anew at each step.
         residual: add each layer's input to its output (from the second layer
             on), a skip connection that eases gradient flow in deep stacks; those
             layers must keep the size unchanged.
@@ -204,7 +207,8 @@ class Stack(nn.Module):
     ((2, 5, 8), 2)
     """
 
-    def __init__(self, layers: Iterable[nn.Module], dropout: float = 0.0, residual: bool = False):
+    def __init__(self, layers: Iterable[nn.Module], dropout: float = 0.0, residual: bool = False, *,
+                 locked: bool = False):
         super().__init__()
         name = type(self).__name__
         layers = list(layers)
@@ -223,7 +227,7 @@ class Stack(nn.Module):
             warnings.warn(f"{name}: dropout={dropout} has no effect with one layer; it is applied "
                           f"between layers", stacklevel=2)
         self.layers = nn.ModuleList(layers)
-        self.dropout, self.residual = float(dropout), residual
+        self.dropout, self.residual, self.locked = float(dropout), residual, bool(locked)
 
     @property
     def input_size(self) -> int:
@@ -243,7 +247,11 @@ class Stack(nn.Module):
         for i, layer in enumerate(self.layers):
             inputs = x
             if i > 0 and self.dropout > 0:
-                x = F.dropout(x, self.dropout, self.training)
+                if self.locked:
+                    x = locked_dropout(x, self.dropout, self.training,
+                                       batch_first=getattr(self.layers[0], "batch_first", True))
+                else:
+                    x = F.dropout(x, self.dropout, self.training)
             x, final = layer(x, state[i], lengths)
             if self.residual and i > 0:
                 x = x + inputs
@@ -258,4 +266,4 @@ class Stack(nn.Module):
         return StackStream(self, batch_size, state, grad=grad)
 
     def extra_repr(self) -> str:
-        return f"dropout={self.dropout}, residual={self.residual}"
+        return f"dropout={self.dropout}, residual={self.residual}" + (", locked=True" if self.locked else "")

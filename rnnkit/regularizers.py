@@ -12,6 +12,9 @@ runs them:
 - :class:`WeightDrop` (DropConnect on the recurrent weights, Merity et al. 2018):
   one mask on ``weight_hh`` per sequence.
 - :func:`embedding_dropout`: drops whole rows of an embedding matrix.
+- :func:`locked_dropout`: one dropout mask per sequence on a layer's inputs or outputs,
+  the same at every step (the "variational" dropout between layers of Gal & Ghahramani
+  and AWD-LSTM).
 
 Dropout between layers is :class:`rnnkit.Stack`'s ``dropout``; layer normalization
 inside the cell is :class:`rnnkit.cells.LayerNormLSTMCell` / ``LayerNormGRUCell``.
@@ -47,7 +50,7 @@ from . import _buffers
 from .cells.base import Cell, GatedWeightsMixin, State, state_tensors
 
 __all__ = ["CellWrapper", "VariationalDropout", "Zoneout", "WeightDrop", "embedding_dropout",
-           "unwrap_cell"]
+           "locked_dropout", "unwrap_cell"]
 
 
 def _probability(owner: str, name: str, value) -> float:
@@ -345,3 +348,24 @@ def embedding_dropout(weight: Tensor, probability: float, training: bool = True,
         return weight
     mask = _keep_mask((weight.shape[0], 1), p, {"device": weight.device, "dtype": weight.dtype}, generator)
     return weight * mask
+
+
+def locked_dropout(x: Tensor, probability: float, training: bool = True, *, batch_first: bool = True,
+                   generator: torch.Generator | None = None) -> Tensor:
+    r"""Dropout with one mask per sequence, shared by all its steps: ``x ⊙ m / (1 - p)`` with
+    ``m`` of shape (B, 1, F) (or (1, B, F) when not ``batch_first``; (1, F) for an unbatched
+    (T, F) input). The identity when not ``training`` or ``p = 0``.
+
+    >>> x = torch.ones(2, 5, 3)
+    >>> y = locked_dropout(x, 0.5, generator=torch.Generator().manual_seed(0))
+    >>> bool((y == y[:, :1]).all())                 # the same mask at every step
+    True
+    """
+    p = _probability("locked_dropout", "probability", probability)
+    if not training or p == 0:
+        return x
+    if x.dim() == 2:
+        shape = (1, x.shape[-1])
+    else:
+        shape = (x.shape[0], 1, x.shape[-1]) if batch_first else (1, x.shape[1], x.shape[-1])
+    return x * _keep_mask(shape, p, {"device": x.device, "dtype": x.dtype}, generator)

@@ -30,7 +30,7 @@ class _StackedRNN(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bidirectional: bool = False, dropout: float = 0.0, engine: str = "auto", *,
                  batch_first: bool = True, bias: bool = True, residual: bool = False,
-                 device=None, dtype=None, cell_wrapper=None, **cell_options):
+                 device=None, dtype=None, cell_wrapper=None, locked_dropout: bool = False, **cell_options):
         super().__init__()
         name = type(self).__name__
         check_sizes(name, input_size=input_size, hidden_size=hidden_size, num_layers=num_layers)
@@ -49,7 +49,7 @@ class _StackedRNN(nn.Module):
             size = input_size if layer == 0 else hidden_size * directions
             layers.append(Bidirectional(runner(size, False), runner(size, True))
                           if bidirectional else runner(size, False))
-        self.stack = Stack(layers, dropout=dropout, residual=residual)
+        self.stack = Stack(layers, dropout=dropout, residual=residual, locked=locked_dropout)
         self._register_load_state_dict_pre_hook(_accept_torch_names, with_module=True)
 
     @property

@@ -112,6 +112,14 @@ def test_directory_and_stdin_sources(tmp_path, monkeypatch):
     assert piped.source["kind"] == "stdin" and not list(piped.path.parent.glob(".stdin-*"))
 
 
+def test_the_default_corpus_becomes_a_token_file_of_exactly_its_text(tmp_path):
+    from rnnkit.data import default_corpus
+
+    tokens = prepare(None, split=(("train", 1.0),), out=tmp_path / "default", progress=False)
+    assert tokens.vocab.decode(np.asarray(tokens.tokens)) == default_corpus()
+    assert tokens.source["kind"] == "default"
+
+
 # -- the cache -------------------------------------------------------------------------------------
 
 def test_cache_reuses_an_unchanged_source_without_reading_it(tmp_path, monkeypatch):
@@ -266,6 +274,7 @@ def test_presets_print_what_they_set_and_yield_to_given_options(tmp_path, capsys
     assert (training["optimizer"], training["momentum"], training["lr"], training["clip_norm"], training["truncation"],
             training["schedule"], training["decay_start"], training["decay_factor"], training["batch_size"]) == \
         ("sgd", 0.0, 1.0, 5.0, 20, "step", 4, 0.5, 4)
+    assert (training["max_epochs"], training["max_steps"]) == (13, 3)          # its length, and the one given
     assert main(["train", "--data", str(path), "--preset", "awd-lstm", "--hidden-size", "16", "--embedding-size",
                  "8", "--projection-size", "8", "--max-steps", "2", "--batch-size", "2", "--truncation", "6",
                  "--out", str(tmp_path / "awd"), "--quiet"]) == 0
@@ -357,3 +366,35 @@ def test_old_word_vocabularies_are_refused_clearly():
     with pytest.raises(ValueError, match=r"this word vocabulary has whitespace tokens: it was built by rnnkit "
                                          r"0\.1, whose word level counted spaces"):
         Vocabulary.from_dict({"level": "word", "tokens": ["<unk>", "<start>", "<end>", " ", "\n", "cat"]})
+
+
+def test_bpe_samples_print_whole_characters(tmp_path, capsys):
+    """A byte-level token may end inside a character; the sampler holds it until the character
+    is whole, so the stream never prints a replacement character for text the model wrote."""
+    from rnnkit.generate import stream
+
+    text = "café crème brûlée, naïve façade; à bientôt — 東京 ✓\n" * 30
+    vocab = Vocabulary.build(text, level="bpe", max_size=259)              # bytes alone: é is 2 tokens
+    ids = vocab.encode("é")
+    assert len(ids) == 2 and vocab.decode(ids[:1]) == "\ufffd"
+
+    class Replay(torch.nn.Module):
+        """Always predicts the next id of a fixed script."""
+
+        def __init__(self, script):
+            super().__init__()
+            self.script, self.position = script, 0
+            self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+        def initial_state(self, batch_size):
+            return torch.zeros(batch_size, 1)
+
+        def forward(self, tokens, state):
+            logits = torch.full((1, tokens.shape[1], len(vocab)), -1e9)
+            logits[0, -1, self.script[self.position % len(self.script)]] = 0.0
+            self.position += 1
+            return logits, state
+
+    script = vocab.encode("brûlée 東京")
+    pieces = list(stream(Replay(script), vocab, "", length=len(script), greedy=True))
+    assert "".join(pieces) == "brûlée 東京" and not any("\ufffd" in p for p in pieces)

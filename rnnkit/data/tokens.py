@@ -63,7 +63,7 @@ from typing import Iterator, Optional, Sequence, Union
 import numpy as np
 
 from .corpus import (_DATA_HINT, _SNIFF_BYTES, DEFAULT_CORPUS_MODULES, DataNotFoundError,
-                     _default_corpus_files)
+                     _default_corpus_files, default_corpus)
 from .vocab import LEVELS, Vocabulary, safe_cut
 
 __all__ = ["TokenFile", "TokenSplit", "prepare", "cache_dir", "is_token_file", "Source", "open_source",
@@ -224,6 +224,7 @@ def open_source(data: Optional[PathLike], spool_dir: Optional[Path] = None) -> S
     copied in blocks into ``spool_dir``) or None (the default corpus). Nothing is read yet but
     standard input."""
     if data is None:
+        default_corpus()                    # refuses an installation stripped of its sources
         root, _, missing = _default_corpus_files()
         files = [root / m for m in DEFAULT_CORPUS_MODULES if m not in missing]
         return Source("default", "the default corpus", root, files)
@@ -235,6 +236,9 @@ def open_source(data: Optional[PathLike], spool_dir: Optional[Path] = None) -> S
     if not path.exists():
         raise DataNotFoundError(f"no such file or directory: '{name}'; {_DATA_HINT}")
     path = path.resolve()
+    if is_token_file(path):
+        raise ValueError(f"'{name}' is a token file already, not text to tokenize; pass it to rnnkit train "
+                         f"--data as it is")
     if path.is_dir():
         files = []
         for folder, subfolders, filenames in os.walk(path):

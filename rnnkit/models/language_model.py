@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from .._config import DictConfig
 from ..readouts import CategoricalReadout
-from ..regularizers import WeightDrop, embedding_dropout
+from ..regularizers import WeightDrop, embedding_dropout, locked_dropout
 from ..shortcuts import GRU, LSTM, ElmanRNN, GatedRNN, LeakyRNN
 
 __all__ = ["LanguageModel", "LanguageModelConfig", "CELL_NETWORKS", "perplexity", "bits_per_token",
@@ -69,6 +69,7 @@ class LanguageModelConfig(DictConfig):
     softmax: str = "full"
     cutoffs: Optional[list] = field(default=None)
     init_scale: Optional[float] = None
+    locked_dropout: bool = False
 
     def __post_init__(self):
         if self.cell not in CELL_NETWORKS:
@@ -136,9 +137,10 @@ class LanguageModel(nn.Module):
         between = c.dropout if c.layer_dropout is None else c.layer_dropout
         self.rnn = CELL_NETWORKS[c.cell](c.embedding_size, c.hidden_size, c.num_layers,
                                          dropout=between if c.num_layers > 1 else 0.0, engine=c.engine,
-                                         cell_wrapper=wrapper)
-        self.input_dropout = nn.Dropout(c.dropout if c.input_dropout is None else c.input_dropout)
-        self.dropout = nn.Dropout(c.dropout)
+                                         cell_wrapper=wrapper, locked_dropout=c.locked_dropout)
+        dropout = _LockedDropout if c.locked_dropout else nn.Dropout
+        self.input_dropout = dropout(c.dropout if c.input_dropout is None else c.input_dropout)
+        self.dropout = dropout(c.dropout)
         self.projection = nn.Linear(c.hidden_size, c.projection_size, bias=False) if c.projection_size else None
         if c.softmax == "adaptive":
             self.readout = AdaptiveReadout(c.output_size, c.vocab_size, c.cutoffs or default_cutoffs(c.vocab_size))
@@ -230,6 +232,16 @@ class LanguageModel(nn.Module):
             if high >= self.vocab_size or low < 0:
                 raise ValueError(f"LanguageModel: token ids must lie in [0, {self.vocab_size}), got values "
                                  f"from {low} to {high}")
+
+
+class _LockedDropout(nn.Dropout):
+    """``nn.Dropout`` with one mask per sequence (B, 1, F); a single step (B, F) in a stream is
+    treated as a batch of one-step sequences."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 2:
+            return super().forward(x)
+        return locked_dropout(x, self.p, self.training)
 
 
 class AdaptiveReadout(nn.Module):

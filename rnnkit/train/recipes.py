@@ -46,12 +46,12 @@ PRESETS = {
                  "with fine-tuning, 58.8 without)",
         "values": {"level": "word", "cell": "lstm", "num_layers": 3, "hidden_size": 1150, "embedding_size": 400,
                    "projection_size": 400, "tie_weights": True, "dropout": 0.4, "layer_dropout": 0.25,
-                   "input_dropout": 0.4, "embedding_dropout": 0.1, "weight_drop": 0.5,
+                   "input_dropout": 0.4, "embedding_dropout": 0.1, "weight_drop": 0.5, "locked_dropout": True,
                    "activation_penalty": 2.0, "temporal_penalty": 1.0, "optimizer": "ntasgd", "lr": 30.0,
                    "momentum": 0.0, "schedule": "constant", "warmup": 0.0, "clip_norm": 0.25, "truncation": 70,
                    "batch_size": 20, "weight_decay": 1.2e-6, "nonmono": 5, "max_epochs": 500},
         "differs": "the third layer is 1150 wide and projected to 400 before the tied readout (AWD-LSTM makes "
-                   "it 400 wide); dropout masks are drawn per step, not locked over time; the BPTT length is "
+                   "it 400 wide); the BPTT length is "
                    "fixed at 70 (not drawn around 70); validation every --eval-every steps, not every epoch; "
                    "no fine-tuning stage",
     },

@@ -293,6 +293,11 @@ class Trainer:
             count += weight
         return total, count
 
+    def _whole(self, name: str) -> bool:
+        """Whether the latest evaluation of ``name`` scored all of it (fewer tokens than the cap)."""
+        cap = self.config.eval_tokens
+        return cap is None or self.evaluated.get(name, cap) < cap
+
     # ----- checkpoints -----------------------------------------------------------
     def _trainer_state(self, batches, state) -> dict:
         saved = {"optimizer": self.optimizer.state_dict(), "batches": batches.state_dict(),
@@ -474,7 +479,7 @@ class Trainer:
             final_loss = self.evaluate(validation, c.eval_tokens, name="validation")
             improved = self._note_best(final_loss, keep_best)
             self.metrics.write(kind="validation", step=self.step, tokens=self.tokens, loss=final_loss,
-                               full=c.eval_tokens is None, seconds=round(self.elapsed, 3))
+                               full=self._whole("validation"), seconds=round(self.elapsed, 3))
             self.save(batches, state, best=improved)
         test_loss = None
         if test is not None:
@@ -506,7 +511,7 @@ class Trainer:
                 self.plateau_scale *= c.plateau_factor
         started = self._maybe_start_averaging(loss)
         self.metrics.write(kind="validation", step=self.step, tokens=self.tokens, loss=loss,
-                           full=c.eval_tokens is None, seconds=round(self.elapsed, 3))
+                           full=self._whole("validation"), seconds=round(self.elapsed, 3))
         self._last_check = (self.step, loss)
         if bar is not None:
             bar.write(f"step {self.step:>6}  validation loss {loss:.4f}"

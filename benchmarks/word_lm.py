@@ -1,0 +1,253 @@
+"""Word-level language models on Penn Treebank: rnnkit against a plain PyTorch script.
+
+    python benchmarks/word_lm.py                   # 8-minute budget per run (~25 minutes)
+    python benchmarks/word_lm.py --minutes 3       # quicker
+
+Penn Treebank as Zaremba et al. distribute it; only the validation and test texts are
+here, so every model trains on ``ptb.valid.txt`` (its first 90%; the last 10% validates)
+and is tested on ``ptb.test.txt`` (82,430 words + <eos>). All runs read the same token
+ids: rnnkit's token files of those texts (words + <eos> per line, vocabulary from the
+training part, unseen test words as <unk>).
+
+Runs, each for the same wall-clock budget on this machine:
+
+- ``plain``: a plain PyTorch word LM with the defaults of the PyTorch word-language-model
+  example — 2-layer ``nn.LSTM`` of 200, embedding 200, dropout 0.2, U(-0.1, 0.1) init,
+  SGD at lr 20 divided by 4 whenever an epoch's validation does not improve, gradient
+  norm clipped at 0.25, BPTT 35, batch 20 (evaluation batch 10), the best epoch's model
+  tested — written here from that description;
+- ``rnnkit default``: ``rnnkit train --level word`` with no other option;
+- ``rnnkit zaremba-small``: the preset (it ends at its 13 epochs or the budget).
+
+Bounds: rnnkit default's test perplexity <= 0.75 x plain's, and its training tokens/s
+(validation included, as for plain) >= plain's. Then the step speed at a 10k-33k
+vocabulary (tinyshakespeare's words, ~24k): one training step of the plain script's
+model against rnnkit's with the same sizes, interleaved: with the adaptive softmax it
+must be faster; with the full softmax, the same computation, equal within 3%.
+Writes results/word_lm.json.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._timing import interleaved_medians, write_results  # noqa: E402
+from rnnkit.cli import main as rnnkit_main  # noqa: E402
+from rnnkit.data.tokens import TokenFile  # noqa: E402
+from rnnkit.models import LanguageModel, LanguageModelConfig  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+BOUND_PERPLEXITY, BOUND_SPEED = 0.75, 1.0
+
+
+# -- the plain PyTorch script ---------------------------------------------------------------
+
+class PlainModel(nn.Module):
+    def __init__(self, vocab, size=200, layers=2, dropout=0.2):
+        super().__init__()
+        self.drop = nn.Dropout(dropout)
+        self.encoder = nn.Embedding(vocab, size)
+        self.rnn = nn.LSTM(size, size, layers, dropout=dropout)
+        self.decoder = nn.Linear(size, vocab)
+        nn.init.uniform_(self.encoder.weight, -0.1, 0.1)
+        nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+        nn.init.zeros_(self.decoder.bias)
+
+    def forward(self, x, hidden):                               # x (T, B)
+        out, hidden = self.rnn(self.drop(self.encoder(x)), hidden)
+        return self.decoder(self.drop(out)), hidden
+
+
+def columns(ids: np.ndarray, batch: int) -> torch.Tensor:
+    """The stream cut into ``batch`` columns, (T, batch), as the example batches it."""
+    length = len(ids) // batch
+    return torch.from_numpy(np.asarray(ids[:length * batch]).astype(np.int64)).view(batch, length).t().contiguous()
+
+
+def plain_loss(model, data, bptt=35):
+    model.eval()
+    total, count, hidden = 0.0, 0, None
+    with torch.no_grad():
+        for i in range(0, data.size(0) - 1, bptt):
+            x, y = data[i:i + bptt], data[i + 1:i + 1 + bptt]
+            x = x[:len(y)]
+            logits, hidden = model(x, hidden)
+            total += nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1),
+                                                 reduction="sum").item()
+            count += y.numel()
+    return total / count
+
+
+def train_plain(splits, vocab_size, seconds, seed=1111, lr=20.0, clip=0.25, bptt=35, batch=20):
+    torch.manual_seed(seed)
+    train, valid, test = columns(splits["train"], batch), columns(splits["validation"], 10), \
+        columns(splits["test"], 10)
+    model = PlainModel(vocab_size)
+    best, best_state, tokens, epochs = math.inf, None, 0, 0
+    start = time.perf_counter()
+    out_of_time = False
+    while not out_of_time:
+        model.train()
+        hidden = None
+        for i in range(0, train.size(0) - 1, bptt):
+            x, y = train[i:i + bptt], train[i + 1:i + 1 + bptt]
+            x = x[:len(y)]
+            hidden = None if hidden is None else tuple(h.detach() for h in hidden)
+            model.zero_grad()
+            logits, hidden = model(x, hidden)
+            loss = nn.functional.cross_entropy(logits.view(-1, vocab_size), y.reshape(-1))
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), clip)
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(p.grad, alpha=-lr)
+            tokens += y.numel()
+            if time.perf_counter() - start > seconds:
+                out_of_time = True
+                break
+        epochs += 1
+        val = plain_loss(model, valid)
+        if val < best:
+            best, best_state = val, {k: v.clone() for k, v in model.state_dict().items()}
+        else:
+            lr /= 4.0
+    elapsed = time.perf_counter() - start
+    model.load_state_dict(best_state)
+    test_loss = plain_loss(model, test)
+    return {"validation_loss": best, "test_loss": test_loss, "test_perplexity": math.exp(test_loss),
+            "tokens": tokens, "seconds": elapsed, "tokens_per_second": tokens / elapsed, "epochs": epochs,
+            "parameters": sum(p.numel() for p in model.parameters())}
+
+
+# -- rnnkit through its command line --------------------------------------------------------
+
+def train_rnnkit(out: Path, minutes: float, extra: list) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    command = ["train", "--data", str(DATA / "ptb.valid.txt"), "--test-data", str(DATA / "ptb.test.txt"),
+               "--level", "word", "--max-minutes", f"{minutes:.4f}", "--out", str(out), "--quiet", *extra]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = rnnkit_main(command)
+    if code != 0:
+        raise SystemExit(f"rnnkit {' '.join(command)} failed with exit code {code}")
+    summary = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
+    config = json.loads((out / (out / "best").read_text().strip() / "config.json").read_text())
+    files = config["data"]["files"]
+    return {"command": "rnnkit " + " ".join(c if not c.startswith(str(DATA)) else "../shared/data/" + Path(c).name
+                                            for c in command),
+            "validation_loss": summary["best_validation_loss"], "test_loss": summary["test_loss"],
+            "test_perplexity": math.exp(summary["test_loss"]), "tokens": summary["tokens"],
+            "seconds": summary["seconds"], "tokens_per_second": summary["tokens_per_second"],
+            "test_tokens": summary["evaluated_tokens"]["test"], "files": files,
+            "printed": printed.getvalue()}
+
+
+# -- one training step at a large vocabulary ---------------------------------------------------
+
+def step_speed(repeats: int) -> dict:
+    tokens = TokenFile(_shakespeare_words())
+    train = tokens.parts["train"].tokens
+    vocab = len(tokens.vocab)
+    batch, bptt = 20, 35
+    data = columns(train, batch)[:bptt + 1]
+    x, y = data[:-1], data[1:]
+    plain = PlainModel(vocab)
+    plain_opt = torch.optim.SGD(plain.parameters(), lr=0.1)
+
+    def plain_step():
+        plain_opt.zero_grad()
+        logits, _ = plain(x, None)
+        nn.functional.cross_entropy(logits.view(-1, vocab), y.reshape(-1)).backward()
+        nn.utils.clip_grad_norm_(plain.parameters(), 0.25)
+        plain_opt.step()
+
+    jobs = {"plain": plain_step}
+    xb, yb = x.t().contiguous(), y.t().contiguous()
+    for softmax in ("full", "adaptive"):
+        model = LanguageModel(LanguageModelConfig(vocab_size=vocab, hidden_size=200, embedding_size=200,
+                                                  num_layers=2, dropout=0.2, softmax=softmax))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+        def step(model=model, opt=opt):
+            opt.zero_grad()
+            loss, _ = model.loss(xb, yb)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 0.25)
+            opt.step()
+        jobs[f"rnnkit {softmax}"] = step
+    times = interleaved_medians(jobs, repeats)
+    return {"vocabulary": vocab, "batch": batch, "bptt": bptt, "seconds": times,
+            "ratio_to_plain": {k: times["plain"] / v for k, v in times.items() if k != "plain"}}
+
+
+def _shakespeare_words() -> Path:
+    from rnnkit.data.tokens import prepare
+    return prepare(DATA / "tinyshakespeare.txt", level="word", progress=False).path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=8.0, help="wall budget of each run (default 8)")
+    parser.add_argument("--out", default="runs/word-lm-benchmark", help="run directories go here (replaced)")
+    parser.add_argument("--repeats", type=int, default=20, help="repetitions of the step timing")
+    args = parser.parse_args(argv)
+    for name in ("ptb.valid.txt", "ptb.test.txt", "tinyshakespeare.txt"):
+        if not (DATA / name).exists():
+            print(f"missing {DATA / name}: this benchmark reads ../shared/data", file=sys.stderr)
+            return 2
+    out = Path(args.out)
+    results = {"minutes": args.minutes}
+    results["rnnkit default"] = train_rnnkit(out / "default", args.minutes, [])
+    results["rnnkit zaremba-small"] = train_rnnkit(out / "zaremba-small", args.minutes,
+                                                   ["--preset", "zaremba-small"])
+    files = results["rnnkit default"]["files"]
+    splits = {name: TokenFile(folder).parts[part].tokens for name, (folder, part, _) in files.items()}
+    vocab_size = len(TokenFile(files["train"][0]).vocab)
+    results["plain"] = train_plain(splits, vocab_size, 60 * args.minutes)
+    results["step speed"] = step_speed(args.repeats)
+    plain, default = results["plain"], results["rnnkit default"]
+    ratio = default["test_perplexity"] / plain["test_perplexity"]
+    speed = default["tokens_per_second"] / plain["tokens_per_second"]
+    print(f"\nPenn Treebank, trained on ptb.valid.txt, tested on ptb.test.txt ({default['test_tokens']:,} tokens), "
+          f"{args.minutes:g} minutes each")
+    print(f"{'run':24} {'test ppl':>9} {'valid ppl':>10} {'tokens/s':>9} {'tokens':>10}")
+    for name in ("plain", "rnnkit default", "rnnkit zaremba-small"):
+        r = results[name]
+        print(f"{name:24} {r['test_perplexity']:9.1f} {math.exp(r['validation_loss']):10.1f} "
+              f"{r['tokens_per_second']:9.0f} {r['tokens']:10,}")
+    step = results["step speed"]
+    print(f"\none training step, vocabulary {step['vocabulary']:,}, batch 20 x 35, 2 x 200 LSTM "
+          f"(plain / rnnkit; above 1 = rnnkit faster):")
+    for name, value in step["ratio_to_plain"].items():
+        print(f"  {name:16} {value:5.2f}  ({1e3 * step['seconds'][name]:.1f} ms against "
+              f"{1e3 * step['seconds']['plain']:.1f} ms)")
+    checks = {f"rnnkit default test perplexity <= {BOUND_PERPLEXITY} x plain's ({ratio:.3f})": ratio <= BOUND_PERPLEXITY,
+              f"rnnkit default tokens/s >= plain's ({speed:.2f}x)": speed >= BOUND_SPEED,
+              f"rnnkit adaptive-softmax step faster than plain's ({step['ratio_to_plain']['rnnkit adaptive']:.2f})":
+                  step["ratio_to_plain"]["rnnkit adaptive"] > 1.0,
+              f"rnnkit full-softmax step as fast as plain's, within 3% ({step['ratio_to_plain']['rnnkit full']:.2f})":
+                  step["ratio_to_plain"]["rnnkit full"] >= 0.97}
+    for label, met in checks.items():
+        print(f"{'met    ' if met else 'NOT met'}  {label}")
+    for r in results.values():
+        if isinstance(r, dict):
+            r.pop("printed", None)
+    path = write_results("word_lm", {**results, "checks": checks})
+    print(f"results in {path}")
+    return 0 if all(checks.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
