@@ -6,6 +6,7 @@ with an all-reduce before every optimizer step, so ``P`` processes with batch
 """
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -19,6 +20,9 @@ def setup() -> tuple[int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        # the group we joined is left before the interpreter starts to shut down: a gloo group
+        # still alive at that point can abort the process (SIGABRT) after a run that succeeded
+        atexit.register(teardown)
     if dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
     else:
