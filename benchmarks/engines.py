@@ -188,11 +188,12 @@ def markdown_table(rows: list) -> str:
 
 def backends() -> dict:
     """What the fused engine runs on here (the ratios depend on it)."""
-    from rnnkit.engines import _lstm_compiled, fused
+    from rnnkit.engines import fused
+    from rnnkit.engines.fused import lstm_compiled
     numba = None
-    if _lstm_compiled.AVAILABLE:
-        numba = _lstm_compiled.numba.__version__
-    return {"numba_compiled_lstm_steps": numba, "onednn_matmul": fused.ONEDNN is not None,
+    if lstm_compiled.AVAILABLE:
+        numba = lstm_compiled.numba.__version__
+    return {"numba_compiled_lstm_steps": numba, "onednn_matmul": fused.onednn() is not None,
             "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 

@@ -284,13 +284,12 @@ def _tokens(owner: str, model: nn.Module, vocab, prime_ids: list, length: int, s
 
 def _one_token_step(model: nn.Module, state):
     """``token (1, 1) -> logits (1, 1, V)``, carrying the state: an rnnkit LanguageModel goes
-    through :class:`rnnkit.streaming.LanguageModelStream` (torch's one-step kernels, 3-9x less
+    through :meth:`rnnkit.models.LanguageModel.stream` (torch's one-step kernels, 3-9x less
     overhead per token); any other model through ``model(token, state)``."""
     from .models.language_model import LanguageModel
-    from .streaming import LanguageModelStream
 
     if isinstance(model, LanguageModel) and not model.rnn.bidirectional:
-        stream = LanguageModelStream(model, state=state)
+        stream = model.stream(state=state)
         return lambda token: stream(token.view(1)).view(1, 1, -1)
     carried = [state]
 

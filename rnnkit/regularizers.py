@@ -40,14 +40,15 @@ drawn: dropout is off and zoneout uses its expectation.
 from __future__ import annotations
 
 from numbers import Real
-from typing import Sequence, Tuple
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from . import _buffers
-from .cells.base import Cell, GatedWeightsMixin, State, state_tensors
+from .cells.base import Cell, GatedWeightsMixin, State, recurrent_mask, state_tensors
+from .cells.wrapper import CellWrapper, RunMasks, unwrap_cell
+from .engines.fused._cpu import NUMPY_DTYPES, POOL
 
 __all__ = ["CellWrapper", "VariationalDropout", "Zoneout", "WeightDrop", "embedding_dropout",
            "locked_dropout", "unwrap_cell"]
@@ -63,14 +64,14 @@ def _bernoulli(shape, probability: float, like: dict, generator) -> Tensor:
     """0/1 draws with ``P(1) = probability`` (uniforms below ``p``: on CPU many times faster
     than ``bernoulli_``)."""
     device, dtype, drawn = torch.device(like["device"]), like["dtype"], torch.get_default_dtype()
-    numpy_types = _buffers.NUMPY_DTYPES
+    numpy_types = NUMPY_DTYPES
     if device.type != "cpu" or dtype not in numpy_types or drawn not in numpy_types:
         uniform = torch.rand(shape, device=device, generator=generator)
         return (uniform < probability).to(dtype)
-    # on CPU the same draws into reused NumPy blocks (rnnkit._buffers: no page faults at every step)
-    uniform = torch.from_numpy(_buffers.empty(shape, numpy_types[drawn]))
+    # on CPU the same draws into reused NumPy blocks (the fused engine's pool: no page faults at every step)
+    uniform = torch.from_numpy(POOL.array(shape, numpy_types[drawn]))
     torch.rand(shape, generator=generator, out=uniform)
-    mask = _buffers.empty(shape, numpy_types[dtype])
+    mask = POOL.array(shape, numpy_types[dtype])
     np.copyto(mask, np.less(uniform.numpy(), probability))
     return torch.from_numpy(mask)
 
@@ -79,80 +80,6 @@ def _keep_mask(shape, probability: float, like: dict, generator) -> Tensor:
     """Inverted-dropout mask: ``Bernoulli(1 - p) / (1 - p)``, so its mean is one."""
     keep = 1.0 - probability
     return _bernoulli(shape, keep, like, generator).div_(keep)
-
-
-def unwrap_cell(cell: Cell) -> Tuple[Cell, list]:
-    """The innermost cell under any :class:`CellWrapper` layers, and the wrappers, outermost first."""
-    wrappers = []
-    while isinstance(cell, CellWrapper):
-        wrappers.append(cell)
-        cell = cell.cell
-    return cell, wrappers
-
-
-class CellWrapper(Cell):
-    """A cell around a cell: same sizes, same state, same output; subclasses change the step.
-
-    Subclasses draw their masks in ``_draw(batch_size, steps, like)`` (called in
-    training mode only) and read them in ``forward``.
-    """
-
-    def __init__(self, cell: Cell, *, generator: torch.Generator | None = None):
-        super().__init__()
-        if not isinstance(cell, Cell):
-            raise TypeError(f"{type(self).__name__}: expected an rnnkit.cells.Cell to wrap, got "
-                            f"{type(cell).__name__}")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"{type(self).__name__}: generator must be a torch.Generator or None, got "
-                            f"{type(generator).__name__}")
-        self.cell = cell
-        self.input_size, self.hidden_size, self.state_sizes = cell.input_size, cell.hidden_size, cell.state_sizes
-        self.generator = generator
-        self._batch_size = None                  # batch size of the drawn masks; None: none drawn
-
-    @property
-    def output_size(self) -> int:
-        return self.cell.output_size
-
-    @property
-    def base_cell(self) -> Cell:
-        """The innermost cell, under every wrapper."""
-        return unwrap_cell(self)[0]
-
-    def initial_state(self, batch_size: int, *, device=None, dtype=None) -> State:
-        return self.cell.initial_state(batch_size, device=device, dtype=dtype)
-
-    def output(self, state: State) -> Tensor:
-        return self.cell.output(state)
-
-    def begin_sequence(self, batch_size: int, steps: int, *, device=None, dtype=None) -> None:
-        if device is None or dtype is None:
-            ref = next(self.parameters(), None)
-            device = device if device is not None else (ref.device if ref is not None else None)
-            dtype = dtype if dtype is not None else (ref.dtype if ref is not None else None)
-        self._batch_size = None
-        self._clear()
-        if self.training:
-            self._draw(batch_size, steps, {"device": device, "dtype": dtype})
-            self._batch_size = batch_size
-        self.cell.begin_sequence(batch_size, steps, device=device, dtype=dtype)
-
-    def _clear(self) -> None:
-        raise NotImplementedError
-
-    def _draw(self, batch_size: int, steps: int, like: dict) -> None:
-        raise NotImplementedError
-
-    def _check_drawn(self, batch_size: int) -> None:
-        """In training mode the step needs the masks of this run."""
-        name = type(self).__name__
-        if self._batch_size is None:
-            raise RuntimeError(f"{name}: no masks drawn for this sequence; rnnkit.Recurrent draws them once "
-                               f"per run, so call cell.begin_sequence(batch_size, steps) before stepping "
-                               f"the cell yourself (or use cell.eval())")
-        if batch_size != self._batch_size:
-            raise RuntimeError(f"{name}: the masks were drawn for a batch of {self._batch_size}, got a step "
-                               f"with a batch of {batch_size}; call cell.begin_sequence again")
 
 
 class VariationalDropout(CellWrapper):
@@ -205,13 +132,11 @@ class VariationalDropout(CellWrapper):
         hidden = self.masks["hidden"]
         if hidden is None:
             return self.cell(x_t, state)
-        base = self.base_cell
-        outer = base._recurrent_mask                   # an enclosing VariationalDropout's mask
-        base._recurrent_mask = hidden if outer is None else outer * hidden
-        try:
+        with recurrent_mask(self.base_cell, hidden):
             return self.cell(x_t, state)
-        finally:
-            base._recurrent_mask = outer
+
+    def run_masks(self, steps: int, like: Tensor) -> RunMasks:
+        return RunMasks(**self.masks) if self.training else RunMasks()
 
     def extra_repr(self) -> str:
         return f"input_dropout={self.input_dropout}, hidden_dropout={self.hidden_dropout}"
@@ -276,6 +201,12 @@ class Zoneout(CellWrapper):
                       for k, o, n in zip(keep, old, new))
         return mixed[0] if isinstance(state, Tensor) else mixed
 
+    def run_masks(self, steps: int, like: Tensor) -> RunMasks:
+        if self.training:
+            return RunMasks(keep=self.masks)
+        return RunMasks(keep=tuple(None if p == 0 else like.new_full((steps, 1, 1), p) for p in self.probability),
+                        binary=False)
+
     def extra_repr(self) -> str:
         return f"probability={self.probability}"
 
@@ -288,7 +219,8 @@ class WeightDrop(CellWrapper):
     for each parameter named in ``weights`` (parameters of the innermost cell;
     default the recurrent matrix ``weight_hh``, as in AWD-LSTM, Merity et al. 2018).
     Unlike dropout on activations this leaves the recurrence itself untouched, so
-    it works with any cell. Off in evaluation mode.
+    it works with any cell; around an LSTM, GRU or Elman cell torch's kernels run it
+    (the ``native`` engine, handed the masked weights). Off in evaluation mode.
 
     ``masks`` maps each weight name to its mask for the current run.
     """
@@ -330,6 +262,23 @@ class WeightDrop(CellWrapper):
         self._check_drawn(x_t.shape[0])
         swapped = {self._prefix + w: value for w, value in self.dropped_weights().items()}
         return torch.func.functional_call(self.cell, swapped, (x_t, state))
+
+    def run_masks(self, steps: int, like: Tensor) -> RunMasks:
+        return RunMasks(weights=dict(self.masks)) if self.training else RunMasks()
+
+    def native_mode(self) -> str | None:
+        """The wrapped cell's torch kernel: DropConnect only changes the weights it is handed."""
+        inner = getattr(self.cell, "native_mode", None)
+        return None if inner is None else inner()
+
+    def flat_weights(self) -> list:
+        """The wrapped cell's weights in torch's kernel order, those named in ``weights`` times this
+        run's masks (in training)."""
+        inner, plain = self.cell.flat_weights(), self.base_cell.flat_weights()
+        if not self.training or not self.masks:
+            return inner
+        names = {id(p): n for n, p in self.base_cell.named_parameters(recurse=False)}
+        return [w * self.masks[names[id(p)]] if names.get(id(p)) in self.masks else w for w, p in zip(inner, plain)]
 
     def extra_repr(self) -> str:
         return f"probability={self.probability}, weights={self.weights}"

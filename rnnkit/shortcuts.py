@@ -18,7 +18,7 @@ from .cells import ElmanCell, GatedCell, GRUCell, LeakyCell, LSTMCell
 from .cells.base import check_sizes, state_tensors
 from .layers import Bidirectional, Recurrent, Stack
 
-__all__ = ["LSTM", "GRU", "ElmanRNN", "GatedRNN", "LeakyRNN"]
+__all__ = ["LSTM", "GRU", "ElmanRNN", "GatedRNN", "LeakyRNN", "cell_networks"]
 
 _TORCH_KEY = re.compile(r"(weight|bias)_(ih|hh)_l(\d+)(_reverse)?$")
 
@@ -165,3 +165,12 @@ class GatedRNN(_StackedRNN):
 class LeakyRNN(_StackedRNN):
     """Multi-layer leaky RNN; ``alpha=``, ``learn_alpha=`` go to :class:`rnnkit.cells.LeakyCell`."""
     cell_class = LeakyCell
+
+
+def cell_networks() -> dict:
+    """``{name: network class}`` for the names of :data:`rnnkit.cells.CELLS` that have a torch-like
+    multi-layer network here (the cells' one registry decides the names)."""
+    from .cells import CELLS
+
+    by_cell = {network.cell_class: network for network in _StackedRNN.__subclasses__()}
+    return {name: by_cell[cell] for name, cell in CELLS.items() if cell in by_cell}

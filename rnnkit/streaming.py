@@ -7,7 +7,10 @@ Feeding a whole sequence one step at a time gives the outputs and final state th
 
 - :meth:`rnnkit.Recurrent.stream` → :class:`Stream`
 - :meth:`rnnkit.Stack.stream` → :class:`StackStream`
-- :class:`LanguageModelStream` — embedding → stack → readout, one token per call
+- :meth:`rnnkit.models.LanguageModel.stream` → :class:`rnnkit.models.language_model.LanguageModelStream`
+  (embedding → stack → readout, one token per call), built on :class:`StackStream`
+
+This module knows cells only; the layers hand themselves in.
 
 Cells with a fused torch kernel (``LSTMCell``, ``GRUCell``, ``ElmanCell``) step with
 torch's single-step kernels (``lstm_cell``, ``gru_cell``, ``rnn_tanh_cell``,
@@ -32,26 +35,30 @@ where an online learner wants to truncate.
 from __future__ import annotations
 
 import torch
-from torch import _VF, Tensor
+from torch import Tensor
 from torch.nn import functional as F
 
 from ._checks import check_state
-from .cells.base import State, state_tensors
-from .layers import Recurrent, Stack
+from ._torch_private import step_kernels
+from .cells.base import Cell, State, state_tensors
 
-__all__ = ["Stream", "StackStream", "LanguageModelStream"]
+__all__ = ["Stream", "StackStream", "check_batch_size", "Inference"]
 
-_STEP_KERNELS = {"LSTM": _VF.lstm_cell, "GRU": _VF.gru_cell, "RNN_TANH": _VF.rnn_tanh_cell,
-                 "RNN_RELU": _VF.rnn_relu_cell}
+_STEP_KERNELS = step_kernels
 
 
-def _check_batch_size(owner: str, batch_size) -> int:
+def check_batch_size(owner: str, batch_size) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"{owner}: batch_size must be a positive int, got {batch_size!r}")
     return batch_size
 
 
-class _Inference:
+def _is_recurrent(layer) -> bool:
+    """An :class:`rnnkit.Recurrent` layer: one cell, one direction (told apart without importing it)."""
+    return isinstance(getattr(layer, "cell", None), Cell) and isinstance(getattr(layer, "reverse", None), bool)
+
+
+class Inference:
     """Runs ``_advance`` under ``no_grad`` unless the stream was made with ``grad=True``."""
 
     _grad: bool
@@ -63,7 +70,7 @@ class _Inference:
             return self._advance(x_t)
 
 
-class Stream(_Inference):
+class Stream(Inference):
     """One :class:`~rnnkit.Recurrent` layer, fed one step per call: ``y_t = stream(x_t)``.
 
     Made by ``layer.stream(batch_size=1, state=None, grad=False)``. ``x_t`` is
@@ -75,15 +82,15 @@ class Stream(_Inference):
     checks inputs against the parameters it finds then.
     """
 
-    def __init__(self, layer: Recurrent, batch_size: int = 1, state: State | None = None, *,
+    def __init__(self, layer, batch_size: int = 1, state: State | None = None, *,
                  grad: bool = False, owner: str = "Recurrent.stream"):
-        if not isinstance(layer, Recurrent):
+        if not _is_recurrent(layer):
             raise TypeError(f"{owner}: expected an rnnkit.Recurrent layer, got {type(layer).__name__}")
         if layer.reverse:
             raise ValueError(f"{owner}: the layer runs in reverse (reverse=True), from each sequence's end; "
                              f"a stream only reads forward, one step at a time")
         self.owner, self.layer, self.cell = owner, layer, layer.cell
-        self.batch_size = _check_batch_size(owner, batch_size)
+        self.batch_size = check_batch_size(owner, batch_size)
         self._grad = bool(grad)
         like = state_tensors(self.cell.initial_state(1))[0]
         self._dtype, self._device = like.dtype, like.device
@@ -91,7 +98,7 @@ class Stream(_Inference):
         mode = self.cell.native_mode()
         if mode in _STEP_KERNELS:
             self._kernel, self._weights = _STEP_KERNELS[mode], list(self.cell.flat_weights())
-            if not self.cell.bias:
+            if len(self._weights) == 2:                     # (w_ih, w_hh): no biases
                 self._weights += [None, None]
             self._step = self._native_lstm_step if mode == "LSTM" else self._native_step
         else:
@@ -158,7 +165,7 @@ class Stream(_Inference):
         return f"Stream({self.owner.removesuffix('.stream')}, batch_size={self.batch_size}, grad={self._grad})"
 
 
-class StackStream(_Inference):
+class StackStream(Inference):
     """A :class:`~rnnkit.Stack` of forward :class:`~rnnkit.Recurrent` layers, one step per call.
 
     Made by ``stack.stream(batch_size=1, state=None, grad=False)``; ``state`` is a list
@@ -168,19 +175,19 @@ class StackStream(_Inference):
     the sequence's end first.
     """
 
-    def __init__(self, stack: Stack, batch_size: int = 1, state=None, *, grad: bool = False,
+    def __init__(self, stack, batch_size: int = 1, state=None, *, grad: bool = False,
                  owner: str = "Stack.stream"):
-        if not isinstance(stack, Stack):
+        if not all(hasattr(stack, name) for name in ("layers", "dropout", "residual")):
             raise TypeError(f"{owner}: expected an rnnkit.Stack, got {type(stack).__name__}")
         for i, layer in enumerate(stack.layers):
-            if not isinstance(layer, Recurrent):
+            if not _is_recurrent(layer):
                 raise ValueError(f"{owner}: layer {i} is a {type(layer).__name__}; a stream reads one step at "
                                  f"a time, so every layer must be a forward rnnkit.Recurrent")
         if state is not None and (not isinstance(state, (list, tuple)) or len(state) != len(stack.layers)):
             got = len(state) if isinstance(state, (list, tuple)) else type(state).__name__
             raise ValueError(f"{owner}: expected one state per layer ({len(stack.layers)}), got {got}")
         self.owner, self.stack, self._grad = owner, stack, bool(grad)
-        self.batch_size = _check_batch_size(owner, batch_size)
+        self.batch_size = check_batch_size(owner, batch_size)
         states = state if state is not None else [None] * len(stack.layers)
         self.streams = [Stream(layer, batch_size, s, grad=True, owner=f"{owner} (layer {i})")
                         for i, (layer, s) in enumerate(zip(stack.layers, states))]
@@ -212,90 +219,3 @@ class StackStream(_Inference):
 
     def __repr__(self) -> str:
         return f"StackStream({len(self.streams)} layers, batch_size={self.batch_size}, grad={self._grad})"
-
-
-class LanguageModelStream(_Inference):
-    """A :class:`~rnnkit.models.LanguageModel`, one token per call: ``logits = stream(tokens)``.
-
-    ``tokens`` (batch_size,) integer ids, or a 0-d tensor when ``batch_size`` is 1;
-    returns the next-token logits (batch_size, vocab_size), or (vocab_size,). The state
-    is in the model's own layout — ``(num_layers, B, H)``, a pair for an LSTM — so it
-    passes to and from ``model(tokens, state)`` unchanged: read a prompt in one call of
-    the model, then continue with ``stream.reset(state)`` and one call per token.
-
-    >>> import torch
-    >>> from rnnkit.models import LanguageModel, LanguageModelConfig
-    >>> model = LanguageModel(LanguageModelConfig(vocab_size=10, hidden_size=16, embedding_size=8)).eval()
-    >>> logits, state = model(torch.tensor([[1, 2, 3]]))
-    >>> stream = LanguageModelStream(model, state=state)
-    >>> next_logits = stream(torch.tensor([4]))
-    >>> torch.allclose(next_logits, model(torch.tensor([[1, 2, 3, 4]]))[0][:, -1])
-    True
-    """
-
-    def __init__(self, model, batch_size: int = 1, state=None, *, grad: bool = False):
-        from .models.language_model import LanguageModel
-
-        owner = "LanguageModelStream"
-        if not isinstance(model, LanguageModel):
-            raise TypeError(f"{owner}: expected an rnnkit LanguageModel, got {type(model).__name__}")
-        if model.rnn.bidirectional:
-            raise ValueError(f"{owner}: the model is bidirectional; a stream reads one token at a time")
-        self.owner, self.model, self._grad = owner, model, bool(grad)
-        self.batch_size = _check_batch_size(owner, batch_size)
-        self._names = model.rnn.state_names
-        self.layers = StackStream(model.rnn.stack, batch_size, None, grad=True, owner=owner)
-        self.reset(state)
-
-    @property
-    def state(self):
-        """The state in the model's layout: ``(num_layers, B, H)`` per tensor (a pair for an LSTM)."""
-        per_layer = [state_tensors(s) for s in self.layers.state]
-        parts = tuple(torch.stack([p[k] for p in per_layer]) for k in range(len(self._names)))
-        return parts[0] if len(parts) == 1 else parts
-
-    def reset(self, state=None) -> None:
-        """Start again from zeros, or from ``state`` in the model's layout (what ``model(...)`` returns)."""
-        if state is None:
-            return self.layers.reset()
-        model = self.model
-        like = model.embedding.weight
-        shape = (model.config.num_layers, self.batch_size, model.config.hidden_size)
-        tensors = state_tensors(state) if isinstance(state, (Tensor, tuple, list)) else ()
-        if len(tensors) != len(self._names) or (len(self._names) == 1) != isinstance(state, Tensor):
-            want = "a tensor" if len(self._names) == 1 else f"a tuple ({', '.join(self._names)})"
-            raise TypeError(f"{self.owner}: expected the state to be {want} of shape {shape}")
-        for name, tensor in zip(self._names, tensors):
-            if not isinstance(tensor, Tensor) or tuple(tensor.shape) != shape or tensor.dtype != like.dtype:
-                got = (tuple(tensor.shape), tensor.dtype) if isinstance(tensor, Tensor) else type(tensor).__name__
-                raise ValueError(f"{self.owner}: expected {name} of shape {shape} and dtype {like.dtype}, got {got}")
-        per_layer = [tuple(t[i] for t in tensors) for i in range(shape[0])]
-        self.layers.reset([p[0] if len(p) == 1 else p for p in per_layer])
-
-    def _advance(self, tokens: Tensor) -> Tensor:
-        model = self.model
-        unbatched = isinstance(tokens, Tensor) and tokens.dim() == 0 and self.batch_size == 1
-        if unbatched:
-            tokens = tokens.unsqueeze(0)
-        self._check_tokens(tokens)
-        x_t = model.input_dropout(model.embedding(tokens))               # (B, E)
-        h = self.layers._advance(x_t)                                    # (B, H)
-        if model.projection is not None:
-            h = model.projection(h)
-        logits = model.readout.logits(model.dropout(h))                  # (B, V)
-        return logits.squeeze(0) if unbatched else logits
-
-    def _check_tokens(self, tokens) -> None:
-        owner, vocab = self.owner, self.model.vocab_size
-        if not isinstance(tokens, Tensor) or tokens.dtype not in (torch.int64, torch.int32):
-            what = tokens.dtype if isinstance(tokens, Tensor) else type(tokens).__name__
-            raise TypeError(f"{owner}: expected token ids as an integer tensor ({self.batch_size},), got {what}")
-        if tokens.shape != (self.batch_size,):
-            raise ValueError(f"{owner}: expected token ids of shape ({self.batch_size},), one per sequence, "
-                             f"got {tuple(tokens.shape)}")
-        low, high = (int(v) for v in torch.aminmax(tokens))
-        if low < 0 or high >= vocab:
-            raise ValueError(f"{owner}: token ids must lie in [0, {vocab}), got values from {low} to {high}")
-
-    def __repr__(self) -> str:
-        return f"LanguageModelStream(batch_size={self.batch_size}, grad={self._grad})"

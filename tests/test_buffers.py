@@ -1,12 +1,14 @@
 """The fused engine's reused CPU buffers: a block goes out again only when nothing refers to it."""
+import gc
+
 import numpy as np
 import pytest
 import torch
 
 import rnnkit
-from rnnkit import _buffers
 from rnnkit.cells import LSTMCell
 from rnnkit.engines import release_memory
+from rnnkit.engines.fused import POOL
 
 SHAPE = (256, 1024)                                             # 1 MiB of float32: pooled
 
@@ -23,44 +25,60 @@ def empty_pool():
 
 
 def test_a_freed_block_is_reused_and_a_used_one_never():
-    a = _buffers.empty(SHAPE, np.float32)
+    a = POOL.array(SHAPE, np.float32)
     first = address(a)
-    b = _buffers.empty(SHAPE, np.float32)
+    b = POOL.array(SHAPE, np.float32)
     assert address(b) != first                                  # a is alive
     del a
-    c = _buffers.empty(SHAPE, np.float32)
+    c = POOL.array(SHAPE, np.float32)
     assert address(c) == first                                  # a's block, free again
     t = torch.from_numpy(c)
     view = t[3:5]
     del c, t
-    assert address(_buffers.empty(SHAPE, np.float32)) != first  # a tensor view still uses it
+    assert address(POOL.array(SHAPE, np.float32)) != first  # a tensor view still uses it
     del view
-    assert address(_buffers.empty(SHAPE, np.float32)) == first
-    assert _buffers.empty(SHAPE, np.float64).shape == SHAPE     # another size: another block
+    assert address(POOL.array(SHAPE, np.float32)) == first
+    assert POOL.array(SHAPE, np.float64).shape == SHAPE     # another size: another block
     del b
 
 
+def test_a_block_held_only_by_a_reference_cycle_is_free_after_collection():
+    """Freedom is the death of the block's lease, not a reference count: a cycle keeps the block in use
+    until the collector breaks it, and never lets it out twice meanwhile."""
+    gc.disable()
+    try:
+        holder = {"array": POOL.array(SHAPE, np.float32)}
+        holder["self"] = holder
+        first = address(holder["array"])
+        del holder
+        assert address(POOL.array(SHAPE, np.float32)) != first      # the cycle still holds it
+        gc.collect()
+        assert address(POOL.array(SHAPE, np.float32)) == first
+    finally:
+        gc.enable()
+
+
 def test_small_requests_bypass_the_pool():
-    before = _buffers.held_bytes()
-    _buffers.empty((3, 4), np.float32)
-    assert _buffers.held_bytes() == before
+    before = POOL.held_bytes()
+    POOL.array((3, 4), np.float32)
+    assert POOL.held_bytes() == before
 
 
 def test_release_frees_only_unused_blocks():
-    kept = _buffers.empty(SHAPE, np.float32)
-    _buffers.empty(SHAPE, np.float64)
+    kept = POOL.array(SHAPE, np.float32)
+    POOL.array(SHAPE, np.float64)
     assert release_memory() == SHAPE[0] * SHAPE[1] * 8           # the float64 block, nothing holds it
-    assert _buffers.held_bytes() == kept.nbytes
+    assert POOL.held_bytes() == kept.nbytes
     del kept
     assert release_memory() == SHAPE[0] * SHAPE[1] * 4
 
 
 def test_pool_is_bounded(monkeypatch):
-    monkeypatch.setattr(_buffers, "MAX_BYTES", 3 * (1 << 20))
+    monkeypatch.setattr(POOL, "max_bytes", 3 * (1 << 20))
     for _ in range(6):
-        _buffers.empty(SHAPE, np.float32)                       # each dropped at once
-        _buffers.empty((512, 1024), np.float32)
-    assert _buffers.held_bytes() <= 3 * (1 << 20)
+        POOL.array(SHAPE, np.float32)                       # each dropped at once
+        POOL.array((512, 1024), np.float32)
+    assert POOL.held_bytes() <= 3 * (1 << 20)
 
 
 def test_training_steps_keep_the_saved_histories_of_a_live_graph_intact():

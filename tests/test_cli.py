@@ -181,7 +181,7 @@ def test_runs_saved_before_token_files_still_resume(tmp_path, corpus, capsys):
     resume reads both, splitting the text as they did, with the run's own vocabulary."""
     import json
 
-    from rnnkit.cli import _saved_data
+    from rnnkit.train.lm_run import saved_data_record as _saved_data
 
     assert _saved_data({"data": "a.txt"})["path"] == "a.txt"
     assert _saved_data({"data": "a.txt"})["validation_fraction"] == 0.1

@@ -10,8 +10,9 @@ import rnnkit
 from rnnkit.cells import Cell, ElmanCell, GatedCell, GRUCell, JordanCell, LeakyCell, LSTMCell
 from rnnkit.cells.layernorm import LayerNormGRUCell, LayerNormLSTMCell
 from rnnkit.cells.rate import RateCell
-from rnnkit.engines import AUTO_PREFERENCE, ENGINES, FUSED_CELLS
+from rnnkit.engines import AUTO_PREFERENCE, ENGINES
 from rnnkit.engines import fused
+from rnnkit.engines.fused import configured
 from rnnkit.regularizers import VariationalDropout, WeightDrop, Zoneout
 
 from conftest import F64, assert_close
@@ -110,17 +111,17 @@ def test_every_cell_with_every_regularizer_at_once(kind):
 
 
 @pytest.fixture
-def torch_loops(monkeypatch):
+def torch_loops():
     """The loops on torch operations (the path of GPUs and other dtypes), in small time chunks."""
-    monkeypatch.setattr(fused, "_ops_for", lambda P, W: fused._TorchOps)
-    monkeypatch.setattr(fused, "_CHUNK_ELEMENTS", 7)
+    with configured(backend="torch", chunk_elements=7):
+        yield
 
 
 @pytest.fixture
-def small_chunks_torch_gemm(monkeypatch):
+def small_chunks_torch_gemm():
     """NumPy loops with torch's GEMM (the large-step path), in chunks of one or two steps."""
-    monkeypatch.setattr(fused, "NUMPY_GEMM_MAX", -1)
-    monkeypatch.setattr(fused, "_CHUNK_ELEMENTS", 7)
+    with configured(numpy_gemm_max=-1, chunk_elements=7):
+        yield
 
 
 @pytest.mark.parametrize("kind", sorted(CELLS))
@@ -134,13 +135,11 @@ def test_chunked_backward_with_torch_gemm_equals_loop(kind, small_chunks_torch_g
     check_fused_equals_loop(kind, "all", 3, 7, 4, 5, True, False, True, True, seed=8)
 
 
-@pytest.mark.skipif(fused.ONEDNN is None, reason="this torch build has no oneDNN matmul")
+@pytest.mark.skipif(fused.onednn() is None, reason="this torch build has no oneDNN matmul")
 @pytest.mark.parametrize("kind", sorted(CELLS))
-def test_onednn_steps_equal_blas_steps(kind, monkeypatch):
+def test_onednn_steps_equal_blas_steps(kind):
     """Large float32 steps take oneDNN's matmul (step GEMMs and the weight gradient); its slow twin is
     torch.mm. The two runs agree to float32 rounding in outputs, states and every gradient."""
-    monkeypatch.setattr(fused, "NUMPY_GEMM_MAX", -1)
-    monkeypatch.setattr(fused, "_CHUNK_ELEMENTS", 7)
     torch.manual_seed(3)
     cell = WRAPPERS["all"](CELLS[kind](4, 5, True), kind).train().float()
     sizes = cell.state_sizes
@@ -149,18 +148,18 @@ def test_onednn_steps_equal_blas_steps(kind, monkeypatch):
     state = tuple(torch.randn(3, size) for size in sizes)
     lengths = torch.tensor([6, 2, 5])
     layer = rnnkit.Recurrent(cell, engine="fused")
-    linear, reorder = fused.ONEDNN
+    linear, reorder = fused.onednn()
     calls = []
 
     def counted(*args):
         calls.append(args[0].shape[0])
         return linear(*args)
 
-    monkeypatch.setattr(fused, "ONEDNN", (counted, reorder))
-    got = run_with_grads(layer, x, state, lengths, seed=9)
+    with configured(numpy_gemm_max=-1, chunk_elements=7, onednn=(counted, reorder)):
+        got = run_with_grads(layer, x, state, lengths, seed=9)
     assert calls.count(3) >= 6, f"the step GEMMs (3 rows) did not go to oneDNN: {calls}"
-    monkeypatch.setattr(fused, "ONEDNN", None)
-    want = run_with_grads(layer, x, state, lengths, seed=9)
+    with configured(numpy_gemm_max=-1, chunk_elements=7, onednn=None):
+        want = run_with_grads(layer, x, state, lengths, seed=9)
     assert_close(got, want, rtol=1e-5, atol=1e-5, what=f"{kind} oneDNN vs torch.mm")
 
 
@@ -199,20 +198,21 @@ def test_auto_prefers_native_then_fused_then_loop():
              "jordan": rnnkit.Recurrent(JordanCell(3, 4, output_size=2)).engine,
              "forward-only": rnnkit.Recurrent(Accumulator(3)).engine}
     assert picks == {"lstm": "native", "lstm+zoneout": "fused", "lstm+variational": "fused",
-                     "lstm+weightdrop": "fused", "layernorm-lstm": "fused", "gated": "fused", "leaky": "fused",
+                     "lstm+weightdrop": "native", "layernorm-lstm": "fused", "gated": "fused", "leaky": "fused",
                      "rate": "fused", "jordan": "loop", "forward-only": "loop"}
 
 
 def test_fused_runs_the_cells_of_the_issue():
-    assert set(FUSED_CELLS) == {ElmanCell, LeakyCell, GatedCell, GRUCell, LSTMCell, LayerNormLSTMCell,
-                                LayerNormGRUCell, RateCell}
+    runs = {cls for cls in vars(rnnkit.cells).values() if isinstance(cls, type) and issubclass(cls, Cell)
+            and cls.fused_kernel is not Cell.fused_kernel}
+    assert runs == {ElmanCell, LeakyCell, GatedCell, GRUCell, LSTMCell, LayerNormLSTMCell, LayerNormGRUCell, RateCell}
     assert ENGINES["fused"].supports(Zoneout(WeightDrop(GRUCell(2, 3)), 0.1)) is None
 
 
 def test_unsupported_cells_are_refused_with_the_reason():
-    names = "ElmanCell, GRUCell, GatedCell, LSTMCell, LayerNormGRUCell, LayerNormLSTMCell, LeakyCell, RateCell"
+    names = "elman, gated, gru, layernorm-gru, layernorm-lstm, leaky, lstm, rate"
     msg = (f"Recurrent(JordanCell): engine 'fused' cannot run this cell: JordanCell has no fused kernel "
-           f"(fused runs {names}). Use engine='auto' or engine='loop'.")
+           f"(fused runs cells whose fused_kernel() names one: {names}). Use engine='auto' or engine='loop'.")
     with pytest.raises(ValueError, match=re.escape(msg)):
         rnnkit.Recurrent(JordanCell(3, 4, output_size=2), engine="fused")
 
@@ -236,9 +236,9 @@ def test_a_subclass_that_changes_the_recurrent_input_loses_the_kernel():
         def _recurrent_input(self, h):
             return 2 * h
 
-    assert ENGINES["fused"].supports(Doubled(2, 3)) == ("Doubled has no fused kernel (fused runs ElmanCell, "
-                                                        "GRUCell, GatedCell, LSTMCell, LayerNormGRUCell, "
-                                                        "LayerNormLSTMCell, LeakyCell, RateCell)")
+    assert ENGINES["fused"].supports(Doubled(2, 3)) == (
+        "Doubled has no fused kernel (fused runs cells whose fused_kernel() names one: elman, gated, gru, "
+        "layernorm-gru, layernorm-lstm, leaky, lstm, rate)")
 
 
 def test_unknown_wrapper_is_refused():
@@ -247,7 +247,8 @@ def test_unknown_wrapper_is_refused():
             return super().forward(x_t, state).clamp(-1, 1)
 
     assert ENGINES["fused"].supports(Clipped(GRUCell(2, 3))) == (
-        "Clipped is a cell wrapper fused does not know (it runs VariationalDropout, Zoneout and WeightDrop)")
+        "Clipped is a cell wrapper fused does not know (it runs wrappers that describe their masks, as "
+        "VariationalDropout, Zoneout and WeightDrop do)")
     assert rnnkit.Recurrent(Clipped(GRUCell(2, 3))).engine == "loop"
 
 
@@ -296,24 +297,24 @@ def test_outputs_past_the_end_are_zero_and_the_final_state_is_the_last_valid_one
 LSTM_KINDS = ("lstm", "layernorm-lstm")
 
 def _needs_numba():
-    from rnnkit.engines import _lstm_compiled
-    if not _lstm_compiled.AVAILABLE:
+    from rnnkit.engines.fused import lstm_compiled
+    if not lstm_compiled.AVAILABLE:
         pytest.skip("numba is not installed (the fast extra)")
 
 
 @pytest.fixture
-def numpy_twin(monkeypatch):
+def numpy_twin():
     """The LSTM kernels on their NumPy loops, the compiled steps switched off."""
-    monkeypatch.setattr(fused, "COMPILED", False)
+    with configured(compiled="off"):
+        yield
 
 
 @pytest.fixture
-def compiled_steps(monkeypatch):
+def compiled_steps():
     """The compiled pointwise steps after NumPy GEMMs (the large-batch path), in float64 too."""
     _needs_numba()
-    monkeypatch.setattr(fused, "COMPILED", True)
-    monkeypatch.setattr(fused, "COMPILED_STEPWISE", True)
-    monkeypatch.setattr(fused, "_compiled_for", lambda ops, B, G, H: isinstance(ops, fused._NumpyOps))
+    with configured(compiled="stepwise"):
+        yield
 
 
 @pytest.mark.parametrize("wrapper", sorted(WRAPPERS))
@@ -335,36 +336,36 @@ def test_whole_sequence_compiled_loop_is_taken_and_equals_numpy_twin(kind, monke
     """Small float64 steps run the whole sequence in one compiled call; its results are the NumPy
     loop's to rounding (the hypothesis test above compares both with the loop engine)."""
     _needs_numba()
-    from rnnkit.engines import _lstm_compiled
+    from rnnkit.engines.fused import lstm_compiled
     calls = []
     for name in ("forward", "backward"):
-        original = getattr(_lstm_compiled, name)
-        monkeypatch.setattr(_lstm_compiled, name, lambda *a, _f=original, _n=name: (calls.append(_n), _f(*a))[1])
+        original = getattr(lstm_compiled, name)
+        monkeypatch.setattr(lstm_compiled, name, lambda *a, _f=original, _n=name: (calls.append(_n), _f(*a))[1])
     torch.manual_seed(4)
     cell = WRAPPERS["all"](CELLS[kind](3, 4, True), kind).train()
     x, state = torch.randn(2, 5, 3, dtype=F64), (torch.randn(2, 4, dtype=F64), torch.randn(2, 4, dtype=F64))
     layer = rnnkit.Recurrent(cell, engine="fused")
     got = run_with_grads(layer, x, state, torch.tensor([5, 3]), seed=3)
     assert calls == ["forward", "backward"]
-    monkeypatch.setattr(fused, "COMPILED", False)
-    want = run_with_grads(layer, x, state, torch.tensor([5, 3]), seed=3)
+    with configured(compiled="off"):
+        want = run_with_grads(layer, x, state, torch.tensor([5, 3]), seed=3)
     assert_close(got, want, rtol=1e-12, atol=1e-12, what=f"{kind} compiled vs NumPy loop")
 
 
 @pytest.mark.parametrize("stepwise", [False, True])
 @pytest.mark.parametrize("kind", LSTM_KINDS)
-def test_float32_compiled_steps_match_float64_loop(kind, stepwise, monkeypatch):
+def test_float32_compiled_steps_match_float64_loop(kind, stepwise):
     """float32 takes the rational tanh of the compiled steps: within float32 rounding of the float64 loop."""
     _needs_numba()
-    monkeypatch.setattr(fused, "COMPILED_STEPWISE", stepwise)
     torch.manual_seed(5)
     cell = WRAPPERS["all"](CELLS[kind](4, 6, True), kind).train()
     x, state = torch.randn(3, 9, 4, dtype=F64), (torch.randn(3, 6, dtype=F64), torch.randn(3, 6, dtype=F64))
     lengths = torch.tensor([9, 4, 7])
     want = run_with_grads(rnnkit.Recurrent(cell, engine="loop"), x, state, lengths, seed=6)
     cell = cell.float()
-    got = run_with_grads(rnnkit.Recurrent(cell, engine="fused"), x.float(), tuple(s.float() for s in state),
-                         lengths, seed=6)
+    with configured(compiled="stepwise" if stepwise else "auto"):
+        got = run_with_grads(rnnkit.Recurrent(cell, engine="fused"), x.float(), tuple(s.float() for s in state),
+                             lengths, seed=6)
     to64 = lambda v: {k: t.double() for k, t in v.items()} if isinstance(v, dict) else (  # noqa: E731
         tuple(t.double() for t in v) if isinstance(v, tuple) else v.double())
     assert_close(tuple(to64(v) for v in got), want, rtol=1e-4, atol=2e-5, what=f"float32 {kind}")
@@ -376,7 +377,7 @@ def test_compiled_float32_tanh():
     _needs_numba()
     import numba
     import numpy as np
-    from rnnkit.engines import _lstm_compiled
+    from rnnkit.engines.fused import lstm_compiled as _lstm_compiled
 
     @numba.njit(error_model="numpy", fastmath={"reassoc", "contract"})
     def apply(x, y):

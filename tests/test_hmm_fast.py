@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import rnnkit
 from rnnkit.cells.hmm import GaussianHMMFilterCell
 from rnnkit.engines.scan import associative_scan, log_matmul, log_matmul_reference, sequential_scan
-from rnnkit.models import hmm as H
+from rnnkit.models.hmm import inference as H
 from rnnkit.models.hmm import CategoricalHMM, GaussianHMM, hmm_filter, hmm_parallel_filter, hmm_smoother
 
 D = torch.float64

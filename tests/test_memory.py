@@ -8,8 +8,10 @@ import torch
 import torch.nn.functional as F
 
 import rnnkit
-from rnnkit.models.memory import (NeuralTuringMachine, NTMCell, address, circular_shift, content_weighting,
-                                  copy_task, read_memory, sharpen, write_memory)
+from rnnkit.cells.ntm import (NTMCell, address, circular_shift, content_weighting, read_memory, sharpen,
+                              write_memory)
+from rnnkit.data.synthetic import copy_task
+from rnnkit.models.memory import NeuralTuringMachine
 
 from conftest import F64, assert_close
 

@@ -7,18 +7,20 @@ from hypothesis import given, settings, strategies as st
 from torch.nn import functional as F
 
 from rnnkit.engines import fused
-from rnnkit.engines.projection import linear, linear_layer_norm
+from rnnkit.engines.fused import configured
+from rnnkit.engines.fused.projection import linear, linear_layer_norm
 
 from conftest import F64, assert_close
 
 
 @pytest.fixture(params=["compiled", "numpy"], autouse=True)
-def pointwise(request, monkeypatch):
+def pointwise(request):
     """Every test twice: the layer norm's rows on the compiled loops (when numba is installed) and on NumPy."""
-    if request.param == "compiled" and not fused._lstm_compiled.AVAILABLE:
+    from rnnkit.engines.fused import lstm_compiled
+    if request.param == "compiled" and not lstm_compiled.AVAILABLE:
         pytest.skip("numba is not installed")
-    monkeypatch.setattr(fused, "COMPILED", request.param == "compiled")
-    return request.param
+    with configured(compiled="auto" if request.param == "compiled" else "off"):
+        yield request.param
 
 
 def grads_of(fn, x, weight, *rest, seed=0):
@@ -68,16 +70,17 @@ def test_linear_layer_norm_equals_f_layer_norm(steps, batch, x_size, g_size, bia
     assert_close(got, grads_of(twin, *args), what="linear_layer_norm")
 
 
-@pytest.mark.skipif(fused.ONEDNN is None, reason="this torch build has no oneDNN matmul")
-def test_float32_onednn_weight_gradient(monkeypatch):
-    monkeypatch.setattr(fused, "NUMPY_GEMM_MAX", -1)
+@pytest.mark.skipif(fused.onednn() is None, reason="this torch build has no oneDNN matmul")
+def test_float32_onednn_weight_gradient():
     torch.manual_seed(1)
     x, w = inputs(7, 3, 5, 8, True, torch.float32)
     gamma, beta = torch.rand(8) + 0.5, torch.randn(8)
-    got = grads_of(lambda x, w, g, b: linear_layer_norm(x, w, g, b, 1e-5), x, w, gamma, beta)
+    with configured(numpy_gemm_max=-1):
+        got = grads_of(lambda x, w, g, b: linear_layer_norm(x, w, g, b, 1e-5), x, w, gamma, beta)
+        got_linear = grads_of(lambda x, w: linear(x, w), x, w)
     want = grads_of(lambda x, w, g, b: F.layer_norm(F.linear(x, w), (8,), g, b, 1e-5), x, w, gamma, beta)
     assert_close(got, want, rtol=1e-5, atol=1e-5, what="float32 linear_layer_norm")
-    got = grads_of(lambda x, w: linear(x, w), x, w)
+    got = got_linear
     assert_close(got, grads_of(lambda x, w: F.linear(x, w), x, w), rtol=1e-5, atol=1e-5, what="float32 linear")
 
 

@@ -106,7 +106,7 @@ def test_zoneout_masks_have_the_rate_and_change_every_step():
 
 
 # ----- weight drop -------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("engine", ["loop", "fused"])
+@pytest.mark.parametrize("engine", ["loop", "fused", "native"])
 def test_weight_drop_is_one_dropconnect_mask_on_the_recurrent_weights(engine):
     base = GRUCell(3, 4, dtype=F64)
     cell = WeightDrop(base, 0.5)
@@ -121,6 +121,24 @@ def test_weight_drop_is_one_dropconnect_mask_on_the_recurrent_weights(engine):
     out.sum().backward()
     assert torch.all(base.weight_hh.grad[mask == 0] == 0)                # dropped connections learn nothing
     assert base.weight_hh.grad[mask != 0].abs().sum() > 0
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_weight_drop_runs_on_torchs_kernel_with_the_masked_weights(bias):
+    """Around an LSTM (nested, on both weight matrices) the native engine runs torch's kernel on the
+    masked weights: outputs, final state and every gradient equal the loop engine's with the same masks."""
+    def run(engine):
+        torch.manual_seed(4)
+        base = LSTMCell(3, 5, bias=bias, dtype=F64)
+        cell = WeightDrop(WeightDrop(base, 0.3, ("weight_ih", "weight_hh"), generator=torch.Generator().manual_seed(1)),
+                          0.4, generator=torch.Generator().manual_seed(2))
+        layer = rnnkit.Recurrent(cell, engine=engine)
+        x = torch.randn(2, 6, 3, dtype=F64, requires_grad=True)
+        out, (h, c) = layer(x, lengths=torch.tensor([6, 4]))
+        (out.pow(2).sum() + h.sum() + 0.5 * c.sum()).backward()
+        return out, h, c, x.grad, *(p.grad for p in base.parameters())
+    assert rnnkit.Recurrent(WeightDrop(LSTMCell(3, 5))).engine == "native"
+    assert_close(run("native"), run("loop"))
 
 
 def test_weight_drop_on_a_rate_cell_drops_the_raw_weights_under_dale():

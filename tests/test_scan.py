@@ -22,7 +22,7 @@ from rnnkit.cells.linear import LinearLeakyCell, LTICell, MinGRUCell, MinLSTMCel
 from rnnkit.engines import AUTO_PREFERENCE, ENGINES
 from rnnkit.engines.loop import LoopEngine
 from rnnkit.engines.scan import ScanEngine, linear_recurrence, log_linear_recurrence
-from rnnkit.models import hmm as hmm_module
+from rnnkit.models.hmm import inference as hmm_module
 
 CELLS = {
     "linear-leaky": lambda x, h, bias: LinearLeakyCell(x, h, alpha=torch.rand(h, dtype=F64) * 0.9 + 0.05,

@@ -18,7 +18,7 @@ from rnnkit.cells import (
 )
 from rnnkit.cells.linear import LinearLeakyCell, LTICell, MinGRUCell, MinLSTMCell
 from rnnkit.models import LanguageModel, LanguageModelConfig
-from rnnkit.streaming import LanguageModelStream
+from rnnkit.models import LanguageModelStream
 
 CELLS = {
     "lstm": lambda: LSTMCell(3, 5, dtype=F64),

@@ -7,20 +7,31 @@ through time and never ask which cell they run; they only use this contract:
 - ``forward(x_t, state) -> State``         one step, ``x_t`` is ``(B, input_size)``
 - ``output(state) -> Tensor``              ``(B, output_size)``, what a layer emits
 
-and two optional capabilities that faster engines look for:
+and optional capabilities that faster engines look for:
 
 - ``project_inputs(x) -> Tensor``  the input part of the update for every step at
   once (one GEMM over ``(B, T, input_size)``), and ``step(projected_t, state)``,
   the recurrent part. When a cell defines both, ``forward`` is derived from them.
 - ``native_mode() -> str | None``  the name of a fused torch kernel (``"LSTM"``,
   ``"GRU"``, ``"RNN_TANH"``, ``"RNN_RELU"``) that computes exactly this cell, with
-  weights laid out as ``torch.nn`` lays them out.
+  weights laid out as ``torch.nn`` lays them out (the ``native`` engine).
+- ``fused_kernel() -> str | None``  the name of the kernel of :mod:`rnnkit.engines.fused`
+  that computes exactly this cell (``"lstm"``, ``"gru"``, ...).
+- ``linear_coefficients(x) -> (A, b)``  the update as ``A_t s + b_t`` for every step at
+  once, for a cell linear in its state (the ``scan`` engine).
+
+A capability describes the maths of the class that defines it. A subclass that rewrites
+any of the methods in :data:`MATHS` loses every capability it inherits (unless it defines
+the capability again itself), so that no fast engine runs a cell whose equations it
+does not know: such a cell runs on the ``loop`` engine, which only calls ``forward``.
 
 A ``State`` is a tensor or a tuple of tensors (LSTM's ``(h, c)``), each ``(B, size)``.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+from contextvars import ContextVar
 from typing import Callable, Tuple, Union
 
 import torch
@@ -28,7 +39,8 @@ from torch import Tensor, nn
 
 State = Union[Tensor, Tuple[Tensor, ...]]
 
-__all__ = ["Cell", "State", "map_state", "state_tensors", "state_where"]
+__all__ = ["Cell", "State", "map_state", "state_tensors", "state_where", "MATHS", "CAPABILITIES",
+           "recurrent_mask", "ACTIVATIONS", "spectral_radius"]
 
 
 def state_tensors(state: State) -> Tuple[Tensor, ...]:
@@ -49,7 +61,33 @@ def state_where(keep_new: Tensor, new: State, old: State) -> State:
     return map_state(lambda n, o: torch.where(mask, n, o), new, old)
 
 
-_MATHS = ("forward", "step", "project_inputs", "output")
+# the methods that say what a cell computes, and the capabilities that describe it to fast engines
+MATHS = ("forward", "step", "project_inputs", "output", "_recur", "_recurrent_input", "_recurrent_norm",
+         "_project", "recurrent_weights", "alpha")
+CAPABILITIES = ("native_mode", "fused_kernel", "linear_coefficients", "run_masks")
+
+
+def _unavailable(self, *args, **kwargs):
+    """A capability a subclass lost by rewriting the maths: no fast engine runs it."""
+    return None
+
+
+_RECURRENT_MASK: ContextVar = ContextVar("rnnkit_recurrent_mask", default=None)
+
+
+@contextlib.contextmanager
+def recurrent_mask(cell, mask: Tensor):
+    """Within the block, ``cell`` multiplies ``h`` by ``mask`` (B, H) where ``h`` enters ``weight_hh``
+    (variational hidden dropout, :class:`rnnkit.regularizers.VariationalDropout`); an enclosing
+    block's mask for the same cell multiplies in. Nothing is written into the cell."""
+    outer = _RECURRENT_MASK.get()
+    if outer is not None and outer[0] is cell:
+        mask = outer[1] * mask
+    token = _RECURRENT_MASK.set((cell, mask))
+    try:
+        yield
+    finally:
+        _RECURRENT_MASK.reset(token)
 
 
 class Cell(nn.Module):
@@ -67,12 +105,15 @@ class Cell(nn.Module):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        # A subclass that rewrites the maths no longer matches the fused kernel of
-        # its parent, so it loses the native engine unless it says otherwise.
-        if "native_mode" not in cls.__dict__ and any(m in cls.__dict__ for m in _MATHS):
-            if any(getattr(base, "native_mode", Cell.native_mode) is not Cell.native_mode
-                   for base in cls.__mro__[1:]):
-                cls.native_mode = Cell.native_mode
+        # A capability describes the maths of the class that defines it: when a class between this
+        # one and that owner (mixins included) rewrites the maths, the capability is lost here.
+        for capability in CAPABILITIES:
+            mro = cls.__mro__
+            owner = next((i for i, klass in enumerate(mro) if capability in klass.__dict__), None)
+            if owner is None or mro[owner] is Cell or mro[owner].__dict__[capability] in (None, _unavailable):
+                continue                                          # nothing to lose
+            if any(name in klass.__dict__ for klass in mro[:owner] for name in MATHS):
+                setattr(cls, capability, None if capability == "linear_coefficients" else _unavailable)
 
     @property
     def output_size(self) -> int:
@@ -96,6 +137,9 @@ class Cell(nn.Module):
         return state if isinstance(state, Tensor) else state[0]
 
     def native_mode(self) -> str | None:
+        return None
+
+    def fused_kernel(self) -> str | None:
         return None
 
     def begin_sequence(self, batch_size: int, steps: int, *, device=None, dtype=None) -> None:
@@ -161,13 +205,11 @@ class GatedWeightsMixin:
     def _project(self, x: Tensor) -> Tensor:
         return torch.nn.functional.linear(x, self.weight_ih, self.bias_ih)
 
-    # A (B, H) mask on the recurrent input, set for the length of one step by
-    # rnnkit.regularizers.VariationalDropout; None (the class default) means no dropout.
-    _recurrent_mask = None
-
     def _recurrent_input(self, h: Tensor) -> Tensor:
-        """What enters ``weight_hh``: ``h``, times the variational dropout mask when one is set."""
-        return h if self._recurrent_mask is None else h * self._recurrent_mask
+        """What enters ``weight_hh``: ``h``, times the variational dropout mask of an enclosing
+        :func:`recurrent_mask` block for this cell."""
+        current = _RECURRENT_MASK.get()
+        return h if current is None or current[0] is not self else h * current[1]
 
     def _recur(self, h: Tensor) -> Tensor:
         return torch.nn.functional.linear(self._recurrent_input(h), self.weight_hh, self.bias_hh)
@@ -188,10 +230,23 @@ def check_sizes(owner: str, **sizes: int) -> None:
             raise ValueError(f"{owner}: {name} must be a positive integer, got {value}")
 
 
-def resolve_activation(owner: str, name: str) -> Callable[[Tensor], Tensor]:
-    acts = {"tanh": torch.tanh, "relu": torch.relu}
-    if name not in acts:
-        raise ValueError(f"{owner}: unknown nonlinearity {name!r}; choose one of {sorted(acts)}")
-    return acts[name]
+# the pointwise activations cells take by name (the fused engine differentiates the same table)
+ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "softplus": torch.nn.functional.softplus,
+               "sigmoid": torch.sigmoid, "identity": lambda x: x}
+
+
+def resolve_activation(owner: str, name: str, allowed=("tanh", "relu")) -> Callable[[Tensor], Tensor]:
+    if name not in allowed:
+        raise ValueError(f"{owner}: unknown nonlinearity {name!r}; choose one of {sorted(allowed)}")
+    return ACTIVATIONS[name]
+
+
+def spectral_radius(weight: Tensor) -> float:
+    """Largest ``|eigenvalue|`` of a square matrix, computed in float64.
+
+    >>> spectral_radius(torch.tensor([[0.0, 2.0], [0.5, 0.0]]))
+    1.0
+    """
+    return torch.linalg.eigvals(weight.detach().to(torch.float64)).abs().max().item()
 
 

@@ -39,6 +39,9 @@ class ElmanCell(GatedWeightsMixin, Cell):
     def project_inputs(self, x: Tensor) -> Tensor:
         return self._project(x)                     # (..., H)
 
+    def fused_kernel(self) -> str:
+        return "elman"                # the kernel of rnnkit.engines.fused
+
     def step(self, projected_t: Tensor, h: Tensor) -> Tensor:
         return self._act(projected_t + self._recur(h))
 

@@ -43,6 +43,9 @@ class GatedCell(GatedWeightsMixin, Cell):
     def project_inputs(self, x: Tensor) -> Tensor:
         return self._project(x)                     # (..., 2H)
 
+    def fused_kernel(self) -> str:
+        return "gated"                # the kernel of rnnkit.engines.fused
+
     def step(self, projected_t: Tensor, s: Tensor) -> Tensor:
         g, candidate = (projected_t + self._recur(s)).chunk(2, dim=-1)
         g = torch.sigmoid(g)

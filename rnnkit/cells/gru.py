@@ -40,6 +40,9 @@ class GRUCell(GatedWeightsMixin, Cell):
     def project_inputs(self, x: Tensor) -> Tensor:
         return self._project(x)                     # (..., 3H)
 
+    def fused_kernel(self) -> str:
+        return "gru"                # the kernel of rnnkit.engines.fused
+
     def step(self, projected_t: Tensor, h: Tensor) -> Tensor:
         x_r, x_z, x_n = projected_t.chunk(3, dim=-1)
         h_r, h_z, h_n = self._recur(h).chunk(3, dim=-1)

@@ -103,6 +103,9 @@ class LayerNormLSTMCell(_LayerNormGates, Cell):
         if self.bias and self.forget_bias is not None:
             self._set_chunk_bias(1, self.forget_bias)        # gate order i, f, g, o
 
+    def fused_kernel(self) -> str:
+        return "layernorm-lstm"                # the kernel of rnnkit.engines.fused
+
     def step(self, projected_t: Tensor, state):
         h, c = state
         i, f, g, o = (projected_t + self._recurrent_norm(h)).chunk(4, dim=-1)
@@ -144,6 +147,9 @@ class LayerNormGRUCell(_LayerNormGates, Cell):
 
     def reset_parameters(self) -> None:
         self._init_layer_norm()
+
+    def fused_kernel(self) -> str:
+        return "layernorm-gru"                # the kernel of rnnkit.engines.fused
 
     def step(self, projected_t: Tensor, h: Tensor) -> Tensor:
         x_r, x_z, x_n = projected_t.chunk(3, dim=-1)

@@ -72,6 +72,9 @@ class LeakyCell(_LeakRates, GatedWeightsMixin, Cell):
     def project_inputs(self, x: Tensor) -> Tensor:
         return self._project(x)
 
+    def fused_kernel(self) -> str:
+        return "leaky"                # the kernel of rnnkit.engines.fused
+
     def step(self, projected_t: Tensor, h: Tensor) -> Tensor:
         target = self._act(projected_t + self._recur(h))
         return h + self.alpha * (target - h)        # = (1 - a) h + a f(.)

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .base import Cell, check_sizes
+from .base import spectral_radius as radius_of
 from .leaky import _LeakRates
 
 __all__ = ["LinearLeakyCell", "MinGRUCell", "MinLSTMCell", "LTICell"]
@@ -209,7 +210,7 @@ class LTICell(_InputDrivenCell):
         bound = 1.0 / math.sqrt(self.hidden_size)
         with torch.no_grad():
             self.weight_hh.uniform_(-bound, bound)
-            radius = float(torch.linalg.eigvals(self.weight_hh.double()).abs().max())
+            radius = radius_of(self.weight_hh)
             if radius > self.spectral_radius:
                 self.weight_hh.mul_(self.spectral_radius / radius)
 

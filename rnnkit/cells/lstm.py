@@ -47,6 +47,9 @@ class LSTMCell(GatedWeightsMixin, Cell):
     def project_inputs(self, x: Tensor) -> Tensor:
         return self._project(x)                     # (..., 4H)
 
+    def fused_kernel(self) -> str:
+        return "lstm"                # the kernel of rnnkit.engines.fused
+
     def step(self, projected_t: Tensor, state):
         h, c = state
         i, f, g, o = (projected_t + self._recur(h)).chunk(4, dim=-1)

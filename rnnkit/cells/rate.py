@@ -17,12 +17,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .base import Cell, check_sizes
+from .base import ACTIVATIONS, Cell, check_sizes
+from .base import spectral_radius as radius_of
 
 __all__ = ["RateCell", "RATE_ACTIVATIONS"]
 
-RATE_ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "softplus": F.softplus,
-                    "sigmoid": torch.sigmoid, "identity": lambda x: x}
+RATE_ACTIVATIONS = ACTIVATIONS
 # activations whose rates are never negative: only with these does a unit's sign decide
 # whether it excites or inhibits its targets
 _NON_NEGATIVE = ("relu", "softplus", "sigmoid")
@@ -193,7 +193,7 @@ class RateCell(Cell):
                 effective = raw
             if not self.autapses:
                 effective = effective * (1 - torch.eye(h, dtype=torch.float64))
-            radius = torch.linalg.eigvals(effective).abs().max().item()
+            radius = radius_of(effective)
             if radius > 0:                                  # zero only for H = 1 without autapses
                 raw = raw * (self.spectral_radius / radius)
             self.weight_hh.copy_(raw)
@@ -204,6 +204,9 @@ class RateCell(Cell):
     # ----- the step -------------------------------------------------------------------------------
     def project_inputs(self, x: Tensor) -> Tensor:
         return F.linear(x, self.weight_ih, self.bias)               # (..., H) = B u + b
+
+    def fused_kernel(self) -> str:
+        return "rate"                # the kernel of rnnkit.engines.fused
 
     def step(self, projected_t: Tensor, x: Tensor) -> Tensor:
         drive = F.linear(self._phi(x), self.recurrent_weights()) + projected_t      # (B, H)

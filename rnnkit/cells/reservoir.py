@@ -10,7 +10,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from .._checks import check_input, check_state
-from .base import Cell, check_sizes
+from .base import Cell, check_sizes, spectral_radius
 
 __all__ = ["ReservoirCell", "spectral_radius"]
 
@@ -18,15 +18,6 @@ __all__ = ["ReservoirCell", "spectral_radius"]
 # beats the dense one on CPU (its cost is proportional to the non-zeros; on two
 # cores the two break even near 30 % for 500 units, float64).
 _SPARSE_DENSITY = 0.25
-
-
-def spectral_radius(weight: Tensor) -> float:
-    """Largest ``|eigenvalue|`` of a square matrix, computed in float64.
-
-    >>> spectral_radius(torch.tensor([[0.0, 2.0], [0.5, 0.0]]))
-    1.0
-    """
-    return torch.linalg.eigvals(weight.detach().to(torch.float64)).abs().max().item()
 
 
 def _check_leak_rate(name: str, leak_rate) -> float:
@@ -39,6 +30,9 @@ def _check_scaling(name: str, what: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
         raise ValueError(f"{name}: {what} must be a finite number >= 0, got {value}")
     return float(value)
+
+
+_radius = spectral_radius              # the function (ReservoirCell takes a spectral_radius argument)
 
 
 class ReservoirCell(Cell):
@@ -106,7 +100,7 @@ class ReservoirCell(Cell):
         where = torch.randperm(h * h, generator=gen)[:nonzero]
         w[where] = torch.rand(nonzero, generator=gen, dtype=torch.float64) * 2 - 1
         w = w.view(h, h)
-        radius = torch.linalg.eigvals(w).abs().max().item() if nonzero else 0.0
+        radius = _radius(w) if nonzero else 0.0
         if radius < 1e-12:
             raise ValueError(f"{name}: the random recurrent matrix ({nonzero} non-zeros for "
                              f"hidden_size={h}, sparsity={sparsity}) has spectral radius 0 and "

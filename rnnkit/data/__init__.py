@@ -5,6 +5,8 @@
 - :mod:`~rnnkit.data.vocab`: characters, words or BPE tokens to ids and back.
 - :mod:`~rnnkit.data.tokens`: a corpus tokenized once into a memory-mapped token file.
 - :mod:`~rnnkit.data.batching`: contiguous streams cut into chunks for truncated BPTT.
+- :mod:`~rnnkit.data.tasks`, :mod:`~rnnkit.data.synthetic`, :mod:`~rnnkit.data.trees`: the
+  long-dependency tasks, the copy task and Mackey–Glass series, and trees of expressions.
 
 >>> from rnnkit.data import ContiguousBatches, Vocabulary, split_train_validation
 >>> text = "the cat sat on the mat\\n" * 20
@@ -18,10 +20,14 @@ from .batching import ContiguousBatches, evaluation_batches
 from .corpus import (DEFAULT_CORPUS_MODULES, DataNotFoundError, default_corpus, describe_default_corpus,
                      read_text, split_train_validation)
 from .sequences import SequenceBatches
+from .synthetic import copy_task, mackey_glass
 from .tasks import TASKS, Task, make_task
 from .tokens import TokenFile, TokenFileError, TokenSplit, prepare
+from .trees import Tree, TreeBatches, arithmetic_expressions, parse_expression
 from .vocab import LEVELS, SPECIAL_TOKENS, Vocabulary
 
 __all__ = ["Vocabulary", "LEVELS", "SPECIAL_TOKENS", "read_text", "DataNotFoundError",
            "DEFAULT_CORPUS_MODULES", "default_corpus", "describe_default_corpus", "split_train_validation",
-           "ContiguousBatches", "evaluation_batches", "TokenFile", "TokenFileError", "TokenSplit", "prepare", "SequenceBatches", "Task", "TASKS", "make_task"]
+           "ContiguousBatches", "evaluation_batches", "TokenFile", "TokenFileError", "TokenSplit", "prepare",
+           "SequenceBatches", "Task", "TASKS", "make_task", "copy_task", "mackey_glass", "Tree", "TreeBatches",
+           "arithmetic_expressions", "parse_expression"]

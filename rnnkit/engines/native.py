@@ -6,14 +6,15 @@ Cells that compute exactly what one of torch's kernels computes say so through
 """
 from __future__ import annotations
 
-from torch import Tensor, _VF
+from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from .._torch_private import sequence_kernels
 from ..cells.base import Cell, State, state_tensors
 
 __all__ = ["NativeEngine"]
 
-_KERNELS = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}
+_KERNELS = sequence_kernels
 
 
 class NativeEngine:

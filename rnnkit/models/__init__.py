@@ -1,6 +1,6 @@
 """Models: an input encoding in front of recurrent layers, a readout behind."""
-from .language_model import (CELL_NETWORKS, LanguageModel, LanguageModelConfig, bits_per_token,
-                             load_language_model, perplexity)
+from .language_model import (CELL_NETWORKS, LanguageModel, LanguageModelConfig, LanguageModelStream,
+                             bits_per_token, load_language_model, perplexity)
 from .esn import (EchoStateNetwork, closed_loop_horizon, mackey_glass, nrmse, recursive_least_squares,
                   ridge_regression)
 from .forecaster import Forecaster
@@ -11,7 +11,7 @@ from .seq2seq import Attention, Decoded, Seq2Seq, VectorToSequence
 from .sequence import SequenceClassifier, SequenceRegressor, SequenceTagger
 from .tree import Tree, TreeBatches, TreeRNN, arithmetic_expressions, parse_expression
 
-__all__ = ["LanguageModel", "LanguageModelConfig", "CELL_NETWORKS", "perplexity", "bits_per_token",
+__all__ = ["LanguageModel", "LanguageModelConfig", "LanguageModelStream", "CELL_NETWORKS", "perplexity", "bits_per_token",
            "load_language_model", "SequenceClassifier", "SequenceRegressor", "SequenceTagger",
            "Forecaster", "Seq2Seq", "VectorToSequence", "Attention", "Decoded",
            "Tree", "TreeRNN", "TreeBatches", "parse_expression", "arithmetic_expressions",

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from .._checks import check_state
 from ..cells.base import check_sizes
 from ..cells.reservoir import ReservoirCell
+from ..data.synthetic import mackey_glass
 from ..layers import Recurrent
 
 __all__ = ["EchoStateNetwork", "ridge_regression", "recursive_least_squares", "mackey_glass", "nrmse",
@@ -167,45 +168,6 @@ def closed_loop_horizon(generated: Tensor, target: Tensor, threshold: float = 0.
     running = (per_step.cumsum(0) / torch.arange(1, len(per_step) + 1, dtype=torch.float64)).sqrt()
     bad = (running / sigma > threshold).nonzero()
     return len(per_step) if len(bad) == 0 else int(bad[0, 0])
-
-
-def mackey_glass(length: int, tau: float = 17.0, beta: float = 0.2, gamma: float = 0.1,
-                 n: float = 10.0, x0: float = 1.2, dt: float = 0.1, sample_every: float = 1.0,
-                 discard: int = 500) -> Tensor:
-    r"""A Mackey–Glass series, sampled every ``sample_every`` time units, scaled to [-1, 1].
-
-    .. math::  \frac{dx}{dt} = \beta \frac{x(t-\tau)}{1 + x(t-\tau)^n} - \gamma x(t)
-
-    Integrated with fourth-order Runge–Kutta at step ``dt`` (the delayed term at a
-    half step is the mean of the two neighbouring history points), with history
-    ``x(t) = x0`` for ``t <= 0``. The first ``discard`` samples (the transient) are
-    dropped, then ``length`` samples are min–max scaled to [-1, 1]. Returns a
-    float64 tensor of shape ``(length,)``. ``tau = 17`` is the classic mildly
-    chaotic benchmark.
-    """
-    if length < 2:
-        raise ValueError(f"mackey_glass: length must be >= 2, got {length}")
-    if tau <= 0 or dt <= 0 or sample_every <= 0:
-        raise ValueError(f"mackey_glass: tau, dt and sample_every must be > 0, got "
-                         f"tau={tau}, dt={dt}, sample_every={sample_every}")
-    sub = max(1, int(round(sample_every / dt)))
-    lag = max(1, int(round(tau / dt)))
-    total = (length + discard) * sub
-    hist = [x0] * (lag + 1) + [0.0] * total          # hist[lag + i] is x(i·dt); x = x0 for t <= 0
-    f = lambda x, xd: beta * xd / (1.0 + xd ** n) - gamma * x
-    base = lag
-    for i in range(total):
-        k = base + i                                  # index of x(t)
-        x, xd0, xd1 = hist[k], hist[k - lag], hist[k - lag + 1]
-        xdm = 0.5 * (xd0 + xd1)
-        k1 = f(x, xd0)
-        k2 = f(x + 0.5 * dt * k1, xdm)
-        k3 = f(x + 0.5 * dt * k2, xdm)
-        k4 = f(x + dt * k3, xd1)
-        hist[k + 1] = x + dt / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
-    series = torch.tensor(hist[base + 1:base + 1 + total:sub][discard:discard + length], dtype=torch.float64)
-    lo, hi = series.min(), series.max()
-    return 2 * (series - lo) / (hi - lo) - 1
 
 
 class EchoStateNetwork(nn.Module):

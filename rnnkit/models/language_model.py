@@ -11,14 +11,16 @@ from torch.nn import functional as F
 
 from .._config import DictConfig
 from ..readouts import CategoricalReadout
+from ..cells.base import state_tensors
 from ..regularizers import WeightDrop, embedding_dropout, locked_dropout
-from ..shortcuts import GRU, LSTM, ElmanRNN, GatedRNN, LeakyRNN
+from ..shortcuts import cell_networks
+from ..streaming import Inference, StackStream, check_batch_size
 
-__all__ = ["LanguageModel", "LanguageModelConfig", "CELL_NETWORKS", "perplexity", "bits_per_token",
-           "load_language_model", "default_cutoffs"]
+__all__ = ["LanguageModel", "LanguageModelConfig", "LanguageModelStream", "CELL_NETWORKS", "perplexity",
+           "bits_per_token", "load_language_model", "default_cutoffs"]
 
 # the cells a language model can be built from, by the names the CLI takes
-CELL_NETWORKS = {"lstm": LSTM, "gru": GRU, "elman": ElmanRNN, "gated": GatedRNN, "leaky": LeakyRNN}
+CELL_NETWORKS = cell_networks()
 SOFTMAXES = ("full", "adaptive")
 
 
@@ -209,6 +211,11 @@ class LanguageModel(nn.Module):
             nll = F.cross_entropy(self.readout.logits(flat_h), flat_y, reduction="none")
         return nll.view(targets.shape), state
 
+    def stream(self, batch_size: int = 1, state=None, *, grad: bool = False) -> "LanguageModelStream":
+        """A :class:`LanguageModelStream`: one token per call, the state kept inside (its layout is
+        the one ``model(tokens, state)`` takes and returns); under ``no_grad`` unless ``grad=True``."""
+        return LanguageModelStream(self, batch_size, state, grad=grad)
+
     def penalty(self):
         """The AR/TAR term of the latest training forward pass (None when off or in evaluation):
         the trainer adds it to the loss it minimises, and logs it apart."""
@@ -261,6 +268,91 @@ class AdaptiveReadout(nn.Module):
 
     def nll(self, h: Tensor, y: Tensor) -> Tensor:
         return -self.adaptive(h, y).output
+
+
+class LanguageModelStream(Inference):
+    """A :class:`~rnnkit.models.LanguageModel`, one token per call: ``logits = stream(tokens)``.
+
+    ``tokens`` (batch_size,) integer ids, or a 0-d tensor when ``batch_size`` is 1;
+    returns the next-token logits (batch_size, vocab_size), or (vocab_size,). The state
+    is in the model's own layout — ``(num_layers, B, H)``, a pair for an LSTM — so it
+    passes to and from ``model(tokens, state)`` unchanged: read a prompt in one call of
+    the model, then continue with ``stream.reset(state)`` and one call per token.
+
+    >>> import torch
+    >>> from rnnkit.models import LanguageModel, LanguageModelConfig
+    >>> model = LanguageModel(LanguageModelConfig(vocab_size=10, hidden_size=16, embedding_size=8)).eval()
+    >>> logits, state = model(torch.tensor([[1, 2, 3]]))
+    >>> stream = model.stream(state=state)
+    >>> next_logits = stream(torch.tensor([4]))
+    >>> torch.allclose(next_logits, model(torch.tensor([[1, 2, 3, 4]]))[0][:, -1])
+    True
+    """
+
+    def __init__(self, model, batch_size: int = 1, state=None, *, grad: bool = False):
+        owner = "LanguageModelStream"
+        if not isinstance(model, LanguageModel):
+            raise TypeError(f"{owner}: expected an rnnkit LanguageModel, got {type(model).__name__}")
+        if model.rnn.bidirectional:
+            raise ValueError(f"{owner}: the model is bidirectional; a stream reads one token at a time")
+        self.owner, self.model, self._grad = owner, model, bool(grad)
+        self.batch_size = check_batch_size(owner, batch_size)
+        self._names = model.rnn.state_names
+        self.layers = StackStream(model.rnn.stack, batch_size, None, grad=True, owner=owner)
+        self.reset(state)
+
+    @property
+    def state(self):
+        """The state in the model's layout: ``(num_layers, B, H)`` per tensor (a pair for an LSTM)."""
+        per_layer = [state_tensors(s) for s in self.layers.state]
+        parts = tuple(torch.stack([p[k] for p in per_layer]) for k in range(len(self._names)))
+        return parts[0] if len(parts) == 1 else parts
+
+    def reset(self, state=None) -> None:
+        """Start again from zeros, or from ``state`` in the model's layout (what ``model(...)`` returns)."""
+        if state is None:
+            return self.layers.reset()
+        model = self.model
+        like = model.embedding.weight
+        shape = (model.config.num_layers, self.batch_size, model.config.hidden_size)
+        tensors = state_tensors(state) if isinstance(state, (Tensor, tuple, list)) else ()
+        if len(tensors) != len(self._names) or (len(self._names) == 1) != isinstance(state, Tensor):
+            want = "a tensor" if len(self._names) == 1 else f"a tuple ({', '.join(self._names)})"
+            raise TypeError(f"{self.owner}: expected the state to be {want} of shape {shape}")
+        for name, tensor in zip(self._names, tensors):
+            if not isinstance(tensor, Tensor) or tuple(tensor.shape) != shape or tensor.dtype != like.dtype:
+                got = (tuple(tensor.shape), tensor.dtype) if isinstance(tensor, Tensor) else type(tensor).__name__
+                raise ValueError(f"{self.owner}: expected {name} of shape {shape} and dtype {like.dtype}, got {got}")
+        per_layer = [tuple(t[i] for t in tensors) for i in range(shape[0])]
+        self.layers.reset([p[0] if len(p) == 1 else p for p in per_layer])
+
+    def _advance(self, tokens: Tensor) -> Tensor:
+        model = self.model
+        unbatched = isinstance(tokens, Tensor) and tokens.dim() == 0 and self.batch_size == 1
+        if unbatched:
+            tokens = tokens.unsqueeze(0)
+        self._check_tokens(tokens)
+        x_t = model.input_dropout(model.embedding(tokens))               # (B, E)
+        h = self.layers._advance(x_t)                                    # (B, H)
+        if model.projection is not None:
+            h = model.projection(h)
+        logits = model.readout.logits(model.dropout(h))                  # (B, V)
+        return logits.squeeze(0) if unbatched else logits
+
+    def _check_tokens(self, tokens) -> None:
+        owner, vocab = self.owner, self.model.vocab_size
+        if not isinstance(tokens, Tensor) or tokens.dtype not in (torch.int64, torch.int32):
+            what = tokens.dtype if isinstance(tokens, Tensor) else type(tokens).__name__
+            raise TypeError(f"{owner}: expected token ids as an integer tensor ({self.batch_size},), got {what}")
+        if tokens.shape != (self.batch_size,):
+            raise ValueError(f"{owner}: expected token ids of shape ({self.batch_size},), one per sequence, "
+                             f"got {tuple(tokens.shape)}")
+        low, high = (int(v) for v in torch.aminmax(tokens))
+        if low < 0 or high >= vocab:
+            raise ValueError(f"{owner}: token ids must lie in [0, {vocab}), got values from {low} to {high}")
+
+    def __repr__(self) -> str:
+        return f"LanguageModelStream(batch_size={self.batch_size}, grad={self._grad})"
 
 
 def perplexity(nll_nats: float) -> float:

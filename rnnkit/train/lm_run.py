@@ -20,7 +20,7 @@ from pathlib import Path
 from ..data.tokens import TokenFile, TokenFileError, is_token_file, prepare
 
 __all__ = ["DEFAULTS", "LEVEL_DEFAULTS", "MODEL_OPTIONS", "TRAINING_OPTIONS", "DATA_OPTIONS", "resolve",
-           "prepare_files", "find_files", "load", "check_resume", "split_report"]
+           "prepare_files", "find_files", "saved_data_record", "load", "check_resume", "split_report"]
 
 MODEL_OPTIONS = ("cell", "hidden_size", "num_layers", "embedding_size", "dropout", "tie_weights",
                  "embedding_dropout", "input_dropout", "layer_dropout", "weight_drop", "activation_penalty",
@@ -96,6 +96,19 @@ def data_record(args) -> dict:
             "validation_fraction": args.validation_fraction, "test_fraction": args.test_fraction,
             "validation_data": _absolute(args.validation_data), "test_data": _absolute(args.test_data),
             "min_count": args.min_count, "max_vocab": args.max_vocab}
+
+
+def saved_data_record(config: dict) -> dict:
+    """The data record of a checkpoint's config, in today's layout. Runs saved before the
+    validation fraction was recorded hold the bare path; they used the default fraction, 0.1."""
+    saved = config.get("data")
+    if not isinstance(saved, dict):
+        saved = {"path": saved, "validation_fraction": 0.1}
+    level = config.get("vocabulary", {}).get("level", "char")
+    record = {"path": None, "level": level, "validation_fraction": 0.1, "test_fraction": 0.0,
+              "validation_data": None, "test_data": None, "min_count": 1, "max_vocab": None}
+    record.update(saved)
+    return record
 
 
 def _main_split(record: dict) -> tuple:

@@ -2,9 +2,9 @@ r"""The input side of a fused run: ``x W^T + b`` and ``LN(x W^T) γ + β`` for e
 
 They equal ``F.linear`` and ``F.layer_norm(F.linear(x, W))`` (their slow twins, which every other
 device and dtype uses, and tests/test_projection.py checks against in float64), but on CPU they
-write into NumPy blocks reused between training steps (see ``fused._empty``: a fresh (T, B, G)
+write into NumPy blocks reused between training steps (see ``empty``: a fresh (T, B, G)
 block costs a page fault per page), run their large float32 GEMMs in oneDNN and, with numba, the
-layer norm's rows compiled (``_lstm_compiled.norm_rows_*``; the NumPy block loops are their twin).
+layer norm's rows compiled (``lstm_compiled.norm_rows_*``; the NumPy block loops are their twin).
 
 The layer-norm backward, for rows ``a`` normalized to ``n = (a - mean a) · r`` with
 ``r = (var a + eps)^(-1/2)`` and ``dn = γ ⊙ dP``::
@@ -21,31 +21,31 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
-from . import fused
+from ._cpu import NUMPY_DTYPES, SETTINGS, compiled, empty, gemm_tn, onednn
 
 __all__ = ["linear", "linear_layer_norm"]
 
 
 def _fast(x: Tensor, weight: Tensor) -> bool:
-    return (x.device.type == "cpu" and x.dtype in fused._NP_DTYPES and weight.dtype == x.dtype
+    return (x.device.type == "cpu" and x.dtype in NUMPY_DTYPES and weight.dtype == x.dtype
             and x.dim() >= 2 and x.numel() > 0)
 
 
 def _blocks(rows: int, width: int):
-    """Row ranges of about ``fused._CHUNK_ELEMENTS`` elements: every pass over a block stays in cache."""
-    size = max(1, fused._CHUNK_ELEMENTS // max(1, width))
+    """Row ranges of about ``SETTINGS.chunk_elements`` elements: every pass over a block stays in cache."""
+    size = max(1, SETTINGS.chunk_elements // max(1, width))
     return [(r0, min(rows, r0 + size)) for r0 in range(0, rows, size)]
 
 
 def _forward_gemm(x2: Tensor, weight: Tensor, bias: Tensor | None, out: Tensor | None = None) -> Tensor:
-    """``x2 @ weight^T (+ bias)`` into ``out`` (default: a fresh :func:`fused._empty` buffer). Large float32:
+    """``x2 @ weight^T (+ bias)`` into ``out`` (default: a fresh :func:`empty` buffer). Large float32:
     oneDNN a block of rows at a time (its output buffer is reused hot; the copy into ``out`` is cheap)."""
-    out = fused._empty(x2, x2.shape[0], weight.shape[0]) if out is None else out
-    if (fused.ONEDNN is not None and x2.dtype == torch.float32
-            and x2.numel() * weight.shape[0] > fused.NUMPY_GEMM_MAX):
-        packed = fused.ONEDNN[1](weight.detach(), min(x2.shape[0], 256))
+    out = empty(x2, x2.shape[0], weight.shape[0]) if out is None else out
+    fast = onednn()
+    if fast is not None and x2.dtype == torch.float32 and x2.numel() * weight.shape[0] > SETTINGS.numpy_gemm_max:
+        packed = fast[1](weight.detach(), min(x2.shape[0], 256))
         for r0, r1 in _blocks(x2.shape[0], weight.shape[0]):
-            out[r0:r1] = fused.ONEDNN[0](x2[r0:r1], packed, None if bias is None else bias.detach(), "none", [], "")
+            out[r0:r1] = fast[0](x2[r0:r1], packed, None if bias is None else bias.detach(), "none", [], "")
         return out
     if bias is None:
         return torch.mm(x2, weight.t(), out=out)
@@ -55,9 +55,9 @@ def _forward_gemm(x2: Tensor, weight: Tensor, bias: Tensor | None, out: Tensor |
 def _input_grads(ctx, da2: Tensor, x2: Tensor, weight: Tensor, shape):
     dx = dW = None
     if ctx.needs_input_grad[0]:
-        dx = torch.mm(da2, weight, out=fused._empty(da2, da2.shape[0], weight.shape[1])).view(shape)
+        dx = torch.mm(da2, weight, out=empty(da2, da2.shape[0], weight.shape[1])).view(shape)
     if ctx.needs_input_grad[1]:
-        dW = fused._gemm_tn(da2, x2)
+        dW = gemm_tn(da2, x2)
     return dx, dW
 
 
@@ -80,7 +80,7 @@ class _Linear(torch.autograd.Function):
 
 
 def _norm_rows_numpy(n_, out_, rstd_, gamma, beta, eps: float) -> None:
-    """The NumPy twin of ``_lstm_compiled.norm_rows_forward``, a cache-sized block of rows at a time."""
+    """The NumPy twin of ``lstm_compiled.norm_rows_forward``, a cache-sized block of rows at a time."""
     G = n_.shape[1]
     ones, eps_ = np.full((G, 1), 1.0 / G, dtype=n_.dtype), np.array(eps, dtype=n_.dtype)
     for r0, r1 in _blocks(n_.shape[0], G):
@@ -96,7 +96,7 @@ def _norm_rows_numpy(n_, out_, rstd_, gamma, beta, eps: float) -> None:
 
 
 def _norm_rows_backward_numpy(dP_, n_, r_, gamma, d_gamma, d_beta, da_, want_gamma: bool, want_beta: bool) -> None:
-    """The NumPy twin of ``_lstm_compiled.norm_rows_backward``."""
+    """The NumPy twin of ``lstm_compiled.norm_rows_backward``."""
     N, G = dP_.shape
     ones = np.full((G, 1), 1.0 / G, dtype=n_.dtype)
     block = max(r1 - r0 for r0, r1 in _blocks(N, G))
@@ -122,10 +122,11 @@ class _LinearLayerNorm(torch.autograd.Function):
     def forward(ctx, x, weight, ln_weight, ln_bias, eps):
         x2 = x.reshape(-1, x.shape[-1])
         N, G = x2.shape[0], weight.shape[0]
-        n, out, rstd = fused._empty(x2, N, G), fused._empty(x2, N, G), fused._empty(x2, N, 1)
+        n, out, rstd = empty(x2, N, G), empty(x2, N, G), empty(x2, N, 1)
         gamma, beta = ln_weight.detach().numpy(), None if ln_bias is None else ln_bias.detach().numpy()
         _forward_gemm(x2, weight, None, out=n)
-        rows = fused._lstm_compiled.norm_rows_forward if fused.COMPILED else _norm_rows_numpy
+        kernels = compiled()
+        rows = _norm_rows_numpy if kernels is None else kernels.norm_rows_forward
         rows(n.numpy(), out.numpy(), rstd.numpy(), gamma, beta, eps)
         ctx.save_for_backward(x2, weight, ln_weight, n, rstd)
         ctx.shape = x.shape
@@ -142,11 +143,12 @@ class _LinearLayerNorm(torch.autograd.Function):
         want_gamma, want_beta = ctx.needs_input_grad[2], ctx.needs_input_grad[3] and ctx.has_bias
         want_a = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         d_gamma, d_beta = np.zeros(G, np.float64), np.zeros(G, np.float64)
-        da = fused._empty(n, N, G) if want_a else None
+        da = empty(n, N, G) if want_a else None
         args = (n.numpy(), rstd.numpy(), ln_weight.detach().numpy(), d_gamma, d_beta, None if da is None else da.numpy(),
                 want_gamma, want_beta)
-        if fused.COMPILED:
-            fused._lstm_compiled.norm_rows_backward(np.ascontiguousarray(dP2.numpy()), *args)
+        kernels = compiled()
+        if kernels is not None:
+            kernels.norm_rows_backward(np.ascontiguousarray(dP2.numpy()), *args)
         else:
             _norm_rows_backward_numpy(dP2.numpy(), *args)
         dx, dW = _input_grads(ctx, da, x2, weight, ctx.shape) if want_a else (None, None)

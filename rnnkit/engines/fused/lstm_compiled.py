@@ -9,7 +9,7 @@ is one compiled loop (numba, an optional dependency: the ``fast`` extra):
 * ``forward`` / ``backward``: the whole sequence in one call, GEMMs included as compiled loops
   (small steps, where a BLAS call would cost more than its arithmetic).
 
-They compute what the NumPy loop of ``fused._LSTMKernel`` computes: the same equations, the same
+They compute what the NumPy loop of ``lstm.LSTMKernel`` computes: the same equations, the same
 saved histories and layer-norm scales. That NumPy loop is their slow twin; tests/test_fused.py
 checks both against each other and against the ``loop`` engine, in float64.
 

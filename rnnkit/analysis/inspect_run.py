@@ -1,0 +1,143 @@
+"""``rnnkit inspect``: look inside a trained language model and write what is seen as figures and a
+summary (the command line's entry; the analyses themselves are the functions of this package)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+__all__ = ["inspect_run"]
+
+
+def inspect_run(args) -> int:
+    """Look inside a trained language model: gradient flow through time, the spectra of its step
+    Jacobians, the LSTM's forget gates, the path of its hidden state and the units that track
+    features of the text. Runs the model (in float64) on the run's own validation text, or on
+    --data, after a warm-up of --warmup tokens, and writes PNGs and a summary.json into
+    RUN_DIR/inspect (or --out)."""
+    import json
+
+    from tqdm import tqdm
+
+    from . import plots
+    from .gradients import gradient_decay_rate, gradient_flow
+    from .hidden import hidden_pca, hidden_states, text_features, unit_responses
+    from .jacobians import (forget_gate_product, jacobian_products, jacobian_spectrum,
+                                     recurrent_eigenvalues, step_jacobians)
+    from ..cells import LSTMCell
+    from ..layers import Recurrent
+    from ..models import load_language_model
+
+    if args.jacobian_steps < 1:
+        raise ValueError(f"--jacobian-steps must be at least 1, got {args.jacobian_steps}")
+    if args.warmup < 0:
+        raise ValueError(f"--warmup must be at least 0, got {args.warmup}")
+    run_dir = Path(args.run_dir)
+    model, vocab, config = load_language_model(run_dir, args.checkpoint)
+    model = model.double()
+    layers = [m for m in model.modules() if isinstance(m, Recurrent)]
+    if not 0 <= args.layer < len(layers):
+        raise ValueError(f"--layer must be in [0, {len(layers)}) for this {len(layers)}-layer model, got {args.layer}")
+    limit = args.warmup + args.length + 1
+    if args.data is not None:
+        from ..data.tokens import prepare
+
+        text = prepare(args.data, level=vocab.level, split=(("text", 1.0),), vocab=vocab,
+                       progress=not args.quiet).parts["text"]
+        ids, where = text.tokens[:limit].tolist(), f"'{args.data}'"
+    else:
+        from ..train.lm_run import find_files, load, saved_data_record
+
+        splits, _ = load(find_files(saved_data_record(config), vocab, progress=not args.quiet))
+        ids, where = splits["validation"].tokens[:limit].tolist(), "the run's validation text"
+    if len(ids) < 3:
+        raise ValueError(f"{where} holds {len(ids)} token(s); inspect needs at least 3")
+    # the model first reads `warmup` tokens, so the analysis starts from a state in use, not from zeros;
+    # on a short text the warm-up gives way to the analysed length
+    warmup = min(args.warmup, max(0, len(ids) - args.length - 1))
+    state = None
+    if warmup:
+        with torch.no_grad():
+            _, state = model(torch.tensor(ids[:warmup]).unsqueeze(0))
+    ids = torch.tensor(ids[warmup: warmup + args.length + 1], dtype=torch.long).unsqueeze(0)   # (1, T + 1)
+    inputs, targets = ids[:, :-1], ids[:, 1:]
+    tokens = [vocab.id_to_token(i) for i in inputs[0].tolist()]
+    steps, cell = inputs.shape[1], layers[args.layer].cell
+    out = Path(args.out) if args.out else run_dir / "inspect"
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"{config['model']['cell']} layer {args.layer}"
+    written, summary = {}, {"layer": args.layer, "tokens": steps, "warmup": warmup, "text": where}
+    stages = ["gradient flow", "step Jacobians", "hidden states"]
+    bar = tqdm(stages, desc="inspect", leave=False, disable=True if args.quiet else None)
+    try:
+        for stage in bar:
+            bar.set_postfix_str(stage)
+            if stage == "gradient flow":
+                flow = gradient_flow(model, inputs, targets=targets, state=state, layer=args.layer)
+                plots.plot_gradient_flow(flow, out / "gradient-flow.png", title=f"Gradient flow: {name}, {steps} tokens")
+                written["gradient flow"] = out / "gradient-flow.png"
+                summary["gradient_norm_first"] = float(flow.norms[0, 0])
+                summary["gradient_norm_last"] = float(flow.norms[0, -1])
+                try:
+                    summary["last_step_decay_rate"] = gradient_decay_rate(flow)
+                except ValueError:                              # vanished to exactly 0 somewhere
+                    summary["last_step_decay_rate"] = None
+            elif stage == "step Jacobians":
+                span = min(steps, args.jacobian_steps)
+                jac = step_jacobians(model, inputs[:, :span], state=state, layer=args.layer)
+                spectrum = jacobian_spectrum(jac)
+                weights = recurrent_eigenvalues(cell)
+                plots.plot_spectrum(spectrum, out / "spectrum.png", weights=weights,
+                                    title=f"Step Jacobians of {name}, first {span} tokens")
+                plots.plot_jacobian_products(jacobian_products(jac), out / "jacobian-products.png",
+                                             title=f"Singular values of ∂s_T/∂s_k: {name}, {span} tokens")
+                written["spectrum"], written["jacobian products"] = out / "spectrum.png", out / "jacobian-products.png"
+                summary["median_spectral_radius"] = float(spectrum.spectral_radius.median())
+                summary["median_jacobian_norm"] = float(spectrum.largest_singular_value.median())
+                summary["weight_spectral_radius"] = {k: float(v.abs().max()) for k, v in weights.items()}
+                if isinstance(cell, LSTMCell):
+                    gates = forget_gate_product(model, inputs, state=state, layer=args.layer)
+                    plots.plot_forget_gates(gates, out / "forget-gates.png", title=f"Forget gates of {name}")
+                    written["forget gates"] = out / "forget-gates.png"
+                    summary["median_forget_gate"] = float(gates.gates.median())
+            else:
+                hidden = hidden_states(model, inputs, state=state, layer=args.layer)
+                # standardised, so that a few integrating LSTM cells c do not fill the first components
+                pca = hidden_pca(hidden, num_components=min(3, hidden.states.shape[-1], steps), standardize=True)
+                plots.plot_pca_trajectory(pca, out / "pca.png", annotations=tokens,
+                                          title=f"State of {name} over {steps} tokens (units standardised)")
+                written["PCA trajectory"] = out / "pca.png"
+                summary["explained_variance_ratio"] = pca.explained_variance_ratio.tolist()
+                # character features; one that is constant in this text (no string, say) says nothing
+                chars = [t if len(t) == 1 else "\ufffd" for t in tokens]     # '<unk>' and the like
+                features = {k: v.unsqueeze(0) for k, v in text_features(chars).items()
+                            if v.min() < v.max()} if vocab.level == "char" else {}
+                if features:
+                    responses = unit_responses(hidden, features)
+                    plots.plot_unit_responses(responses, hidden, features, out / "units.png", text=tokens,
+                                              steps=min(steps, 200))
+                    written["unit responses"] = out / "units.png"
+                    summary["units"] = responses.describe()
+    except ImportError as error:                        # matplotlib missing: say how to get it
+        raise ValueError(str(error)) from error
+    finally:
+        bar.close()
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    rate = summary["last_step_decay_rate"]
+    print(f"inspected {run_dir} ({name}, hidden {config['model']['hidden_size']}) on {steps} tokens of {where}"
+          + (f", after {warmup} tokens of warm-up" if warmup else ""))
+    print(f"  gradient flow: |dL/ds_t| is {summary['gradient_norm_first']:.3g} at t = 0 and "
+          f"{summary['gradient_norm_last']:.3g} at t = {steps}"
+          + (f"; the last step's gradient changes by x{rate:.3f} per step back" if rate else ""))
+    radii = ", ".join(f"{k} {v:.2f}" for k, v in summary["weight_spectral_radius"].items())
+    print(f"  step Jacobians: median spectral radius {summary['median_spectral_radius']:.3f}, median norm "
+          f"{summary['median_jacobian_norm']:.3f}; recurrent weights' spectral radius: {radii}")
+    print("  state: its principal components (units standardised) explain "
+          + ", ".join(f"{100 * r:.0f}%" for r in summary["explained_variance_ratio"]) + " of the variance")
+    for line in summary.get("units", []):
+        print(f"  units tracking {line}")
+    print("plots:")
+    for label, path in written.items():
+        print(f"  {label + ':':19} {path}")
+    print(f"  {'numbers:':19} {out / 'summary.json'}")
+    return 0

@@ -1,0 +1,118 @@
+"""The fused engine: a registry of kernels by the names cells give (``Cell.fused_kernel()``), the
+autograd Function of a run, and :class:`FusedEngine`, which never asks which cell it runs."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import Tensor
+
+from ..._torch_private import swapped_parameters
+from ...cells.base import Cell, State, state_tensors
+from ...cells.wrapper import unwrap_cell
+from ._cpu import ops_for
+from .adjoint import Run
+from .gru import GRUKernel
+from .leaky import GatedKernel, LeakyKernel, RateKernel
+from .lstm import LSTMKernel
+
+__all__ = ["FusedEngine", "KERNELS"]
+
+# the kernel of each name a cell's fused_kernel() may give
+KERNELS = {"elman": LeakyKernel(leaky=False), "leaky": LeakyKernel(leaky=True), "rate": RateKernel(),
+           "gated": GatedKernel(), "gru": GRUKernel(layer_norm=False), "layernorm-gru": GRUKernel(layer_norm=True),
+           "lstm": LSTMKernel(layer_norm=False), "layernorm-lstm": LSTMKernel(layer_norm=True)}
+
+
+class _FusedRun(torch.autograd.Function):
+    """The recurrence of one run: (P, W, initial state, extras) -> state histories."""
+
+    @staticmethod
+    def forward(ctx, kernel, run, P, W, *rest):
+        m = kernel.components
+        states, extras = rest[:m], rest[m:]
+        ops = ops_for(P, W)
+        outputs, saved = kernel.forward(ops, run, P, W, states, extras)
+        ctx.kernel, ctx.run, ctx.saved, ctx.m, ctx.n_extras, ctx.ops = kernel, run, saved, m, len(extras), ops
+        ctx.save_for_backward(W, *states, *extras, *outputs)
+        return outputs
+
+    @staticmethod
+    def backward(ctx, *grads):
+        if torch.is_grad_enabled():
+            raise RuntimeError("fused engine: the hand-derived backward cannot itself be differentiated "
+                               "(backward with create_graph=True); run this layer with engine='loop', or for an "
+                               "LSTMCell, GRUCell or ElmanCell engine='native' (on the CPU, engine='auto' "
+                               "trains GRU and Elman cells on fused)")
+        W, *rest = ctx.saved_tensors
+        m, e = ctx.m, ctx.n_extras
+        states, extras, outputs = rest[:m], rest[m:m + e], rest[m + e:]
+        needs = ctx.needs_input_grad[2:]
+        dP, dW, d_states, d_extras = ctx.kernel.backward(ctx.ops, ctx.run, ctx.saved, W, tuple(states),
+                                                         tuple(extras), tuple(outputs), grads, needs)
+        return (None, None, dP, dW, *d_states, *d_extras)
+
+
+def _kernel_for(cell: Cell):
+    name = cell.fused_kernel()
+    return None if name is None else KERNELS.get(name)
+
+
+class FusedEngine:
+    """Whole-sequence forward and hand-derived BPTT for every cell whose ``fused_kernel()`` names a
+    kernel of :data:`KERNELS`, under any wrappers that describe themselves (``run_masks``)."""
+    name = "fused"
+
+    def supports(self, cell: Cell) -> str | None:
+        base, wrappers = unwrap_cell(cell)
+        for w in wrappers:
+            if w.run_masks(1, torch.zeros(())) is None:
+                return (f"{type(w).__name__} is a cell wrapper fused does not know (it runs wrappers that "
+                        f"describe their masks, as VariationalDropout, Zoneout and WeightDrop do)")
+        name = base.fused_kernel()
+        if name is None:
+            return (f"{type(base).__name__} has no fused kernel (fused runs cells whose fused_kernel() names "
+                    f"one: {', '.join(sorted(KERNELS))})")
+        if name not in KERNELS:
+            return f"{type(base).__name__}.fused_kernel() returned unknown kernel {name!r}"
+        return KERNELS[name].supports(base)
+
+    def run(self, cell: Cell, x: Tensor, state: State, lengths: Tensor | None):
+        base, wrappers = unwrap_cell(cell)
+        kernel = _kernel_for(base)
+        B, T = x.shape[:2]
+        xs = x.transpose(0, 1)                                                # (T, B, X)
+        sizes = base.state_sizes
+        m = 1 if isinstance(sizes, int) else len(sizes)
+        in_mask, hidden_mask, keep, dropped, binary = None, None, [None] * m, {}, True
+        for w in wrappers:                                                    # outermost first
+            masks = w.run_masks(T, x)
+            if masks.input is not None:
+                in_mask = masks.input if in_mask is None else in_mask * masks.input
+            if masks.hidden is not None:
+                hidden_mask = masks.hidden if hidden_mask is None else hidden_mask * masks.hidden
+            binary &= masks.binary
+            for j, k in enumerate(masks.keep):
+                if k is not None:                                             # nested: 1 - Π(1 - k)
+                    keep[j] = k if keep[j] is None else 1 - (1 - keep[j]) * (1 - k)
+            for name, mask in masks.weights.items():
+                dropped[name] = (dropped[name] if name in dropped else getattr(base, name)) * mask
+        if in_mask is not None:
+            xs = xs * in_mask
+        alive = None
+        if lengths is not None:
+            alive = torch.arange(T, device=x.device).unsqueeze(1) < lengths.to(x.device)   # (T, B)
+            dead = (~alive).unsqueeze(-1)
+            keep = [torch.where(dead, 1.0, k if k is not None else 0.0).to(x.dtype) for k in keep]
+        swap = swapped_parameters(base, dropped) if dropped else contextlib.nullcontext()
+        with swap:
+            P, W, extras, options = kernel.prepare(base, xs)
+        run = Run(tuple(keep), hidden_mask, binary, **options)
+        histories = _FusedRun.apply(kernel, run, P.contiguous(), W, *state_tensors(state), *extras)
+        Z0 = histories[0]
+        finals = (Z0[-1], *histories[1:])
+        out = kernel.emitted(base, Z0)
+        if alive is not None:
+            out = out * alive.unsqueeze(-1).to(out.dtype)
+        out = out.transpose(0, 1)                                             # (B, T, O)
+        return out, (finals[0] if isinstance(state, Tensor) else finals)
