@@ -33,6 +33,8 @@ import re
 import torch
 from torch import Tensor, nn
 
+from ._arguments import check_positive
+
 __all__ = ["SCHEMES", "init_recurrent_", "recurrent_blocks", "random_orthogonal"]
 
 SCHEMES = ("orthogonal", "identity")
@@ -108,8 +110,7 @@ def init_recurrent_(module: nn.Module, scheme: str = "orthogonal", gain: float =
     owner = "init_recurrent_"
     if scheme not in SCHEMES:
         raise ValueError(f"{owner}: unknown scheme {scheme!r}; choose one of {list(SCHEMES)}")
-    if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not gain > 0:
-        raise ValueError(f"{owner}: gain must be a positive number, got {gain!r}")
+    check_positive(owner, "gain", gain)
     weights = _recurrent_weights(owner, module)
     with torch.no_grad():
         for _, param, labels in weights:

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ._arguments import check_probability
 from ._checks import check_input, check_lengths, check_state
 from .cells.base import Cell, State, map_state
 from .engines.select import get_engine
@@ -221,8 +222,7 @@ class Stack(nn.Module):
             if residual and layers[i].input_size != layers[i].output_size:
                 raise ValueError(f"{name}: residual=True needs layer {i} to keep its size, but it maps "
                                  f"{layers[i].input_size} to {layers[i].output_size}")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-            raise ValueError(f"{name}: dropout must be a probability in [0, 1), got {dropout!r}")
+        dropout = check_probability(name, "dropout", dropout)
         if dropout > 0 and len(layers) == 1:
             warnings.warn(f"{name}: dropout={dropout} has no effect with one layer; it is applied "
                           f"between layers", stacklevel=2)

@@ -25,6 +25,7 @@ from typing import Any, Callable, Hashable, Iterable, Mapping, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from ._arguments import check_int
 from ._checks import check_features
 
 __all__ = ["StateMachine", "FiniteStateMachine", "LTISystem", "RationalRNN", "rational_sqrt2"]
@@ -104,8 +105,7 @@ class StateMachine:
 
         Feeds ``x_t = None``; returns ``[y_1, ..., y_steps]``.
         """
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"{type(self).__name__}: steps must be a non-negative int, got {steps!r}")
+        check_int(type(self).__name__, "steps", steps, 0)
         return self.transduce([None] * steps, state)
 
     def __repr__(self) -> str:
@@ -366,8 +366,7 @@ class LTISystem(nn.Module):
         Starting from rest, an impulse :math:`x_1 = e_j` gives :math:`y_{k+1} = h_k e_j`,
         and any input gives :math:`y_t = \sum_{k=1}^{t} h_{t-k} x_k`.
         """
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"{type(self).__name__}: steps must be a non-negative int, got {steps!r}")
+        check_int(type(self).__name__, "steps", steps, 0)
         out, power = [], self.B                                # power = A^k B
         for _ in range(steps):
             out.append(self.C @ power)

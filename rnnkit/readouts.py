@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._arguments import check_number
 from ._checks import check_features, check_lengths
 from .cells.base import check_sizes
 
@@ -178,10 +179,8 @@ class CategoricalReadout(Readout):
                generator: Optional[torch.Generator] = None) -> Tensor:
         """Draw classes from :math:`\\mathrm{softmax}(\\eta / \\tau)`; ``temperature=0`` takes the argmax."""
         owner = type(self).__name__
-        if isinstance(temperature, bool) or not isinstance(temperature, Real) or not temperature >= 0 \
-                or math.isinf(temperature):
-            raise ValueError(f"{owner}: temperature must be a finite number >= 0 (0 means greedy "
-                             f"argmax), got {temperature!r}")
+        check_number(owner, "temperature", temperature, low=0.0, high_closed=False, what="a finite number >= 0",
+                     hint="0 means greedy argmax")
         logits = self(h)
         if temperature == 0:
             return logits.argmax(dim=-1)

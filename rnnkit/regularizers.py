@@ -39,13 +39,13 @@ drawn: dropout is off and zoneout uses its expectation.
 """
 from __future__ import annotations
 
-from numbers import Real
 from typing import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ._arguments import check_probability
 from .cells.base import Cell, GatedWeightsMixin, State, recurrent_mask, state_tensors
 from .cells.wrapper import CellWrapper, RunMasks, unwrap_cell
 from .engines.fused._cpu import NUMPY_DTYPES, POOL
@@ -54,10 +54,7 @@ __all__ = ["CellWrapper", "VariationalDropout", "Zoneout", "WeightDrop", "embedd
            "locked_dropout", "unwrap_cell"]
 
 
-def _probability(owner: str, name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or not 0 <= value < 1:
-        raise ValueError(f"{owner}: {name} must be a probability in [0, 1), got {value!r}")
-    return float(value)
+_probability = check_probability
 
 
 def _bernoulli(shape, probability: float, like: dict, generator) -> Tensor:

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from ._arguments import check_int
 from ._checks import check_state
 from ._torch_private import step_kernels
 from .cells.base import Cell, State, state_tensors
@@ -48,9 +49,7 @@ _STEP_KERNELS = step_kernels
 
 
 def check_batch_size(owner: str, batch_size) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"{owner}: batch_size must be a positive int, got {batch_size!r}")
-    return batch_size
+    return check_int(owner, "batch_size", batch_size)
 
 
 def _is_recurrent(layer) -> bool:

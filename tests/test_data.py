@@ -325,9 +325,9 @@ def test_too_short_corpus_and_bad_arguments():
     with pytest.raises(ValueError, match=re.escape("64 streams (batch_size 32 × 2 processes)")):
         ContiguousBatches(torch.arange(64), batch_size=32, truncation=35, rank=1, world_size=2)
     assert ContiguousBatches(torch.arange(65), batch_size=64, truncation=35).stream_length == 1
-    with pytest.raises(ValueError, match="batch_size must be at least 1, got 0; pass --batch-size"):
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0; pass --batch-size"):
         ContiguousBatches(torch.arange(50), batch_size=0, truncation=35)
-    with pytest.raises(TypeError, match=r"truncation must be an int, got 3.5"):
+    with pytest.raises(TypeError, match=r"truncation must be an int, got float"):
         ContiguousBatches(torch.arange(50), batch_size=2, truncation=3.5)
     with pytest.raises(ValueError, match="rank must be an int from 0 to world_size - 1 = 1, got 2"):
         ContiguousBatches(torch.arange(50), batch_size=2, truncation=3, rank=2, world_size=2)

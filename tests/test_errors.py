@@ -141,3 +141,37 @@ def test_from_torch_checks_the_module_type():
         rnnkit.LSTM.from_torch(torch.nn.GRU(3, 4))
     with raises(ValueError, "LSTM.from_torch: proj_size=2 is not supported"):
         rnnkit.LSTM.from_torch(torch.nn.LSTM(3, 4, proj_size=2))
+
+
+@pytest.mark.parametrize("check, error, message", [
+    (lambda c: c.check_int("Owner", "n", 0), ValueError, "Owner: n must be a positive integer, got 0"),
+    (lambda c: c.check_int("Owner", "n", -1, minimum=0), ValueError,
+     "Owner: n must be a non-negative integer, got -1"),
+    (lambda c: c.check_int("Owner", "n", 2, minimum=3, hint="use three or more"), ValueError,
+     "Owner: n must be an integer >= 3, got 2; use three or more"),
+    (lambda c: c.check_int("Owner", "n", True), TypeError, "Owner: n must be an int, got bool"),
+    (lambda c: c.check_int("Owner", "n", 2.0), TypeError, "Owner: n must be an int, got float"),
+    (lambda c: c.check_number("Owner", "x", "1"), TypeError, "Owner: x must be a number, got str"),
+    (lambda c: c.check_number("Owner", "x", 2.0, low=0, high=1, low_closed=False), ValueError,
+     "Owner: x must be in (0, 1], got 2.0"),
+    (lambda c: c.check_probability("Owner", "p", 1.0), ValueError,
+     "Owner: p must be a probability in [0, 1), got 1.0"),
+    (lambda c: c.check_probability("Owner", "p", float("nan"), one=True), ValueError,
+     "Owner: p must be a probability in [0, 1], got nan"),
+    (lambda c: c.check_positive("Owner", "tau", float("inf")), ValueError,
+     "Owner: tau must be a positive finite number, got inf"),
+    (lambda c: c.check_positive("Owner", "tau", 0), ValueError,
+     "Owner: tau must be a positive finite number, got 0"),
+])
+def test_shared_argument_checks_word_each_mistake_one_way(check, error, message):
+    from rnnkit import _arguments
+    with raises(error, message):
+        check(_arguments)
+
+
+def test_shared_argument_checks_pass_good_values_through():
+    from rnnkit import _arguments
+    assert _arguments.check_int("O", "n", 3) == 3 and type(_arguments.check_int("O", "n", 3)) is int
+    assert _arguments.check_number("O", "x", 1, low=0, high=1) == 1.0
+    assert _arguments.check_probability("O", "p", 1.0, one=True) == 1.0
+    assert _arguments.check_positive("O", "tau", 1e-9) == 1e-9

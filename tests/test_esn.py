@@ -426,7 +426,7 @@ def test_esn_errors():
         EchoStateNetwork(1, 1, ridge=-1)
     with raises(ValueError, "EchoStateNetwork: ridge must be a finite number >= 0, got nan"):
         EchoStateNetwork(1, 1, ridge=math.nan)
-    with raises(ValueError, "EchoStateNetwork: warmup must be an integer >= 0, got -2"):
+    with raises(ValueError, "EchoStateNetwork: warmup must be a non-negative integer, got -2"):
         EchoStateNetwork(1, 1, warmup=-2)
     with raises(ValueError, "EchoStateNetwork: output_size must be a positive integer, got 0"):
         EchoStateNetwork(1, 0)
@@ -464,8 +464,10 @@ def test_esn_data_errors():
     with raises(ValueError, "EchoStateNetwork: expected inputs with at least one series of at least one step, "
                             "got shape (1, 0, 1)"):
         esn.generate(torch.zeros(1, 0, 1), 5)
-    for steps in (0, 2.5, True):
-        with raises(ValueError, f"EchoStateNetwork: steps must be a positive integer, got {steps}"):
+    with raises(ValueError, "EchoStateNetwork: steps must be a positive integer, got 0"):
+        esn.generate(good, 0)
+    for steps in (2.5, True):
+        with raises(TypeError, f"EchoStateNetwork: steps must be an int, got {type(steps).__name__}"):
             esn.generate(good, steps)
 
 
@@ -475,8 +477,8 @@ def test_online_errors():
     with raises(ValueError, "EchoStateNetwork: unknown online method 'lms'; choose one of ['rls', 'force']"):
         esn.fit_online(x, x, method="lms")
     for forgetting in (0, 1.01, -0.5):
-        with raises(ValueError, f"EchoStateNetwork: forgetting must lie in (0, 1] (1 = remember every sample "
-                                f"equally), got {forgetting}"):
+        with raises(ValueError, f"EchoStateNetwork: forgetting must be in (0, 1], got {forgetting}; 1 remembers "
+                                f"every sample equally"):
             esn.fit_online(x, x, forgetting=forgetting)
     with raises(ValueError, "EchoStateNetwork: fit_online needs ridge > 0 (RLS starts from P = I/ridge), "
                             "got ridge=0.0; use fit() for ordinary least squares"):

@@ -199,9 +199,9 @@ def test_visited_states_are_the_states_the_layer_passes_through():
      "find_fixed_points: num_starts=6 but only 5 initial states were given; pass more states or a smaller "
      "num_starts"),
     (lambda c: find_fixed_points(c, num_starts=0), ValueError,
-     "find_fixed_points: num_starts must be at least 1, got 0"),
+     "find_fixed_points: num_starts must be a positive integer, got 0"),
     (lambda c: find_fixed_points(c, iterations=1.5), TypeError,
-     "find_fixed_points: iterations must be an integer, got float"),
+     "find_fixed_points: iterations must be an int, got float"),
     (lambda c: find_fixed_points(c, tolerance=0.0), ValueError,
      "find_fixed_points: tolerance must be a positive finite number, got 0.0"),
     (lambda c: find_fixed_points(c, lr="big"), TypeError, "find_fixed_points: lr must be a number, got str"),

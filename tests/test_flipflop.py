@@ -71,12 +71,12 @@ def test_seeds_generators_and_registry():
 
 
 @pytest.mark.parametrize("call, error, message", [
-    (lambda: flip_flop(0, 5), ValueError, "flip_flop: num_sequences must be at least 1, got 0"),
-    (lambda: flip_flop(2, 0), ValueError, "flip_flop: length must be at least 1, got 0"),
-    (lambda: flip_flop(2, 5, bits=0), ValueError, "flip_flop: bits must be at least 1, got 0"),
-    (lambda: flip_flop(2, 5, bits=2.0), TypeError, "flip_flop: bits must be an integer, got float"),
+    (lambda: flip_flop(0, 5), ValueError, "flip_flop: num_sequences must be a positive integer, got 0"),
+    (lambda: flip_flop(2, 0), ValueError, "flip_flop: length must be a positive integer, got 0"),
+    (lambda: flip_flop(2, 5, bits=0), ValueError, "flip_flop: bits must be a positive integer, got 0"),
+    (lambda: flip_flop(2, 5, bits=2.0), TypeError, "flip_flop: bits must be an int, got float"),
     (lambda: flip_flop(2, 5, pulse_probability=1.5), ValueError,
-     "flip_flop: pulse_probability must lie in [0, 1], got 1.5"),
+     "flip_flop: pulse_probability must be a probability in [0, 1], got 1.5"),
     (lambda: flip_flop(2, 5, pulse_probability="0.1"), TypeError,
      "flip_flop: pulse_probability must be a number, got str"),
     (lambda: flip_flop(2, 5, seed=1, generator=torch.Generator()), ValueError,

@@ -76,7 +76,7 @@ def test_bad_input_is_refused_clearly():
     with pytest.raises(ValueError, match=re.escape(
             "init_recurrent_: unknown scheme 'unitary'; choose one of ['orthogonal', 'identity']")):
         init_recurrent_(cell, "unitary")
-    with pytest.raises(ValueError, match=re.escape("init_recurrent_: gain must be a positive number, got -1")):
+    with pytest.raises(ValueError, match=re.escape("init_recurrent_: gain must be a positive finite number, got -1")):
         init_recurrent_(cell, gain=-1)
     with pytest.raises(ValueError, match=re.escape(
             "init_recurrent_: found no recurrent weight (a parameter named weight_hh or weight_hh_l<k>) in Linear")):

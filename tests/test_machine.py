@@ -65,7 +65,7 @@ def test_state_machine_rejects_non_callables():
         StateMachine(0, 3)
     with pytest.raises(TypeError, match=r"StateMachine: output must be a callable .* got str"):
         StateMachine(0, lambda s, x: s, output="identity")
-    with pytest.raises(ValueError, match=r"StateMachine: steps must be a non-negative int, got -1"):
+    with pytest.raises(ValueError, match=r"StateMachine: steps must be a non-negative integer, got -1"):
         StateMachine(0, lambda s, x: s).iterate(-1)
 
 

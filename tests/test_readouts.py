@@ -348,5 +348,6 @@ def test_construction_errors():
         GaussianReadout(8, 2, std=-1.0)
     with pytest.raises(TypeError, match=r"GaussianReadout: std must be .* got NoneType"):
         GaussianReadout(8, 2, std=None)
-    with pytest.raises(ValueError, match=r"CategoricalReadout: temperature must be a finite number >= 0 .* got -1"):
+    with pytest.raises(ValueError, match=r"CategoricalReadout: temperature must be a finite number >= 0, got -1; "
+                                         r"0 means greedy argmax"):
         CategoricalReadout(8, 3).sample(torch.randn(2, 8), temperature=-1)

@@ -247,7 +247,7 @@ def test_language_model_embedding_dropout_in_training_only_and_default_unchanged
     torch.manual_seed(1)
     dropped, _ = model(tokens)
     assert (dropped - reference).abs().max() > 1e-4
-    with pytest.raises(ValueError, match=re.escape("LanguageModel: embedding_dropout must be in [0, 1), got 1")):
+    with pytest.raises(ValueError, match=re.escape("LanguageModel: embedding_dropout must be a probability in [0, 1), got 1")):
         LanguageModelConfig(vocab_size=20, embedding_dropout=1)
 
 

@@ -158,7 +158,7 @@ def test_construction_errors():
             "Recurrent(GRUCell).stream: the layer runs in reverse (reverse=True), from each sequence's end; "
             "a stream only reads forward, one step at a time")):
         rnnkit.Recurrent(cell, reverse=True).stream()
-    with pytest.raises(ValueError, match=re.escape("Recurrent(GRUCell).stream: batch_size must be a positive int, "
+    with pytest.raises(ValueError, match=re.escape("Recurrent(GRUCell).stream: batch_size must be a positive integer, "
                                                    "got 0")):
         rnnkit.Recurrent(cell).stream(batch_size=0)
     with pytest.raises(ValueError, match=re.escape("Recurrent(GRUCell).stream: expected state of shape (2, 4), "

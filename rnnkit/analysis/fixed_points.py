@@ -27,12 +27,12 @@ import copy
 import math
 import warnings
 from dataclasses import dataclass
-from numbers import Integral, Real
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from .._arguments import check_int, check_positive
 from ..cells.base import Cell, State
 
 __all__ = ["FixedPoints", "find_fixed_points", "visited_states", "plot_fixed_points"]
@@ -135,19 +135,11 @@ _NEWTON_FROM = 1e-8                        # ... or when every speed is this sma
 
 
 def _integer(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{_OWNER}: {name} must be an integer, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{_OWNER}: {name} must be at least {minimum}, got {value}")
-    return int(value)
+    return check_int(_OWNER, name, value, minimum)
 
 
 def _positive(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{_OWNER}: {name} must be a number, got {type(value).__name__}")
-    if not 0 < value < math.inf:
-        raise ValueError(f"{_OWNER}: {name} must be a positive finite number, got {value!r}")
-    return float(value)
+    return check_positive(_OWNER, name, value)
 
 
 def _search_copy(cell: Cell, dtype) -> Cell:

@@ -37,6 +37,8 @@ from typing import Callable, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from .._arguments import check_int
+
 State = Union[Tensor, Tuple[Tensor, ...]]
 
 __all__ = ["Cell", "State", "map_state", "state_tensors", "state_where", "MATHS", "CAPABILITIES",
@@ -224,10 +226,7 @@ class GatedWeightsMixin:
 
 def check_sizes(owner: str, **sizes: int) -> None:
     for name, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{owner}: {name} must be an int, got {type(value).__name__}")
-        if value <= 0:
-            raise ValueError(f"{owner}: {name} must be a positive integer, got {value}")
+        check_int(owner, name, value)
 
 
 # the pointwise activations cells take by name (the fused engine differentiates the same table)

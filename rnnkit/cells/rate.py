@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .._arguments import check_positive
 from .base import ACTIVATIONS, Cell, check_sizes
 from .base import spectral_radius as radius_of
 
@@ -28,12 +29,7 @@ RATE_ACTIVATIONS = ACTIVATIONS
 _NON_NEGATIVE = ("relu", "softplus", "sigmoid")
 
 
-def _positive_number(owner: str, name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{owner}: {name} must be a number, got {type(value).__name__}")
-    if not 0 < value < math.inf:
-        raise ValueError(f"{owner}: {name} must be a positive finite number, got {value!r}")
-    return float(value)
+_positive_number = check_positive
 
 
 class RateCell(Cell):

@@ -41,15 +41,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._arguments import check_int
+
 __all__ = ["ContiguousBatches", "evaluation_batches"]
 
 
 def _check_count(owner: str, name: str, value, fix: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{owner}: {name} must be an int, got {value!r} ({type(value).__name__})")
-    if value < 1:
-        raise ValueError(f"{owner}: {name} must be at least 1, got {value}; {fix}")
-    return int(value)
+    return check_int(owner, name, value, 1, hint=fix)
 
 
 def _as_ids(owner: str, ids):

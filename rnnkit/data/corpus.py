@@ -32,9 +32,10 @@ import os
 import sys
 import sysconfig
 import warnings
-from numbers import Real
 from pathlib import Path
 from typing import TypeVar, Union
+
+from .._arguments import check_number
 
 __all__ = ["DataNotFoundError", "read_text", "DEFAULT_CORPUS_MODULES", "default_corpus",
            "describe_default_corpus", "split_train_validation"]
@@ -244,10 +245,9 @@ def split_train_validation(ids_or_text: Sliceable, validation_fraction: float = 
     >>> split_train_validation(list(range(25)), validation_fraction=0.2)
     ([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19], [20, 21, 22, 23, 24])
     """
-    if (isinstance(validation_fraction, bool) or not isinstance(validation_fraction, Real)
-            or not 0 < validation_fraction < 1):
-        raise ValueError(f"split_train_validation: validation_fraction must be a number strictly between "
-                         f"0 and 1, got {validation_fraction!r}; 0.1 keeps the last 10% for validation")
+    check_number("split_train_validation", "validation_fraction", validation_fraction, low=0.0, high=1.0,
+                 low_closed=False, high_closed=False, what="a number strictly between 0 and 1",
+                 hint="0.1 keeps the last 10% for validation")
     if getattr(ids_or_text, "dim", None) is not None and ids_or_text.dim() != 1:
         raise ValueError(f"split_train_validation: expected a 1-D tensor of token ids, got shape "
                          f"{tuple(ids_or_text.shape)}")

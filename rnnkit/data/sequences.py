@@ -13,6 +13,7 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
+from .._arguments import check_int
 from .batching import ResumablePosition
 
 __all__ = ["SequenceBatches"]
@@ -45,8 +46,7 @@ class SequenceBatches(ResumablePosition):
                              + ("" if lengths is None else f" and {len(lengths)}"))
         if len(inputs) == 0:
             raise ValueError(f"{name}: the dataset is empty")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"{name}: batch_size must be a positive integer, got {batch_size!r}")
+        check_int(name, "batch_size", batch_size)
         if len(inputs) < batch_size * world_size and world_size > 1:
             raise ValueError(f"{name}: {len(inputs)} items are too few for {world_size} processes with "
                              f"batch_size {batch_size}")

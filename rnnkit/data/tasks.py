@@ -33,10 +33,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from numbers import Integral, Real
+from numbers import Integral
 
 import torch
 from torch import Tensor
+
+from .._arguments import check_int, check_number, check_probability
 
 __all__ = ["Task", "KINDS", "adding_problem", "copy_memory", "parity", "embedded_reber", "reber_accepts",
            "reber_next_symbols", "is_valid_prediction", "REBER_SYMBOLS", "delayed_recall", "digits_rows",
@@ -89,11 +91,7 @@ class Task:
 
 # ----- argument checks --------------------------------------------------------------------------
 def _count(owner: str, name: str, value, minimum: int, why: str = "") -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{owner}: {name} must be an integer, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{owner}: {name} must be at least {minimum}{why}, got {value}")
-    return int(value)
+    return check_int(owner, name, value, minimum, hint=why)
 
 
 def _random_source(owner: str, generator, seed) -> torch.Generator:
@@ -108,7 +106,7 @@ def _random_source(owner: str, generator, seed) -> torch.Generator:
         return generator
     seed = 0 if seed is None else seed
     if isinstance(seed, bool) or not isinstance(seed, Integral):
-        raise TypeError(f"{owner}: seed must be an integer, got {type(seed).__name__}")
+        raise TypeError(f"{owner}: seed must be an int, got {type(seed).__name__}")
     return torch.Generator().manual_seed(int(seed))
 
 
@@ -132,7 +130,7 @@ def adding_problem(num_sequences: int, length: int, *, generator: torch.Generato
     """
     owner = "adding_problem"
     count = _count(owner, "num_sequences", num_sequences, 1)
-    steps = _count(owner, "length", length, 2, " (one marker in each half)")
+    steps = _count(owner, "length", length, 2, "one marker goes in each half")
     generator = _random_source(owner, generator, seed)
     values = torch.rand(count, steps, generator=generator)                        # (N, T)
     half = steps // 2
@@ -399,10 +397,7 @@ def delayed_recall(num_sequences: int, delay: int, num_symbols: int = 4, noise_s
     count = _count(owner, "num_sequences", num_sequences, 1)
     delay = _count(owner, "delay", delay, 1)
     num_symbols = _count(owner, "num_symbols", num_symbols, 2)
-    if isinstance(noise_std, bool) or not isinstance(noise_std, Real):
-        raise TypeError(f"{owner}: noise_std must be a number, got {type(noise_std).__name__}")
-    if not 0 <= noise_std < math.inf:
-        raise ValueError(f"{owner}: noise_std must be a finite number >= 0, got {noise_std!r}")
+    check_number(owner, "noise_std", noise_std, low=0.0, high_closed=False, what="a finite number >= 0")
     generator = _random_source(owner, generator, seed)
     targets = torch.randint(0, num_symbols, (count,), generator=generator)
     inputs = torch.zeros(count, delay + 1, num_symbols + 1)                       # (N, T, K + 1)
@@ -445,10 +440,7 @@ def digits_rows(split: str = "train", test_fraction: float = 0.25, seed: int = 0
     owner = "digits_rows"
     if split not in ("train", "test"):
         raise ValueError(f"{owner}: split must be 'train' or 'test', got {split!r}")
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, Real):
-        raise TypeError(f"{owner}: test_fraction must be a number, got {type(test_fraction).__name__}")
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"{owner}: test_fraction must be a number between 0 and 1, got {test_fraction!r}")
+    check_number(owner, "test_fraction", test_fraction, low=0.0, high=1.0, low_closed=False, high_closed=False)
     num_test = round(test_fraction * _DIGITS_TOTAL)
     if not 0 < num_test < _DIGITS_TOTAL:
         raise ValueError(f"{owner}: test_fraction {test_fraction} leaves an empty split of the "
@@ -505,10 +497,7 @@ def flip_flop(num_sequences: int, length: int, bits: int = 3, pulse_probability:
     count = _count(owner, "num_sequences", num_sequences, 1)
     steps = _count(owner, "length", length, 1)
     bits = _count(owner, "bits", bits, 1)
-    if isinstance(pulse_probability, bool) or not isinstance(pulse_probability, Real):
-        raise TypeError(f"{owner}: pulse_probability must be a number, got {type(pulse_probability).__name__}")
-    if not 0 <= pulse_probability <= 1:
-        raise ValueError(f"{owner}: pulse_probability must lie in [0, 1], got {pulse_probability!r}")
+    check_probability(owner, "pulse_probability", pulse_probability, one=True)
     generator = _random_source(owner, generator, seed)
     pulsed = torch.rand(count, steps, bits, generator=generator) < pulse_probability    # (N, T, bits)
     pulsed[:, 0] = True

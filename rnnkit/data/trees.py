@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._arguments import check_int
 from ..cells.base import check_sizes
 from .sequences import SequenceBatches
 
@@ -268,10 +269,8 @@ def arithmetic_expressions(num: int, max_depth: int, digits: Iterable[int] = ran
     owner = "arithmetic_expressions"
     symbols = _operator_symbols(owner, operators)
     digits, arities = list(digits), list(arities)
-    if isinstance(num, bool) or not isinstance(num, int) or num < 0:
-        raise ValueError(f"{owner}: num must be an int >= 0, got {num!r}")
-    if isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 0:
-        raise ValueError(f"{owner}: max_depth must be an int >= 0, got {max_depth!r}")
+    check_int(owner, "num", num, 0)
+    check_int(owner, "max_depth", max_depth, 0)
     if not digits or any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in digits):
         raise ValueError(f"{owner}: digits must be non-empty non-negative ints (they are the token ids), "
                          f"got {digits!r}")

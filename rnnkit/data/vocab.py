@@ -41,6 +41,8 @@ from typing import Iterable, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from .._arguments import check_int
+
 __all__ = ["Vocabulary", "LEVELS", "SPECIAL_TOKENS", "UNK", "START", "END", "EOS", "BYTE_ALPHABET"]
 
 UNK, START, END = "<unk>", "<start>", "<end>"
@@ -170,8 +172,7 @@ class Vocabulary:
         the text's last line counts its ``<eos>`` even without a final line break."""
         owner = "Vocabulary.build"
         _check_level(owner, level)
-        if isinstance(min_count, bool) or not isinstance(min_count, Integral) or min_count < 1:
-            raise ValueError(f"{owner}: min_count must be a positive int, got {min_count!r}")
+        check_int(owner, "min_count", min_count)
         if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, Integral)
                                      or max_size <= len(SPECIAL_TOKENS)):
             raise ValueError(f"{owner}: max_size counts the {len(SPECIAL_TOKENS)} specials, so it "

@@ -27,6 +27,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from .._arguments import check_int
+
 __all__ = ["associative_scan", "sequential_scan", "log_matmul", "log_matmul_reference", "linear_recurrence",
            "log_linear_recurrence", "ScanEngine", "DEFAULT_CHUNK_SIZE"]
 
@@ -300,8 +302,7 @@ DEFAULT_CHUNK_SIZE = 16
 def _check_options(owner: str, chunk_size, method) -> None:
     if method not in _METHODS:
         raise ValueError(f"{owner}: method must be one of {list(_METHODS)}, got {method!r}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 2:
-        raise ValueError(f"{owner}: chunk_size must be an int >= 2, got {chunk_size!r}")
+    check_int(owner, "chunk_size", chunk_size, 2)
 
 
 def _run(owner: str, kind, a, b, initial, chunk_size, method) -> Tensor:

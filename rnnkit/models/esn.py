@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .._arguments import check_int, check_number
 from .._checks import check_state
 from ..cells.base import check_sizes
 from ..cells.reservoir import ReservoirCell
@@ -75,10 +76,8 @@ def _rls_update(p: Tensor, w: Tensor, a: Tensor, y: Tensor, forgetting: float) -
 
 
 def _check_forgetting(owner: str, forgetting) -> float:
-    if isinstance(forgetting, bool) or not isinstance(forgetting, (int, float)) or not 0 < forgetting <= 1:
-        raise ValueError(f"{owner}: forgetting must lie in (0, 1] (1 = remember every sample "
-                         f"equally), got {forgetting}")
-    return float(forgetting)
+    return check_number(owner, "forgetting", forgetting, low=0.0, high=1.0, low_closed=False,
+                        hint="1 remembers every sample equally")
 
 
 def recursive_least_squares(features: Tensor, targets: Tensor, ridge: float,
@@ -243,12 +242,9 @@ class EchoStateNetwork(nn.Module):
 
     def _setup(self, cell: ReservoirCell, output_size: int, ridge: float, warmup: int) -> None:
         name = type(self).__name__
-        if isinstance(output_size, bool) or not isinstance(output_size, int) or output_size <= 0:
-            raise ValueError(f"{name}: output_size must be a positive integer, got {output_size}")
-        if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not 0 <= ridge < math.inf:
-            raise ValueError(f"{name}: ridge must be a finite number >= 0, got {ridge}")
-        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-            raise ValueError(f"{name}: warmup must be an integer >= 0, got {warmup}")
+        check_int(name, "output_size", output_size)
+        check_number(name, "ridge", ridge, low=0.0, high_closed=False, what="a finite number >= 0")
+        check_int(name, "warmup", warmup, 0)
         self.input_size, self.output_size = cell.input_size, output_size
         self.reservoir_size = cell.hidden_size
         self.ridge, self.warmup = float(ridge), warmup
@@ -423,8 +419,7 @@ class EchoStateNetwork(nn.Module):
         if self.input_size != self.output_size:
             raise ValueError(f"{name}: generate feeds outputs back as inputs and needs "
                              f"input_size == output_size, got {self.input_size} and {self.output_size}")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"{name}: steps must be a positive integer, got {steps}")
+        check_int(name, "steps", steps)
         _, h = self.states(warmup_inputs, state)
         y = self._read(h)
         outs = [y]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .._arguments import check_int
 from .._checks import check_series
 from ..readouts import GaussianReadout, PoissonReadout
 from .language_model import CELL_NETWORKS
@@ -80,10 +81,8 @@ class Forecaster(nn.Module):
         """
         name = type(self).__name__
         self._check(history, "history")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"{name}: steps must be a positive integer, got {steps!r}")
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"{name}: num_samples must be a positive integer, got {num_samples!r}")
+        check_int(name, "steps", steps)
+        check_int(name, "num_samples", num_samples)
         was_training = self.training
         self.eval()
         generator = None if seed is None else torch.Generator(device=history.device).manual_seed(seed)

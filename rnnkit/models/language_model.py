@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .._arguments import check_probability
 from .._config import DictConfig
 from ..readouts import CategoricalReadout
 from ..cells.base import state_tensors
@@ -32,8 +33,8 @@ def default_cutoffs(vocab_size: int) -> list:
 
 
 def _probability(name: str, value) -> None:
-    if value is not None and not 0 <= value < 1:
-        raise ValueError(f"LanguageModel: {name} must be in [0, 1), got {value}")
+    if value is not None:
+        check_probability("LanguageModel", name, value)
 
 
 @dataclass

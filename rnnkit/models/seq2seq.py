@@ -24,14 +24,13 @@ batch at once, beams flattened into the batch dimension, and returns
 """
 from __future__ import annotations
 
-import math
-from numbers import Real
 from typing import List, NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .._arguments import check_int, check_number, check_probability
 from .._checks import check_lengths
 from ..cells import CELLS
 from ..cells.base import State, check_sizes, map_state, state_tensors
@@ -81,11 +80,7 @@ def _make_cell(name: str, input_size: int, hidden_size: int):
 
 
 def _check_probability(owner: str, what: str, value, closed_top: bool) -> float:
-    ok = isinstance(value, Real) and not isinstance(value, bool) and 0 <= value and (
-        value <= 1 if closed_top else value < 1)
-    if not ok:
-        raise ValueError(f"{owner}: {what} must be a number in [0, 1{']' if closed_top else ')'}, got {value!r}")
-    return float(value)
+    return check_probability(owner, what, value, one=closed_top)
 
 
 def _check_tokens(owner: str, what: str, tokens) -> Tensor:
@@ -284,13 +279,9 @@ class _EncoderDecoder(nn.Module):
 
     def _beam_search(self, memory: _Memory, beam_width: int, max_length: int, length_penalty: float) -> Decoded:
         owner = f"{type(self).__name__}.beam_search"
-        if isinstance(beam_width, bool) or not isinstance(beam_width, int) or beam_width < 1:
-            raise ValueError(f"{owner}: beam_width must be a positive integer (1 is greedy decoding), "
-                             f"got {beam_width!r}")
-        if isinstance(length_penalty, bool) or not isinstance(length_penalty, Real) \
-                or not 0 <= length_penalty < math.inf:
-            raise ValueError(f"{owner}: length_penalty must be a finite number >= 0 (0 ranks by "
-                             f"log-probability alone), got {length_penalty!r}")
+        check_int(owner, "beam_width", beam_width, hint="1 is greedy decoding")
+        check_number(owner, "length_penalty", length_penalty, low=0.0, high_closed=False, what="a finite number >= 0",
+                     hint="0 ranks by log-probability alone")
         max_length = self._check_max_length(max_length)
         self.attention_weights = None             # a beam has no single alignment to show
         batch, k, vocab = memory.context.shape[0], beam_width, self.target_vocab_size

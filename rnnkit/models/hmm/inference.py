@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..._arguments import check_int
 from ..._checks import check_lengths
 from ...engines.scan import log_linear_recurrence, log_matmul
 
@@ -479,8 +480,7 @@ def hmm_viterbi(log_pi: Tensor, log_P: Tensor, log_C: Tensor, symbols: Tensor, l
 
 def _check_sample_sizes(owner, num_sequences, length):
     for name, v in (("num_sequences", num_sequences), ("length", length)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{owner}: {name} must be a positive integer, got {v!r}")
+        check_int(owner, name, v)
 
 
 def _sample_states(log_pi, log_P, num_sequences, length, generator) -> Tensor:

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..._arguments import check_int
 from ...cells.hmm import GaussianHMMFilterCell, HMMFilterCell
 from ...layers import Recurrent
 from .inference import (FilterResult, HMMSample, SmootherResult, ViterbiResult, _CategoricalEmissions,
@@ -41,8 +42,7 @@ def _check_probabilities(owner: str, name: str, p, shape: tuple, dtype, device) 
 
 
 def _check_iterations(owner: str, name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{owner}: {name} must be a non-negative integer, got {value!r}")
+    check_int(owner, name, value, 0)
 
 
 class _HMM(nn.Module):
@@ -154,8 +154,7 @@ class _HMM(nn.Module):
         n = obs.shape[0]
         if batch_size is None:
             batch_size = n
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"{owner}: batch_size must be a positive integer, got {batch_size!r}")
+        check_int(owner, "batch_size", batch_size)
         lengths_all = mask.sum(1)
         opt = optimizers[optimizer](self.parameters(), lr=lr)
         history = [self.score(obs, lengths_all)]
