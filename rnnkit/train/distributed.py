@@ -12,7 +12,8 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["setup", "average_gradients", "is_main", "broadcast_parameters", "share_from_main", "teardown"]
+__all__ = ["setup", "average_gradients", "is_main", "broadcast_parameters", "share_from_main", "synchronize",
+           "teardown"]
 
 
 def setup() -> tuple[int, int, torch.device]:
@@ -83,6 +84,12 @@ def share_from_main(make):
             raise failure
         raise ValueError(box[0][1])
     return box[0][1]
+
+
+def synchronize() -> None:
+    """Every process waits here for the others (a no-op in one process)."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
 
 
 def teardown() -> None:

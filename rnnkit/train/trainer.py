@@ -496,6 +496,7 @@ class Trainer:
                    "averaging_from": None if self.average is None else self.step - self.averaged_steps + 1,
                    "stopped_by": stop_reason, "plot": str(plot) if plot else None, "plot_note": plot_note}
         self.metrics.write(kind="summary", **summary)
+        distributed.synchronize()        # the processes leave together: none tears the group down under another
         return summary
 
     def _validate(self, validation, batches, state, bar, keep_best: bool) -> bool:
