@@ -10,6 +10,13 @@ from torch import Tensor
 from .cells.base import State, state_tensors
 
 
+def _autocast_mix(x: Tensor, like: Tensor) -> bool:
+    """Inside ``torch.autocast`` a float32 module meets activations in the autocast dtype, by design."""
+    device = x.device.type
+    return (x.is_floating_point() and like.is_floating_point() and torch.is_autocast_enabled(device)
+            and {x.dtype, like.dtype} <= {torch.float32, torch.get_autocast_dtype(device)})
+
+
 def check_features(owner: str, what: str, x, size: int, like: Tensor | None, holder: str) -> Tensor:
     """``x`` is a tensor whose last dimension is ``size``, on the dtype and device of
     ``like`` (a parameter or buffer of ``holder``: "layer", "readout", "system")."""
@@ -19,7 +26,7 @@ def check_features(owner: str, what: str, x, size: int, like: Tensor | None, hol
         got = x.shape[-1] if x.dim() else "a scalar"
         raise ValueError(f"{owner}: expected {what} of size {size} in the last dimension, got {got}")
     if like is not None:
-        if x.dtype != like.dtype:
+        if x.dtype != like.dtype and not _autocast_mix(x, like):
             raise TypeError(f"{owner}: {what} dtype {x.dtype} does not match the {holder}'s dtype "
                             f"{like.dtype}; convert the {what} with .to({like.dtype}) or the {holder} "
                             f"with .to({x.dtype})")

@@ -147,7 +147,12 @@ def _train(args) -> int:
             print(f"model: {model_config.cell} x{model_config.num_layers}, hidden {model_config.hidden_size}, "
                   f"{params:,} parameters, engine {model.rnn.engine}, on {device}"
                   f"{f', {world} processes' if world > 1 else ''}")
-        trainer = Trainer(model, train_config, out, progress=not args.quiet,
+        loggers = []
+        if args.tensorboard is not None and is_main():
+            from .train import TensorBoardLogger
+
+            loggers.append(TensorBoardLogger(args.tensorboard or Path(out) / "tensorboard"))
+        trainer = Trainer(model, train_config, out, progress=not args.quiet, loggers=loggers,
                           checkpoint_config={"model": model_config.to_dict(), "vocabulary": vocab.to_dict(),
                                              "data": record, "preset": args.preset,
                                              "rnnkit_version": __version__})
@@ -407,6 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default="runs/lm", help="run directory (default runs/lm)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint; "
                      "only --max-minutes/--max-epochs/--max-steps may change")
+    run.add_argument("--tensorboard", nargs="?", const="", metavar="DIR",
+                     help="also log to TensorBoard, in DIR (default OUT/tensorboard); needs "
+                          "pip install 'rnnkit[tensorboard]'")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(run=_train)
 

@@ -35,7 +35,7 @@ class _StackedRNN(nn.Module):
         name = type(self).__name__
         check_sizes(name, input_size=input_size, hidden_size=hidden_size, num_layers=num_layers)
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
-        self.bidirectional, self.batch_first = bidirectional, batch_first
+        self.bidirectional, self.batch_first, self.bias = bidirectional, batch_first, bias
         directions = 2 if bidirectional else 1
 
         def runner(size: int, reverse: bool) -> Recurrent:
@@ -115,6 +115,50 @@ class _StackedRNN(nn.Module):
                    device=ref.device, dtype=ref.dtype, **extra)
         twin.load_state_dict(module.state_dict())
         return twin.train(module.training)
+
+    def _torch_class(self, owner: str):
+        """torch.nn's class for this network, after checking that it computes exactly what this one does."""
+        name = f"{type(self).__name__}.{owner}"
+        torch_class = {LSTM: nn.LSTM, GRU: nn.GRU, ElmanRNN: nn.RNN}.get(type(self))
+        if torch_class is None:
+            raise TypeError(f"{name}: torch.nn has no {type(self).__name__}; LSTM, GRU and ElmanRNN have "
+                            f"torch.nn twins")
+        if self.stack.residual or self.stack.locked:
+            raise ValueError(f"{name}: torch.nn.{torch_class.__name__} has no "
+                             f"{'residual connections' if self.stack.residual else 'locked dropout'}; "
+                             f"build this network without it")
+        for runner in self._runners():
+            if type(runner.cell) is not self.cell_class or runner.cell.native_mode() is None:
+                raise ValueError(f"{name}: its cells ({type(runner.cell).__name__}) compute something "
+                                 f"torch.nn.{torch_class.__name__} does not (a wrapper, layer norm or "
+                                 f"another option); only the plain cells have a torch.nn twin")
+        return torch_class
+
+    def torch_state_dict(self) -> dict:
+        """The weights under torch.nn's names (``weight_ih_l0``, ``bias_hh_l1_reverse``, ...), as
+        :meth:`to_torch`'s module (or any torch.nn RNN of the same sizes) loads them."""
+        self._torch_class("torch_state_dict")
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        state = {}
+        for layer, item in enumerate(self.stack.layers):
+            pairs = ([(item.forward_layer, ""), (item.backward_layer, "_reverse")] if self.bidirectional
+                     else [(item, "")])
+            for runner, suffix in pairs:
+                for name, weight in zip(names, runner.cell.flat_weights()):
+                    state[f"{name}_l{layer}{suffix}"] = weight.detach().clone()
+        return state
+
+    def to_torch(self) -> nn.Module:
+        """The ``torch.nn.LSTM`` / ``GRU`` / ``RNN`` that computes what this network computes: same
+        sizes, weights (copied), dropout, ``batch_first``, device, dtype and training mode."""
+        torch_class = self._torch_class("to_torch")
+        extra = {"nonlinearity": self._runners()[0].cell.nonlinearity} if torch_class is nn.RNN else {}
+        ref = next(self.parameters())
+        module = torch_class(self.input_size, self.hidden_size, self.num_layers, bias=self.bias,
+                             batch_first=self.batch_first, dropout=self.stack.dropout,
+                             bidirectional=self.bidirectional, device=ref.device, dtype=ref.dtype, **extra)
+        module.load_state_dict(self.torch_state_dict())
+        return module.train(self.training)
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "

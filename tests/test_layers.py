@@ -211,3 +211,51 @@ def test_shortcuts_take_cell_options():
     assert (out >= 0).all()
     gated = rnnkit.GatedRNN(3, 4, num_layers=2)
     assert gated.engine == "fused" and gated(torch.randn(2, 5, 3))[1].shape == (2, 2, 4)
+
+
+@pytest.mark.parametrize("ours_cls, torch_cls, extra", TWINS)
+@pytest.mark.parametrize("num_layers, bidirectional", [(1, False), (2, True)])
+def test_to_torch_builds_the_torch_module_that_computes_the_same(ours_cls, torch_cls, extra, num_layers,
+                                                                 bidirectional):
+    ours = ours_cls(5, 7, num_layers=num_layers, bidirectional=bidirectional, dtype=F64, **extra)
+    theirs = ours.to_torch()
+    assert type(theirs) is torch_cls and theirs.batch_first == ours.batch_first and theirs.training
+    assert all(p.dtype == F64 for p in theirs.parameters())
+    strict = torch_cls(5, 7, num_layers=num_layers, bidirectional=bidirectional, batch_first=True, dtype=F64,
+                       **extra)
+    assert not strict.load_state_dict(ours.torch_state_dict()).missing_keys    # strict loading succeeds
+    directions = 2 if bidirectional else 1
+    x = torch.randn(3, 6, 5, dtype=F64)
+    state = tuple(torch.randn(num_layers * directions, 3, 7, dtype=F64)
+                  for _ in range(2 if torch_cls is nn.LSTM else 1))
+    out_t, final_t, grads_t = _forward_backward(theirs, x, state)
+    out_o, final_o, grads_o = _forward_backward(ours, x, state)
+    assert_close(out_t, out_o, what="outputs")
+    assert_close(final_t, final_o, what="final state")
+    for key in ("x", *(f"state{i}" for i in range(len(state)))):
+        assert_close(grads_t[key], grads_o[key], what=key)
+    torch_grads = {name: p.grad for name, p in theirs.named_parameters()}
+    ours.zero_grad(), theirs.zero_grad()
+    _forward_backward(ours, x, state)
+    _forward_backward(theirs, x, state)
+    ours_as_torch = {}
+    for layer in range(num_layers):
+        item = ours.stack.layers[layer]
+        pairs = [(item.forward_layer, ""), (item.backward_layer, "_reverse")] if bidirectional else [(item, "")]
+        for runner, suffix in pairs:
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                ours_as_torch[f"{name}_l{layer}{suffix}"] = getattr(runner.cell, name).grad
+    for name, grad in torch_grads.items():
+        assert_close(ours_as_torch[name], grad, what=f"grad {name}")
+
+
+def test_to_torch_refuses_what_torch_cannot_compute():
+    with pytest.raises(TypeError, match=r"^GatedRNN.to_torch: torch.nn has no GatedRNN; LSTM, GRU and ElmanRNN "
+                                        r"have torch.nn twins$"):
+        rnnkit.GatedRNN(3, 4).to_torch()
+    with pytest.raises(ValueError, match=r"^LSTM.to_torch: torch.nn.LSTM has no residual connections; build "
+                                         r"this network without it$"):
+        rnnkit.LSTM(3, 3, num_layers=2, residual=True).to_torch()
+    with pytest.raises(ValueError, match=r"^GRU.torch_state_dict: its cells \(Zoneout\) compute something "
+                                         r"torch.nn.GRU does not"):
+        rnnkit.GRU(3, 4, cell_wrapper=lambda cell: rnnkit.regularizers.Zoneout(cell, 0.1)).torch_state_dict()

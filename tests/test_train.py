@@ -270,3 +270,47 @@ def test_progress_fraction_takes_whichever_limit_comes_first():
     assert trainer.progress_fraction(tokens_per_epoch=1000) == 0.8
     assert trainer.learning_rate(0.0) == pytest.approx(trainer.config.lr * 1e-3)   # warm-up starts low
     assert trainer.learning_rate(1.0) == pytest.approx(0.0)                        # cosine ends at zero
+
+
+def test_a_checkpoint_with_tied_weights_opens_with_plain_safetensors(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_model
+
+    config = LanguageModelConfig(vocab_size=20, hidden_size=8, embedding_size=8, tie_weights=True)
+    model = LanguageModel(config)
+    train_config = TrainConfig(batch_size=4, truncation=8, max_steps=3, eval_every=3, max_minutes=None)
+    Trainer(model, train_config, tmp_path, progress=False,
+            checkpoint_config={"model": config.to_dict()}).fit(ids(400), ids(100, seed=1))
+    weights = next((tmp_path / "checkpoints").iterdir()) / "model.safetensors"
+    fresh = LanguageModel(config)
+    assert load_model(fresh, weights) == (set(), [])             # strict: every key, the tied one restored
+    for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(a, b), name
+    with safe_open(weights, "pt") as handle:
+        saved = json.loads(handle.metadata()["rnnkit_config"])
+    assert saved["model"] == config.to_dict() and saved["step"] == 3
+    # the trainer state loads with torch.load's safe default
+    _, _, trainer_state = read_checkpoint(tmp_path, "latest", with_trainer_state=True)
+    assert trainer_state["step"] == 3 and "optimizer" in trainer_state
+
+
+def test_loggers_get_every_record_and_tensorboard_gets_the_losses(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from rnnkit.train import TensorBoardLogger
+
+    received = []
+    board = TensorBoardLogger(tmp_path / "tb")
+    config = TrainConfig(batch_size=4, truncation=8, max_steps=20, eval_every=10, max_minutes=None)
+    Trainer(tiny_model(), config, tmp_path / "run", progress=False, loggers=[received.append, board]).fit(
+        ids(800), ids(200, seed=1))
+    board.close()
+    written = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert received == written and [r["kind"] for r in received].count("validation") == 2
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    for kind in ("train", "validation"):
+        expected = [(r["step"], r["loss"]) for r in written if r["kind"] == kind]
+        logged = [(e.step, e.value) for e in events.Scalars(f"{kind}/loss")]
+        assert [s for s, _ in logged] == [s for s, _ in expected]
+        assert [v for _, v in logged] == pytest.approx([v for _, v in expected], rel=1e-6)   # float32 in the file

@@ -198,7 +198,8 @@ class Vocabulary:
                 counts.pop(special, None)
         total = sum(counts.values())
         if not total:
-            raise ValueError(f"{owner}: the text is empty; build the vocabulary from the training text")
+            what = "is empty" if level == "char" else "has no words (it is empty, blank or only <unk>)"
+            raise ValueError(f"{owner}: the text {what}; build the vocabulary from the training text")
         kept = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
         if max_size is not None:
             kept = kept[:max_size - len(SPECIAL_TOKENS)]

@@ -6,6 +6,7 @@ Cells that compute exactly what one of torch's kernels computes say so through
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
@@ -15,6 +16,14 @@ from ..cells.base import Cell, State, state_tensors
 __all__ = ["NativeEngine"]
 
 _KERNELS = sequence_kernels
+
+
+@torch.compiler.disable
+def _call(kernel, *args):
+    """torch's sequence kernel, run eagerly inside a compiled model: inductor's lowering of the
+    oneDNN LSTM fails on inputs that do not require a gradient, and the eager kernel is what
+    inductor would call anyway."""
+    return kernel(*args)
 
 
 class NativeEngine:
@@ -36,13 +45,13 @@ class NativeEngine:
         hx = tuple(s.unsqueeze(0) for s in state_tensors(state))      # (1, B, H) each
         hx = hx if mode == "LSTM" else hx[0]
         if lengths is None:
-            out, *final = kernel(x, hx, weights, has_biases, 1, 0.0, cell.training, False, True)
+            out, *final = _call(kernel, x, hx, weights, has_biases, 1, 0.0, cell.training, False, True)
             return out, _unpack(final)
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         order, restore = packed.sorted_indices, packed.unsorted_indices
         hx = tuple(h.index_select(1, order) for h in hx) if mode == "LSTM" else hx.index_select(1, order)
-        data, *final = kernel(packed.data, packed.batch_sizes, hx, weights, has_biases, 1, 0.0,
-                              cell.training, False)
+        data, *final = _call(kernel, packed.data, packed.batch_sizes, hx, weights, has_biases, 1, 0.0,
+                             cell.training, False)
         out, _ = pad_packed_sequence(PackedSequence(data, packed.batch_sizes, order, restore),
                                      batch_first=True, total_length=x.shape[1])
         return out, _unpack([h.index_select(1, restore) for h in final])

@@ -1,6 +1,7 @@
 """Language models over characters, words or BPE tokens: embedding -> recurrent stack -> softmax."""
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Optional
@@ -264,11 +265,25 @@ class AdaptiveReadout(nn.Module):
         self.num_classes = num_classes
 
     def logits(self, h: Tensor) -> Tensor:
-        flat = self.adaptive.log_prob(h.reshape(-1, h.shape[-1]))
+        with self._full_precision(h) as h:
+            flat = self.adaptive.log_prob(h.reshape(-1, h.shape[-1]))
         return flat.view(*h.shape[:-1], self.num_classes)
 
     def nll(self, h: Tensor, y: Tensor) -> Tensor:
-        return -self.adaptive(h, y).output
+        with self._full_precision(h) as h:
+            return -self.adaptive(h, y).output
+
+    @contextlib.contextmanager
+    def _full_precision(self, h: Tensor):
+        """Autocast off, ``h`` in the weights' dtype: torch's adaptive softmax writes each cluster's
+        log-probabilities into a buffer of the input's dtype, which mixed dtypes break (and a
+        softmax is where autocast keeps float32 anyway)."""
+        device = h.device.type
+        if not torch.is_autocast_enabled(device):
+            yield h
+            return
+        with torch.autocast(device, enabled=False):
+            yield h.to(self.adaptive.head.weight.dtype)
 
 
 class LanguageModelStream(Inference):

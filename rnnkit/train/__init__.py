@@ -1,6 +1,7 @@
 """Training: truncated BPTT, clipping, schedules, checkpoints, data parallelism."""
 from .checkpoint import NoCheckpointError, checkpoint_dir, read_checkpoint, save_checkpoint
+from .metrics import MetricsLog, TensorBoardLogger
 from .trainer import TrainConfig, Trainer, TrainingDiverged, detach_state
 
 __all__ = ["Trainer", "TrainConfig", "TrainingDiverged", "detach_state", "save_checkpoint",
-           "read_checkpoint", "checkpoint_dir", "NoCheckpointError"]
+           "read_checkpoint", "checkpoint_dir", "NoCheckpointError", "MetricsLog", "TensorBoardLogger"]

@@ -42,6 +42,15 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _fsync(path: Path) -> None:
+    """``path``'s bytes (a file's, or a folder's entries) on the disk before anything points at them."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def save_checkpoint(run_dir, step: int, model: torch.nn.Module, config: dict, trainer_state: dict,
                     *, best: bool = False, keep: int = 2) -> Path:
     """Write checkpoint ``step`` into ``run_dir``, point ``latest`` (and ``best``) at it.
@@ -62,14 +71,20 @@ def save_checkpoint(run_dir, step: int, model: torch.nn.Module, config: dict, tr
             continue
         seen[ptr] = key
         tensors[key] = value.detach().contiguous().cpu()
-    save_file(tensors, str(staging / "model.safetensors"))
-    (staging / "config.json").write_text(json.dumps({"format": FORMAT_VERSION, "step": step, **config},
-                                                    indent=2) + "\n")
+    text = json.dumps({"format": FORMAT_VERSION, "step": step, **config}, indent=2) + "\n"
+    # the config travels in the weights' own metadata too: plain safetensors.torch.load_model (which
+    # restores tied weights from the one copy kept) and any safetensors reader see what the file is
+    save_file(tensors, str(staging / "model.safetensors"), metadata={"rnnkit_config": text})
+    (staging / "config.json").write_text(text)
     torch.save(trainer_state, staging / "trainer.pt")
+    for written in ("model.safetensors", "config.json", "trainer.pt"):
+        _fsync(staging / written)
+    _fsync(staging)
     final = folder / name
     if final.exists():
         shutil.rmtree(final)
     os.replace(staging, final)
+    _fsync(folder)
     relative = f"checkpoints/{name}"
     _write_atomically(run_dir / "latest", relative + "\n")
     if best or not (run_dir / "best").exists():
@@ -118,5 +133,5 @@ def read_checkpoint(run_dir, which: str = "best", *, with_trainer_state: bool = 
         state[alias] = state[source]
     trainer_state = None
     if with_trainer_state:
-        trainer_state = torch.load(folder / "trainer.pt", weights_only=False)
+        trainer_state = torch.load(folder / "trainer.pt", weights_only=True)
     return state, config, trainer_state

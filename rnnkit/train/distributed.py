@@ -1,8 +1,9 @@
 """Data parallelism with ``torch.distributed``: launched by ``torchrun``, a no-op otherwise.
 
-Each process trains on its own share of the streams; gradients are averaged
-with an all-reduce before every optimizer step, so ``P`` processes with batch
-``B`` follow the same trajectory as one process with batch ``P·B``.
+Each process trains on its own share of the streams; gradients are averaged by
+``DistributedDataParallel`` (all-reduces overlapped with the backward pass), so
+``P`` processes with batch ``B`` follow the same trajectory as one process with
+batch ``P·B``.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["setup", "average_gradients", "is_main", "broadcast_parameters", "share_from_main", "synchronize",
+__all__ = ["setup", "wrap", "is_main", "broadcast_parameters", "share_from_main", "synchronize",
            "teardown"]
 
 
@@ -45,18 +46,16 @@ def broadcast_parameters(model: torch.nn.Module) -> None:
             dist.broadcast(tensor, src=0)
 
 
-def average_gradients(parameters) -> None:
+def wrap(step_module: torch.nn.Module) -> torch.nn.Module:
+    """``step_module`` inside :class:`~torch.nn.parallel.DistributedDataParallel` when this process is
+    one of several: gradients are averaged over the processes by bucketed all-reduces that overlap
+    the rest of the backward pass. Unchanged in one process."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
-        return
-    world = dist.get_world_size()
-    grads = [p.grad for p in parameters if p.grad is not None]
-    flat = torch.cat([g.reshape(-1) for g in grads])           # one all-reduce, not one per tensor
-    dist.all_reduce(flat)
-    flat /= world
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset: offset + g.numel()].view_as(g))
-        offset += g.numel()
+        return step_module
+    device_ids = [torch.cuda.current_device()] if torch.cuda.is_available() else None
+    # an adaptive softmax leaves the clusters no target of a batch falls in without a gradient
+    return torch.nn.parallel.DistributedDataParallel(step_module, device_ids=device_ids,
+                                                     find_unused_parameters=True)
 
 
 def all_mean(value: float) -> float:

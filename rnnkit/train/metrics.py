@@ -1,27 +1,71 @@
-"""Metrics as JSON lines, and the loss plot."""
+"""Metrics as JSON lines, loggers that receive every record (TensorBoard's among them), the loss plot."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-__all__ = ["MetricsLog", "plot_losses"]
+__all__ = ["MetricsLog", "TensorBoardLogger", "plot_losses"]
 
 
 class MetricsLog:
-    """Append-only JSON-lines log: one object per event (``{"kind": "train", ...}``)."""
+    """Append-only JSON-lines log: one object per event (``{"kind": "train", ...}``), each also
+    handed to every logger: a callable ``logger(record: dict)`` (for instance a
+    :class:`TensorBoardLogger`, or a function that sends it to any other tracker)."""
 
-    def __init__(self, path, enabled: bool = True):
-        self.path, self.enabled = Path(path), enabled
+    def __init__(self, path, enabled: bool = True, loggers=()):
+        self.path, self.enabled, self.loggers = Path(path), enabled, list(loggers)
 
     def write(self, **record) -> None:
         if self.enabled:
             with self.path.open("a") as handle:
                 handle.write(json.dumps(record) + "\n")
+            for logger in self.loggers:
+                logger(dict(record))
+
+    def flush(self) -> None:
+        for logger in self.loggers:
+            if hasattr(logger, "flush"):
+                logger.flush()
 
     def read(self) -> list:
         if not self.path.exists():
             return []
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+
+class TensorBoardLogger:
+    """Training records as TensorBoard scalars (``torch.utils.tensorboard``; ``pip install
+    'rnnkit[tensorboard]'``), against the optimizer step: ``train/loss``, ``train/lr``,
+    ``train/grad_norm``, ``validation/loss``, ``test/loss`` and the summary's ``tokens_per_second``.
+
+    >>> trainer = Trainer(model, config, "runs/x", loggers=[TensorBoardLogger("runs/x/tensorboard")])  # doctest: +SKIP
+    """
+
+    SCALARS = {"train": ("loss", "lr", "grad_norm", "penalty", "information_flow"),
+               "validation": ("loss",), "test": ("loss",)}
+
+    def __init__(self, log_dir):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as error:        # torch raises this when the tensorboard package is missing
+            raise ImportError("TensorBoardLogger needs the tensorboard package: pip install "
+                              "'rnnkit[tensorboard]'") from error
+        self.log_dir = Path(log_dir)
+        self.writer = SummaryWriter(str(self.log_dir))
+
+    def __call__(self, record: dict) -> None:
+        kind, step = record.get("kind"), record.get("step")
+        for name in self.SCALARS.get(kind, ()):
+            if record.get(name) is not None:
+                self.writer.add_scalar(f"{kind}/{name}", record[name], step)
+        if kind == "summary" and record.get("tokens_per_second") is not None:
+            self.writer.add_scalar("summary/tokens_per_second", record["tokens_per_second"], record.get("steps"))
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 MISSING_MATPLOTLIB = "pip install 'rnnkit[plot]' for matplotlib"

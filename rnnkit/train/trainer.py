@@ -98,6 +98,20 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+class _TrainingStep(torch.nn.Module):
+    """One training forward, the loss and the model's own penalty (AR/TAR) together, so that
+    DistributedDataParallel, which averages the gradients of what its forward computed, sees both."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs, targets, state):
+        loss, state = self.model.loss(inputs, targets, state)
+        penalty = getattr(self.model, "penalty", None)
+        return loss, state, None if penalty is None else penalty()
+
+
 def detach_state(state):
     """Cut the graph at a chunk boundary; works on tensors and nested tuples/lists."""
     if state is None:
@@ -136,6 +150,10 @@ class Trainer:
             checkpoint alone rebuilds the model.
         progress: show a progress bar (main process only).
         on_step: optional ``callback(trainer)`` after every optimizer step.
+        loggers: callables that each receive every metrics record (a dict with ``kind``
+            "train", "validation", "test", "event" or "summary", and the figures
+            ``metrics.jsonl`` gets), on the main process: :class:`~rnnkit.train.TensorBoardLogger`,
+            or a few lines that forward them to another tracker.
 
     Remedies for vanishing and exploding gradients, all in :class:`TrainConfig`:
     ``clip_norm`` and ``clip_value`` (clipping); ``recurrent_init`` (orthogonal or identity
@@ -154,7 +172,7 @@ class Trainer:
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, run_dir, *,
                  checkpoint_config: dict | None = None, progress: bool = True,
-                 on_step: Callable[["Trainer"], None] | None = None):
+                 on_step: Callable[["Trainer"], None] | None = None, loggers=()):
         self.config, self.run_dir = config, Path(run_dir)
         self.rank, self.world_size, self.device = distributed.setup()
         self.model = model.to(self.device)
@@ -182,7 +200,7 @@ class Trainer:
         self.evaluated = {}                  # tokens predicted by the latest evaluation of each split
         self._last_check = None              # (step, loss) of the latest periodic validation
         self._best_weights = None            # a CPU copy of the best weights, kept when there is a test split
-        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.main)
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.main, loggers=loggers)
 
     # ----- schedule ----------------------------------------------------------
     def progress_fraction(self, tokens_per_epoch: int) -> float:
@@ -401,7 +419,7 @@ class Trainer:
         regularize = c.information_flow > 0
         if regularize:                 # the analysis package is needed only for the regularizer
             from ..analysis.gradients import information_flow_penalty, record_states
-        model_penalty = getattr(self.model, "penalty", None)
+        step_module = distributed.wrap(_TrainingStep(self.model))
         keep_best = test is not None
         bar = self._progress_bar()
         self.model.train()
@@ -426,10 +444,9 @@ class Trainer:
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 with record_states(self.model) if regularize else nullcontext() as recording:
-                    loss, state = self.model.loss(_to_device(inputs, self.device), targets.to(self.device),
-                                                  state if carry else None)
+                    loss, state, extra = step_module(_to_device(inputs, self.device), targets.to(self.device),
+                                                     state if carry else None)
                 penalty = information_flow_penalty(loss, recording) if regularize else None
-                extra = model_penalty() if model_penalty is not None else None
                 state = detach_state(state)
                 if not torch.isfinite(loss):
                     where = (f"the last good checkpoint (step {self.last_checkpoint_step}) is in "
@@ -442,7 +459,6 @@ class Trainer:
                     objective = objective + extra
                 self.optimizer.zero_grad(set_to_none=True)
                 objective.backward()
-                distributed.average_gradients(params)
                 if c.clip_value:
                     torch.nn.utils.clip_grad_value_(params, c.clip_value)
                 grad_norm = (torch.nn.utils.clip_grad_norm_(params, c.clip_norm) if c.clip_norm
@@ -496,6 +512,7 @@ class Trainer:
                    "averaging_from": None if self.average is None else self.step - self.averaged_steps + 1,
                    "stopped_by": stop_reason, "plot": str(plot) if plot else None, "plot_note": plot_note}
         self.metrics.write(kind="summary", **summary)
+        self.metrics.flush()
         distributed.synchronize()        # the processes leave together: none tears the group down under another
         return summary
 

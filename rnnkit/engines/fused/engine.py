@@ -53,6 +53,20 @@ class _FusedRun(torch.autograd.Function):
         return (None, None, dP, dW, *d_states, *d_extras)
 
 
+@torch.compiler.disable
+def _run_opaque(kernel, run, P, W, *rest):
+    """The run, kept out of ``torch.compile``'s graphs: dynamo would otherwise trace into the NumPy
+    loops (whose in-place writes into reused buffers it cannot follow) and compile a different
+    computation. Inside a compiled model the run executes eagerly, between two graphs."""
+    return _FusedRun.apply(kernel, run, P, W, *rest)
+
+
+def _cast_state(state: State, dtype) -> State:
+    if state is None or isinstance(state, Tensor):
+        return None if state is None else state.to(dtype)
+    return tuple(t.to(dtype) for t in state)
+
+
 def _kernel_for(cell: Cell):
     name = cell.fused_kernel()
     return None if name is None else KERNELS.get(name)
@@ -78,6 +92,16 @@ class FusedEngine:
         return KERNELS[name].supports(base)
 
     def run(self, cell: Cell, x: Tensor, state: State, lengths: Tensor | None):
+        device = x.device.type
+        if torch.is_autocast_enabled(device):
+            # the kernels have no reduced-precision arithmetic: inside autocast the run computes in
+            # the weights' dtype (float32), autocast off, and hands its float32 outputs on
+            like = next(iter(cell.parameters()), x)
+            with torch.autocast(device, enabled=False):
+                return self._run(cell, x.to(like.dtype), _cast_state(state, like.dtype), lengths)
+        return self._run(cell, x, state, lengths)
+
+    def _run(self, cell: Cell, x: Tensor, state: State, lengths: Tensor | None):
         base, wrappers = unwrap_cell(cell)
         kernel = _kernel_for(base)
         B, T = x.shape[:2]
@@ -108,7 +132,7 @@ class FusedEngine:
         with swap:
             P, W, extras, options = kernel.prepare(base, xs)
         run = Run(tuple(keep), hidden_mask, binary, **options)
-        histories = _FusedRun.apply(kernel, run, P.contiguous(), W, *state_tensors(state), *extras)
+        histories = _run_opaque(kernel, run, P.contiguous(), W, *state_tensors(state), *extras)
         Z0 = histories[0]
         finals = (Z0[-1], *histories[1:])
         out = kernel.emitted(base, Z0)

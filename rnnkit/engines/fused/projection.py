@@ -27,7 +27,9 @@ __all__ = ["linear", "linear_layer_norm"]
 
 
 def _fast(x: Tensor, weight: Tensor) -> bool:
-    return (x.device.type == "cpu" and x.dtype in NUMPY_DTYPES and weight.dtype == x.dtype
+    # torch.compile traces the slow twin (F.linear), which it compiles well, not the NumPy buffers
+    return (not torch.compiler.is_compiling() and x.device.type == "cpu" and x.dtype in NUMPY_DTYPES
+            and weight.dtype == x.dtype
             and x.dim() >= 2 and x.numel() > 0)
 
 
