@@ -62,7 +62,8 @@ def _bernoulli(shape, probability: float, like: dict, generator) -> Tensor:
     than ``bernoulli_``)."""
     device, dtype, drawn = torch.device(like["device"]), like["dtype"], torch.get_default_dtype()
     numpy_types = NUMPY_DTYPES
-    if device.type != "cpu" or dtype not in numpy_types or drawn not in numpy_types:
+    if (device.type != "cpu" or dtype not in numpy_types or drawn not in numpy_types
+            or torch.compiler.is_compiling()):            # torch.compile traces torch's ops, not NumPy's
         uniform = torch.rand(shape, device=device, generator=generator)
         return (uniform < probability).to(dtype)
     # on CPU the same draws into reused NumPy blocks (the fused engine's pool: no page faults at every step)

@@ -83,3 +83,17 @@ def test_a_language_model_compiles_to_what_eager_computes(kind):
     make = lambda: LanguageModel(LanguageModelConfig(vocab_size=50, hidden_size=16, embedding_size=8,  # noqa: E731
                                                      cell=kind))
     _assert_compiled_equals_eager(make, torch.randint(50, (2, 12)), backend="inductor" if kind == "gru" else "aot_eager")
+
+
+@pytest.mark.parametrize("engine", ["loop", "fused"])
+def test_regularizers_compile_to_what_eager_computes_in_training(engine):
+    from rnnkit.regularizers import VariationalDropout, Zoneout
+
+    def make():
+        return rnnkit.Recurrent(Zoneout(VariationalDropout(GRUCell(8, 16), 0.2, 0.3), 0.1), engine=engine)
+    _assert_compiled_equals_eager(make, torch.randn(3, 7, 8), train=True)
+
+
+def test_a_loop_layer_compiles_into_one_graph():
+    explained = torch._dynamo.explain(rnnkit.Recurrent(GRUCell(8, 16), engine="loop"))(torch.randn(3, 7, 8))
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons

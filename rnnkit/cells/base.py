@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-from contextvars import ContextVar
 from typing import Callable, Tuple, Union
 
 import torch
@@ -74,7 +73,17 @@ def _unavailable(self, *args, **kwargs):
     return None
 
 
-_RECURRENT_MASK: ContextVar = ContextVar("rnnkit_recurrent_mask", default=None)
+# (cell, mask) of every open recurrent_mask block, innermost last. A plain list, not a ContextVar:
+# torch.compile traces reading it (a ContextVar broke the graph at every step). A block only
+# affects its own cell, so runs of different models in different threads do not meet here.
+_RECURRENT_MASKS: list = []
+
+
+def _mask_of(cell):
+    for entry in reversed(_RECURRENT_MASKS):
+        if entry[0] is cell:
+            return entry[1]
+    return None
 
 
 @contextlib.contextmanager
@@ -82,14 +91,16 @@ def recurrent_mask(cell, mask: Tensor):
     """Within the block, ``cell`` multiplies ``h`` by ``mask`` (B, H) where ``h`` enters ``weight_hh``
     (variational hidden dropout, :class:`rnnkit.regularizers.VariationalDropout`); an enclosing
     block's mask for the same cell multiplies in. Nothing is written into the cell."""
-    outer = _RECURRENT_MASK.get()
-    if outer is not None and outer[0] is cell:
-        mask = outer[1] * mask
-    token = _RECURRENT_MASK.set((cell, mask))
+    outer = _mask_of(cell)
+    entry = (cell, mask if outer is None else outer * mask)
+    _RECURRENT_MASKS.append(entry)
     try:
         yield
     finally:
-        _RECURRENT_MASK.reset(token)
+        for i in range(len(_RECURRENT_MASKS) - 1, -1, -1):
+            if _RECURRENT_MASKS[i] is entry:
+                del _RECURRENT_MASKS[i]
+                break
 
 
 class Cell(nn.Module):
@@ -210,8 +221,8 @@ class GatedWeightsMixin:
     def _recurrent_input(self, h: Tensor) -> Tensor:
         """What enters ``weight_hh``: ``h``, times the variational dropout mask of an enclosing
         :func:`recurrent_mask` block for this cell."""
-        current = _RECURRENT_MASK.get()
-        return h if current is None or current[0] is not self else h * current[1]
+        mask = _mask_of(self) if _RECURRENT_MASKS else None
+        return h if mask is None else h * mask
 
     def _recur(self, h: Tensor) -> Tensor:
         return torch.nn.functional.linear(self._recurrent_input(h), self.weight_hh, self.bias_hh)

@@ -236,7 +236,9 @@ class LanguageModel(nn.Module):
         if tokens.dim() != 2:
             raise ValueError(f"LanguageModel: expected token ids of shape (batch, time), got "
                              f"{tuple(tokens.shape)}")
-        if tokens.numel():
+        # a compiled or exported graph cannot read values on the host; the embedding's own bounds
+        # check (eager's and inductor's) still refuses an id out of range there
+        if tokens.numel() and not torch.compiler.is_compiling():
             low, high = (int(v) for v in torch.aminmax(tokens))      # one pass, one sync per forward
             if high >= self.vocab_size or low < 0:
                 raise ValueError(f"LanguageModel: token ids must lie in [0, {self.vocab_size}), got values "
