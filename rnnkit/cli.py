@@ -226,6 +226,33 @@ def _sample(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    """Write a trained language model as an ONNX program that takes any batch and length."""
+    import warnings
+
+    from .models import load_language_model
+
+    try:
+        import onnxscript  # noqa: F401  (torch's ONNX exporter needs it)
+    except ImportError:
+        raise ValueError("exporting to ONNX needs the onnx and onnxscript packages: "
+                         "pip install 'rnnkit[export]'") from None
+    model, vocab, _ = load_language_model(args.run_dir, args.checkpoint)
+    model.eval()
+    out = Path(args.out) if args.out else Path(args.run_dir) / "model.onnx"
+    example = torch.zeros(2, 8, dtype=torch.long)
+    dims = ({0: torch.export.Dim("batch"), 1: torch.export.Dim("time")},)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=dims, verbose=False)
+    program.save(str(out))
+    states = "h" if model.config.cell != "lstm" else "h and c"
+    print(f"wrote {out}: input token ids (batch, time) int64 from a {len(vocab):,}-token {vocab.level} "
+          f"vocabulary; outputs logits (batch, time, {len(vocab):,}) and the final state ({states}, "
+          f"(layers, batch, hidden) each), starting from zeros")
+    return 0
+
+
 def _evaluate(args) -> int:
     import numpy as np
 
@@ -455,6 +482,17 @@ def build_parser() -> argparse.ArgumentParser:
                           "$RNNKIT_CACHE_DIR or ~/.cache/rnnkit)")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
     evaluate.set_defaults(run=_evaluate)
+
+    export = commands.add_parser(
+        "export", help="write a trained language model as an ONNX program",
+        description="Export a trained language model with torch's ONNX exporter: the program takes token "
+                    "ids of any batch size and length and returns the logits and the final state "
+                    "(onnxruntime runs it without torch or rnnkit). Needs pip install 'rnnkit[export]'.")
+    export.add_argument("run_dir", metavar="RUN_DIR")
+    export.add_argument("--format", choices=["onnx"], default="onnx", help="the format (onnx)")
+    export.add_argument("--checkpoint", choices=["best", "latest"], default="best")
+    export.add_argument("--out", metavar="PATH", help="where to write it (default RUN_DIR/model.onnx)")
+    export.set_defaults(run=_export)
 
     inspect = commands.add_parser("inspect", help="plots of a trained model's gradient flow, Jacobians and hidden states",
                                   description=_inspect.__doc__)

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import check_tensor_like
+from ._torch_private import sequence_kernels
 from .cells import ElmanCell, GatedCell, GRUCell, LeakyCell, LSTMCell
 from .cells.base import check_sizes, state_tensors
 from .layers import Bidirectional, Recurrent, Stack
@@ -69,9 +70,32 @@ class _StackedRNN(nn.Module):
         States use torch's layout: ``(num_layers·D, B, H)`` per tensor, and
         ``(h, c)`` for the LSTM. ``lengths`` (B,) marks a padded batch.
         """
+        if lengths is None and torch.compiler.is_exporting() and isinstance(x, Tensor) and x.dim() == 3:
+            mode = self._one_kernel_mode()
+            if mode is not None:
+                return self._one_kernel(mode, x, state)
         per_layer = None if state is None else self._split(state, x)
         outputs, finals = self.stack(x, per_layer, lengths)
         return outputs, self._merge(finals)
+
+    # an exported program gets every layer in one call of torch's multi-layer kernel: the exporters
+    # keep a length-free op for that call, where a chain of single-layer calls loses it
+    def _one_kernel_mode(self):
+        if self.training or self.stack.residual:
+            return None
+        modes = {runner.cell.native_mode() for runner in self._runners()}
+        return modes.pop() if len(modes) == 1 and None not in modes else None
+
+    def _one_kernel(self, mode: str, x: Tensor, state):
+        directions = 2 if self.bidirectional else 1
+        batch = x.shape[0 if self.batch_first else 1]
+        if state is None:
+            zeros = x.new_zeros(self.num_layers * directions, batch, self.hidden_size)
+            state = (zeros, zeros) if len(self.state_names) == 2 else zeros
+        weights = [w for runner in self._runners() for w in runner.cell.flat_weights()]
+        out, *final = sequence_kernels[mode](x, state, weights, self.bias, self.num_layers, 0.0, False,
+                                             self.bidirectional, self.batch_first)
+        return out, (tuple(final) if len(final) == 2 else final[0])
 
     # torch layout (L·D, B, H) <-> one cell state per layer and direction
     def _split(self, state, x: Tensor) -> list:

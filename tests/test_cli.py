@@ -197,3 +197,31 @@ def test_runs_saved_before_token_files_still_resume(tmp_path, corpus, capsys):
     capsys.readouterr()
     assert main(["train", "--resume", "--max-steps", "6", "--out", str(out), "--quiet"]) == 0
     assert "4,023 for train, 447 for validation (no test split)" in capsys.readouterr().out
+
+
+def test_export_writes_an_onnx_program_that_onnxruntime_runs_like_the_model(tmp_path, corpus, capsys):
+    ort = pytest.importorskip("onnxruntime")
+    import numpy as np
+    import torch
+
+    from rnnkit.models import load_language_model
+
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(corpus), "--max-steps", "10", "--out", str(out), "--cell", "gru",
+                 "--num-layers", "2", "--tensorboard", *TINY]) == 0
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    capsys.readouterr()
+    assert main(["export", str(out)]) == 0
+    assert re.match(rf"wrote {re.escape(str(out / 'model.onnx'))}: input token ids \(batch, time\) int64 from a "
+                    rf"\d+-token char vocabulary; outputs logits \(batch, time, \d+\) and the final state \(h, "
+                    rf"\(layers, batch, hidden\) each\), starting from zeros\n", capsys.readouterr().out)
+    model, vocab, _ = load_language_model(out)
+    tokens = torch.randint(len(vocab), (3, 21))
+    session = ort.InferenceSession(str(out / "model.onnx"))
+    logits, state = session.run(None, {session.get_inputs()[0].name: tokens.numpy()})
+    with torch.no_grad():
+        expected, expected_state = model.eval()(tokens)
+    np.testing.assert_allclose(logits, expected.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(state, expected_state.numpy(), rtol=1e-4, atol=1e-5)
+    assert main(["export", str(tmp_path / "nothing")]) == 2
+    assert "no such run directory" in capsys.readouterr().err

@@ -19,11 +19,18 @@ _KERNELS = sequence_kernels
 
 
 @torch.compiler.disable
-def _call(kernel, *args):
-    """torch's sequence kernel, run eagerly inside a compiled model: inductor's lowering of the
-    oneDNN LSTM fails on inputs that do not require a gradient, and the eager kernel is what
-    inductor would call anyway."""
+def _eager(kernel, *args):
     return kernel(*args)
+
+
+def _call(kernel, *args):
+    """torch's sequence kernel: traced into an exported program (where it is one op, ``aten.lstm``
+    and the like, with any batch and length), but run eagerly inside a compiled model (inductor's
+    lowering of the oneDNN LSTM fails on inputs that need no gradient, and the eager kernel is
+    what inductor would call anyway)."""
+    if torch.compiler.is_exporting():
+        return kernel(*args)
+    return _eager(kernel, *args)
 
 
 class NativeEngine:

@@ -61,6 +61,18 @@ def _run_opaque(kernel, run, P, W, *rest):
     return _FusedRun.apply(kernel, run, P, W, *rest)
 
 
+def _for_export(cell: Cell):
+    """What an exported program runs in place of the fused engine (whose NumPy loops no exporter
+    can see): torch's kernel for a cell that has one (one op, any length), else the step loop
+    (traced step by step: the program then holds for the traced length only, and torch.export
+    refuses a dynamic length rather than answering wrongly)."""
+    from ..loop import LoopEngine
+    from ..native import NativeEngine
+
+    native = NativeEngine()
+    return native if native.supports(cell) is None else LoopEngine()
+
+
 def _cast_state(state: State, dtype) -> State:
     if state is None or isinstance(state, Tensor):
         return None if state is None else state.to(dtype)
@@ -92,6 +104,8 @@ class FusedEngine:
         return KERNELS[name].supports(base)
 
     def run(self, cell: Cell, x: Tensor, state: State, lengths: Tensor | None):
+        if torch.compiler.is_exporting():
+            return _for_export(cell).run(cell, x, state, lengths)
         device = x.device.type
         if torch.is_autocast_enabled(device):
             # the kernels have no reduced-precision arithmetic: inside autocast the run computes in

@@ -1,0 +1,96 @@
+"""Export: ONNX programs (the dynamo exporter) checked against onnxruntime at a batch and length
+other than the traced ones, and torch.export programs against eager.
+
+The fused engine's NumPy loops are invisible to exporters, so an exported program runs torch's
+kernels for the cells that have one (a torch-like network in one multi-layer call, which the
+ONNX exporter keeps free of the length when the batch comes first) and the step loop otherwise;
+a program that fixed the length (a loop, torch's Elman RNN, torch.export's programs) holds for
+the traced length only, and onnxruntime refuses any other (never a wrong answer).
+"""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import rnnkit
+from rnnkit.cells import GatedCell
+from rnnkit.models import LanguageModel, LanguageModelConfig
+
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+
+def _onnx(model, example, path, dynamic=True):
+    model.eval()
+    shapes = ({0: torch.export.Dim("batch"), 1: torch.export.Dim("time")},) if dynamic else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=shapes, verbose=False)
+    program.save(str(path))
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options)
+
+
+def _run(session, x):
+    return session.run(None, {session.get_inputs()[0].name: x.numpy()})
+
+
+def _flat(outputs):
+    out, state = outputs
+    return [out, *(state if isinstance(state, tuple) else (state,))]
+
+
+@pytest.mark.parametrize("make", [
+    lambda: rnnkit.LSTM(8, 16, num_layers=2, bidirectional=True),
+    lambda: rnnkit.GRU(8, 16, num_layers=2),
+], ids=["lstm-2-bidirectional", "gru-2"])
+def test_onnx_of_a_torch_like_network_runs_any_batch_and_length(make, tmp_path):
+    model = make()
+    session = _onnx(model, torch.randn(2, 5, 8), tmp_path / "model.onnx")
+    for shape in ((3, 11, 8), (1, 2, 8)):
+        x = torch.randn(shape)
+        got = _run(session, x)
+        with torch.no_grad():
+            expected = _flat(model(x))
+        assert len(got) == len(expected)
+        for a, b in zip(got, expected):
+            np.testing.assert_allclose(a, b.numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_onnx_of_a_language_model_runs_any_batch_and_length(cell, tmp_path):
+    config = LanguageModelConfig(vocab_size=40, hidden_size=16, embedding_size=8, cell=cell, num_layers=2,
+                                 weight_drop=0.3, dropout=0.2)
+    model = LanguageModel(config)
+    session = _onnx(model, torch.randint(40, (2, 5)), tmp_path / "lm.onnx")
+    tokens = torch.randint(40, (3, 13))
+    got = _run(session, tokens)
+    with torch.no_grad():
+        expected = _flat(model(tokens))
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, b.numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("make", [lambda: rnnkit.Recurrent(GatedCell(8, 16)), lambda: rnnkit.ElmanRNN(8, 16)],
+                         ids=["gated-loop", "elman"])
+def test_onnx_of_a_loop_holds_for_its_length_and_refuses_another(make, tmp_path):
+    model = make()
+    x = torch.randn(2, 5, 8)
+    session = _onnx(model, x, tmp_path / "loop.onnx", dynamic=False)
+    with torch.no_grad():
+        np.testing.assert_allclose(_run(session, x)[0], model(x)[0].numpy(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(Exception, match="dimension|shape"):
+        _run(session, torch.randn(2, 7, 8))
+
+
+def test_torch_export_of_the_default_cpu_engines_equals_eager():
+    # torch.export decomposes torch's RNN ops step by step, so its programs fix the length (as
+    # they do for torch.nn.GRU); the batch stays free
+    for model in (rnnkit.GRU(8, 16, num_layers=2).eval(), rnnkit.Recurrent(GatedCell(8, 16)).eval()):
+        program = torch.export.export(model, (torch.randn(2, 5, 8),),
+                                      dynamic_shapes=({0: torch.export.Dim("batch")},))
+        other = torch.randn(3, 5, 8)
+        with torch.no_grad():
+            torch.testing.assert_close(program.module()(other)[0], model(other)[0])
