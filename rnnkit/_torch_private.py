@@ -1,40 +1,68 @@
-"""Every private torch API rnnkit uses, in this one module, each with what it is for.
+"""Every private torch API rnnkit uses, in this one module, each probed and each with a way out.
 
-A torch release may rename or remove any of them; when one goes, this is the only file to
-change, and each has a public fallback or a clear failure where it is used.
+A torch release may rename or remove any of them. Each is looked up on first use inside a probe
+that catches every failure, and ``RNNKIT_TORCH_PRIVATE=0`` in the environment turns them all off;
+either way rnnkit keeps working on public APIs only, as stated below.
 
-- ``sequence_kernels`` / ``step_kernels``: torch's fused RNN kernels (``torch._VF``), as
-  ``torch.nn.LSTM`` and ``torch.nn.LSTMCell`` call them: the ``native`` engine and streaming.
 - :func:`onednn_matmul`: oneDNN's fp32 matmul against a weight laid out once
-  (``torch.ops.mkldnn``), the fused engine's large float32 GEMMs; None where it is missing.
+  (``torch.ops.mkldnn``), the fused engine's large float32 GEMMs. Without it: ``torch.mm``.
 - :func:`swapped_parameters`: a module's parameters replaced for the length of a block
-  (``torch.nn.utils.stateless``), the fused engine's DropConnect weights.
+  (``torch.nn.utils.stateless``), the fused engine's DropConnect weights. Without it: the fused
+  engine declines cells under a weight-dropping wrapper, and ``auto`` picks another engine.
+
+torch's sequence and step kernels (``torch.lstm``, ``torch.gru_cell``, ...; the functions
+``torch.nn.LSTM`` calls) are public names of the ``torch`` namespace and need no fence.
 """
 from __future__ import annotations
 
-from torch import _VF
-from torch.nn.utils.stateless import _reparametrize_module
+import os
 
-__all__ = ["sequence_kernels", "step_kernels", "onednn_matmul", "swapped_parameters"]
+import torch
 
-sequence_kernels = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}
-step_kernels = {"LSTM": _VF.lstm_cell, "GRU": _VF.gru_cell, "RNN_TANH": _VF.rnn_tanh_cell,
-                "RNN_RELU": _VF.rnn_relu_cell}
+__all__ = ["sequence_kernels", "step_kernels", "onednn_matmul", "swapped_parameters", "can_swap_parameters",
+           "enabled"]
+
+sequence_kernels = {"LSTM": torch.lstm, "GRU": torch.gru, "RNN_TANH": torch.rnn_tanh, "RNN_RELU": torch.rnn_relu}
+step_kernels = {"LSTM": torch.lstm_cell, "GRU": torch.gru_cell, "RNN_TANH": torch.rnn_tanh_cell,
+                "RNN_RELU": torch.rnn_relu_cell}
+
+
+def enabled() -> bool:
+    """False when ``RNNKIT_TORCH_PRIVATE=0``: no private torch API is used."""
+    return os.environ.get("RNNKIT_TORCH_PRIVATE", "1").strip() != "0"
 
 
 def onednn_matmul():
     """``(linear, reorder)``: ``linear(x, reorder(w, rows), bias, "none", [], "") = x @ w^T + bias``,
-    or None where this torch build lacks them."""
-    import torch
-
+    or None where this torch build lacks them or they are turned off."""
+    if not enabled():
+        return None
     try:
         if not torch.backends.mkldnn.is_available():
             return None
         return torch.ops.mkldnn._linear_pointwise, torch.ops.mkldnn._reorder_linear_weight
-    except (AttributeError, RuntimeError):
+    except Exception:                      # any failure of a private API means: do without it
         return None
+
+
+def _reparametrize():
+    if not enabled():
+        return None
+    try:
+        from torch.nn.utils.stateless import _reparametrize_module
+        return _reparametrize_module
+    except Exception:
+        return None
+
+
+def can_swap_parameters() -> bool:
+    return _reparametrize() is not None
 
 
 def swapped_parameters(module, tensors: dict):
     """A context manager within which ``module``'s parameters named in ``tensors`` are those tensors."""
-    return _reparametrize_module(module, tensors)
+    swap = _reparametrize()
+    if swap is None:
+        raise RuntimeError("swapped_parameters: torch.nn.utils.stateless is unavailable or turned off "
+                           "(RNNKIT_TORCH_PRIVATE=0); check can_swap_parameters() first")
+    return swap(module, tensors)

@@ -222,6 +222,8 @@ class WeightDrop(CellWrapper):
 
     ``masks`` maps each weight name to its mask for the current run.
     """
+    drops_weights = True
+
 
     def __init__(self, cell: Cell, probability: float = 0.5, weights: Sequence[str] = ("weight_hh",), *,
                  generator: torch.Generator | None = None):

@@ -12,6 +12,7 @@ import re
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from ._checks import check_tensor_like
 from ._torch_private import sequence_kernels
@@ -68,8 +69,11 @@ class _StackedRNN(nn.Module):
         """``x`` (B, T, input_size) → ``(outputs (B, T, D·H), final_state)``.
 
         States use torch's layout: ``(num_layers·D, B, H)`` per tensor, and
-        ``(h, c)`` for the LSTM. ``lengths`` (B,) marks a padded batch.
+        ``(h, c)`` for the LSTM. ``lengths`` (B,) marks a padded batch. A
+        ``PackedSequence`` in gives a ``PackedSequence`` out, as ``torch.nn.LSTM`` does.
         """
+        if isinstance(x, PackedSequence):
+            return self._packed(x, state, lengths)
         if lengths is None and torch.compiler.is_exporting() and isinstance(x, Tensor) and x.dim() == 3:
             mode = self._one_kernel_mode()
             if mode is not None:
@@ -77,6 +81,23 @@ class _StackedRNN(nn.Module):
         per_layer = None if state is None else self._split(state, x)
         outputs, finals = self.stack(x, per_layer, lengths)
         return outputs, self._merge(finals)
+
+    def _packed(self, packed: PackedSequence, state, lengths):
+        if lengths is not None:
+            raise ValueError(f"{type(self).__name__}: a PackedSequence carries its lengths; pass no lengths= "
+                             f"with it")
+        padded, lengths = pad_packed_sequence(packed, batch_first=self.batch_first)   # original order
+        out, final = self.forward(padded, state, lengths)
+        batch = 0 if self.batch_first else 1
+        order = packed.sorted_indices
+        if order is not None:
+            out, lengths = out.index_select(batch, order.to(out.device)), lengths.index_select(0, order.cpu())
+        data = pack_padded_sequence(out, lengths, batch_first=self.batch_first).data
+        return PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices), final
+
+    def flatten_parameters(self) -> None:
+        """Nothing to do: kept so that code written for ``torch.nn.LSTM`` runs unchanged (torch
+        compacts its weights for cuDNN here; rnnkit's engines take them as they are)."""
 
     # an exported program gets every layer in one call of torch's multi-layer kernel: the exporters
     # keep a length-free op for that call, where a chain of single-layer calls loses it

@@ -2,6 +2,7 @@
 (imports inside functions count too), no source file over 600 lines, and every private torch
 API in one module (rnnkit/_torch_private.py)."""
 import ast
+import os
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "rnnkit"
@@ -126,3 +127,39 @@ def test_private_torch_apis_live_in_one_module():
     users = {str(path.relative_to(PACKAGE.parent)) for path in PACKAGE.rglob("*.py")
              if _private_torch_uses(ast.parse(path.read_text()))}
     assert users == {"rnnkit/_torch_private.py"}
+
+
+def test_with_private_torch_apis_turned_off_every_engine_still_gives_the_same_numbers():
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import copy, torch, rnnkit
+        from rnnkit._torch_private import can_swap_parameters, onednn_matmul
+        from rnnkit.cells import GRUCell, LSTMCell
+        from rnnkit.regularizers import WeightDrop
+        assert onednn_matmul() is None and not can_swap_parameters()
+        torch.manual_seed(0)
+        x = torch.randn(3, 6, 4, dtype=torch.float64)
+        cell = GRUCell(4, 5, dtype=torch.float64)
+        for engine in ("auto", "fused", "loop"):
+            layer = rnnkit.Recurrent(copy.deepcopy(cell), engine=engine)
+            print(engine, layer.engine, float(layer(x)[0].sum()))
+        dropped = rnnkit.Recurrent(WeightDrop(GRUCell(4, 5, dtype=torch.float64), 0.5))
+        print("weight-drop", dropped.engine)
+        try:
+            rnnkit.Recurrent(WeightDrop(GRUCell(4, 5), 0.5), engine="fused")
+        except ValueError as error:
+            print(error)
+    """)
+    env = {**os.environ, "RNNKIT_TORCH_PRIVATE": "0"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    sums = [float(line.split()[-1]) for line in lines[:3]]
+    assert lines[0].split()[1] == "fused" and abs(sums[0] - sums[2]) < 1e-12 and abs(sums[1] - sums[2]) < 1e-12
+    assert lines[3] != "weight-drop fused"
+    assert lines[4] == ("Recurrent(WeightDrop): engine 'fused' cannot run this cell: WeightDrop drops weights, which "
+                        "fused runs through a private torch API that is unavailable or turned off "
+                        "(RNNKIT_TORCH_PRIVATE=0). Use engine='auto' or engine='loop'.")

@@ -259,3 +259,42 @@ def test_to_torch_refuses_what_torch_cannot_compute():
     with pytest.raises(ValueError, match=r"^GRU.torch_state_dict: its cells \(Zoneout\) compute something "
                                          r"torch.nn.GRU does not"):
         rnnkit.GRU(3, 4, cell_wrapper=lambda cell: rnnkit.regularizers.Zoneout(cell, 0.1)).torch_state_dict()
+
+
+@pytest.mark.parametrize("ours_cls, torch_cls, extra", TWINS[:2])
+@pytest.mark.parametrize("batch_first, enforce_sorted", [(True, False), (False, False), (False, True)])
+def test_a_packed_sequence_in_gives_torchs_packed_sequence_out(ours_cls, torch_cls, extra, batch_first,
+                                                               enforce_sorted):
+    theirs = torch_cls(4, 6, num_layers=2, bidirectional=True, batch_first=batch_first, dtype=F64, **extra)
+    ours = ours_cls.from_torch(theirs)
+    lengths = torch.tensor([7, 5, 2, 2, 1]) if enforce_sorted else torch.tensor([5, 2, 7, 1, 2])
+    padded = torch.randn(5, 7, 4, dtype=F64) if batch_first else torch.randn(7, 5, 4, dtype=F64)
+    state = tuple(torch.randn(4, 5, 6, dtype=F64) for _ in range(2 if torch_cls is nn.LSTM else 1))
+    results = []
+    for module in (theirs, ours):
+        x = padded.clone().requires_grad_()
+        hx = tuple(s.clone().requires_grad_() for s in state)
+        packed = pack_padded_sequence(x, lengths, batch_first=batch_first, enforce_sorted=enforce_sorted)
+        out, final = module(packed, hx if len(hx) > 1 else hx[0])
+        final = final if isinstance(final, tuple) else (final,)
+        g = torch.Generator().manual_seed(5)
+        loss = (out.data * torch.randn(out.data.shape, generator=g, dtype=F64)).sum()
+        loss = loss + sum((f * torch.randn(f.shape, generator=g, dtype=F64)).sum() for f in final)
+        loss.backward()
+        results.append((out, final, x.grad, [h.grad for h in hx]))
+    (out_t, final_t, dx_t, dh_t), (out_o, final_o, dx_o, dh_o) = results
+    assert isinstance(out_o, torch.nn.utils.rnn.PackedSequence)
+    assert torch.equal(out_o.batch_sizes, out_t.batch_sizes)
+    for a, b in ((out_o.sorted_indices, out_t.sorted_indices), (out_o.unsorted_indices, out_t.unsorted_indices)):
+        assert (a is None and b is None) or torch.equal(a, b)
+    assert_close(out_o.data, out_t.data, what="packed outputs")
+    assert_close(final_o, final_t, what="final state")
+    assert_close(dx_o, dx_t, what="input grad")
+    assert_close(dh_o, dh_t, what="state grad")
+
+
+def test_flatten_parameters_is_accepted_as_torch_code_calls_it():
+    lstm = rnnkit.LSTM(3, 4)
+    before = {k: v.clone() for k, v in lstm.state_dict().items()}
+    assert lstm.flatten_parameters() is None
+    assert all(torch.equal(before[k], v) for k, v in lstm.state_dict().items())

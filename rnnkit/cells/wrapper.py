@@ -46,8 +46,10 @@ class CellWrapper(Cell):
     """A cell around a cell: same sizes, same state, same output; subclasses change the step.
 
     Subclasses draw their masks in ``_draw(batch_size, steps, like)`` (called in
-    training mode only) and read them in ``forward``.
+    training mode only) and read them in ``forward``. One whose ``run_masks`` may give
+    ``weights`` sets ``drops_weights = True``.
     """
+    drops_weights = False
 
     def __init__(self, cell: Cell, *, generator: torch.Generator | None = None):
         super().__init__()

@@ -100,7 +100,7 @@ def _probe_onednn():
         got = linear(x, reorder(w, 5), None, "none", [], "")
         if got.shape != (5, 9) or not torch.allclose(got, x @ w.t(), rtol=1e-4, atol=1e-5):
             return None
-    except (AttributeError, RuntimeError):
+    except Exception:                      # a private op that fails in any way is not used
         return None
     return found
 

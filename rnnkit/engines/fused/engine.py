@@ -7,7 +7,7 @@ import contextlib
 import torch
 from torch import Tensor
 
-from ..._torch_private import swapped_parameters
+from ..._torch_private import can_swap_parameters, swapped_parameters
 from ...cells.base import Cell, State, state_tensors
 from ...cells.wrapper import unwrap_cell
 from ._cpu import ops_for
@@ -95,6 +95,9 @@ class FusedEngine:
             if w.run_masks(1, torch.zeros(())) is None:
                 return (f"{type(w).__name__} is a cell wrapper fused does not know (it runs wrappers that "
                         f"describe their masks, as VariationalDropout, Zoneout and WeightDrop do)")
+            if w.drops_weights and not can_swap_parameters():
+                return (f"{type(w).__name__} drops weights, which fused runs through a private torch API "
+                        f"that is unavailable or turned off (RNNKIT_TORCH_PRIVATE=0)")
         name = base.fused_kernel()
         if name is None:
             return (f"{type(base).__name__} has no fused kernel (fused runs cells whose fused_kernel() names "
