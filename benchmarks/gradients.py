@@ -161,7 +161,7 @@ class IRNNRegressor(nn.Module):
 
     def __init__(self, hidden_size):
         super().__init__()
-        self.rnn = rnnkit.ElmanRNN(2, hidden_size, nonlinearity="relu")
+        self.rnn = rnnkit.ElmanRNN(2, hidden_size, nonlinearity="relu", batch_first=True)
         self.readout = nn.Linear(hidden_size, 1)
         cell = self.rnn.stack.layers[0].cell
         nn.init.zeros_(cell.bias_ih)

@@ -17,7 +17,7 @@ or ``weight_hh_l<k>[_reverse]`` (``torch.nn.RNN/LSTM/GRU``) of shape ``(k·H, H)
 biases are left as they are.
 
 >>> import torch, rnnkit
->>> lstm = rnnkit.LSTM(3, 4)
+>>> lstm = rnnkit.LSTM(3, 4, batch_first=True)
 >>> init_recurrent_(lstm, "identity", gain=0.5)
 ['stack.layers.0.cell.weight_hh']
 >>> recurrent_blocks(lstm)["stack.layers.0.cell.weight_hh[f]"]

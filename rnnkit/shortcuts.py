@@ -2,9 +2,11 @@
 
 Each one is a :class:`~rnnkit.layers.Stack` of :class:`~rnnkit.layers.Recurrent`
 (or :class:`~rnnkit.layers.Bidirectional`) layers over one cell type, with the
-argument names, state format and weight names of ``torch.nn.LSTM``: a
-``torch.nn.LSTM``/``GRU``/``RNN`` state dict loads directly, and gives identical
-outputs. The one difference is the default ``batch_first=True``.
+argument names, defaults (``batch_first=False``: inputs are (time, batch, features)),
+state format and weight names of ``torch.nn.LSTM``: a ``torch.nn.LSTM``/``GRU``/``RNN``
+state dict loads directly and gives identical outputs, and ``to_torch()`` goes back.
+rnnkit's own layers (:class:`~rnnkit.layers.Recurrent`, :class:`~rnnkit.layers.Stack`)
+read (batch, time, features).
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ class _StackedRNN(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bidirectional: bool = False, dropout: float = 0.0, engine: str = "auto", *,
-                 batch_first: bool = True, bias: bool = True, residual: bool = False,
+                 batch_first: bool = False, bias: bool = True, residual: bool = False,
                  device=None, dtype=None, cell_wrapper=None, locked_dropout: bool = False, **cell_options):
         super().__init__()
         name = type(self).__name__
@@ -66,7 +68,8 @@ class _StackedRNN(nn.Module):
         return [m for m in self.stack.modules() if isinstance(m, Recurrent)]
 
     def forward(self, x: Tensor, state=None, lengths=None):
-        """``x`` (B, T, input_size) → ``(outputs (B, T, D·H), final_state)``.
+        """``x`` (T, B, input_size), or (B, T, input_size) with ``batch_first=True``, → ``(outputs,
+        final_state)``, the outputs in the input's layout with D·H features.
 
         States use torch's layout: ``(num_layers·D, B, H)`` per tensor, and
         ``(h, c)`` for the LSTM. ``lengths`` (B,) marks a padded batch. A
@@ -228,9 +231,9 @@ class LSTM(_StackedRNN):
 
     >>> import torch, rnnkit
     >>> lstm = rnnkit.LSTM(10, 20, num_layers=2, bidirectional=True)
-    >>> out, (h_n, c_n) = lstm(torch.randn(3, 5, 10))
+    >>> out, (h_n, c_n) = lstm(torch.randn(7, 3, 10))            # (time, batch, features), as torch.nn
     >>> tuple(out.shape), tuple(h_n.shape)
-    ((3, 5, 40), (4, 3, 20))
+    ((7, 3, 40), (4, 3, 20))
     """
     cell_class = LSTMCell
     state_names = ("h_0", "c_0")

@@ -183,7 +183,7 @@ def test_lstm_state_is_h_then_c_and_components_split_it():
                                                          (rnnkit.GRU, "gru", "auto")])
 def test_shortcut_on_the_native_engine_gives_the_same_flow_and_keeps_its_engine(shortcut, cell_name, engine):
     p = Problem(cell_name)
-    net = shortcut(p.x.shape[-1], p.H, dtype=F64)
+    net = shortcut(p.x.shape[-1], p.H, dtype=F64, batch_first=True)
     net.load_state_dict({f"{k}_l0": torch.tensor(v) for k, v in p.params.items()})
     for layer in net._runners():
         layer.set_engine(engine)
@@ -361,7 +361,7 @@ def test_spectrum_eigenvalues_and_singular_values_match_numpy():
 
 
 def test_recurrent_eigenvalues_per_gate_block():
-    lstm = rnnkit.LSTM(3, 6, dtype=F64)
+    lstm = rnnkit.LSTM(3, 6, dtype=F64, batch_first=True)
     eigs = recurrent_eigenvalues(lstm)
     W = lstm.stack.layers[0].cell.weight_hh.detach().numpy()
     assert list(eigs) == [f"stack.layers.0.cell.weight_hh[{g}]" for g in "ifgo"]
@@ -455,7 +455,7 @@ def test_gradient_flow_errors_say_what_to_do():
     with pytest.raises(ValueError, match=re.escape(
             "gradient_flow: layer must be an index in [0, 2) or one of ['stack.layers.0', 'stack.layers.1'], "
             "got 2")):
-        gradient_flow(rnnkit.GRU(2, 3, num_layers=2), x, lambda out: out[0].sum(), layer=2)
+        gradient_flow(rnnkit.GRU(2, 3, num_layers=2, batch_first=True), x, lambda out: out[0].sum(), layer=2)
     with pytest.raises(ValueError, match=re.escape(
             "gradient_flow: found no rnnkit.Recurrent layer in Linear; pass a Cell, a Recurrent layer, or a "
             "model built from them (rnnkit.LSTM, LanguageModel, ...)")):

@@ -37,7 +37,7 @@ def test_hidden_states_are_the_lstm_h_and_c_of_the_reference():
 
 
 def test_hidden_states_of_a_deeper_layer_are_its_outputs():
-    gru = rnnkit.GRU(3, 5, num_layers=2, dtype=F64)
+    gru = rnnkit.GRU(3, 5, num_layers=2, dtype=F64, batch_first=True)
     x = torch.randn(2, 6, 3, dtype=F64)
     first, _ = gru.stack.layers[0](x)
     second, _ = gru.stack.layers[1](first)
@@ -132,7 +132,7 @@ def assert_png(path):
 @pytest.fixture(scope="module")
 def lstm_run():
     torch.manual_seed(0)
-    lstm = rnnkit.LSTM(3, 8, dtype=F64)
+    lstm = rnnkit.LSTM(3, 8, dtype=F64, batch_first=True)
     x = torch.randn(3, 25, 3, dtype=F64)
     return lstm, x
 
@@ -140,7 +140,7 @@ def lstm_run():
 def test_gradient_flow_plot_draws_each_model_and_the_theory_on_top(tmp_path, lstm_run):
     lstm, x = lstm_run
     flows = {"lstm": gradient_flow(lstm, x, lambda out: out[0].pow(2).sum(-1)),
-             "elman": gradient_flow(rnnkit.ElmanRNN(3, 8, dtype=F64), x, lambda out: out[0].pow(2).sum(-1))}
+             "elman": gradient_flow(rnnkit.ElmanRNN(3, 8, dtype=F64, batch_first=True), x, lambda out: out[0].pow(2).sum(-1))}
     theory = {"0.8^(T-t)": 0.8 ** torch.arange(25, -1, -1.0)}
     fig = plot_gradient_flow(flows, tmp_path / "flow.png", theory=theory)
     assert_png(tmp_path / "flow.png")

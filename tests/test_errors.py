@@ -14,7 +14,7 @@ def raises(exc, message):
 
 def test_wrong_input_size():
     with raises(ValueError, "LSTM: expected input of size 87 in the last dimension, got 91"):
-        rnnkit.LSTM(87, 16)(torch.randn(2, 3, 91))
+        rnnkit.LSTM(87, 16, batch_first=True)(torch.randn(2, 3, 91))
     with raises(ValueError, "Recurrent(GRUCell): expected input of size 4 in the last dimension, got 5"):
         rnnkit.Recurrent(GRUCell(4, 8))(torch.randn(2, 3, 5))
 
@@ -22,7 +22,7 @@ def test_wrong_input_size():
 def test_wrong_rank():
     with raises(ValueError, "GRU: expected input of rank 3 (batch, time, features), or rank 2 "
                             "(time, features) for one unbatched sequence, got rank 4 with shape (2, 3, 4, 4)"):
-        rnnkit.GRU(4, 8)(torch.randn(2, 3, 4, 4))
+        rnnkit.GRU(4, 8, batch_first=True)(torch.randn(2, 3, 4, 4))
     with raises(ValueError, "ElmanRNN: expected input of rank 3 (time, batch, features), or rank 2 "
                             "(time, features) for one unbatched sequence, got rank 1 with shape (4,)"):
         rnnkit.ElmanRNN(4, 8, batch_first=False)(torch.randn(4))
@@ -30,15 +30,15 @@ def test_wrong_rank():
 
 def test_not_a_tensor_and_integer_input():
     with raises(TypeError, "LSTM: expected the input to be a torch.Tensor, got list"):
-        rnnkit.LSTM(2, 3)([[1.0, 2.0]])
+        rnnkit.LSTM(2, 3, batch_first=True)([[1.0, 2.0]])
     with raises(TypeError, "LSTM: expected a floating-point input, got torch.int64; convert it with "
                            "x.float() (token ids go through an embedding first)"):
-        rnnkit.LSTM(2, 3)(torch.ones(1, 4, 2, dtype=torch.int64))
+        rnnkit.LSTM(2, 3, batch_first=True)(torch.ones(1, 4, 2, dtype=torch.int64))
 
 
 def test_empty_sequence():
     with raises(ValueError, "LSTM: expected at least one time step, got an input of shape (2, 0, 3)"):
-        rnnkit.LSTM(3, 4)(torch.randn(2, 0, 3))
+        rnnkit.LSTM(3, 4, batch_first=True)(torch.randn(2, 0, 3))
 
 
 @pytest.mark.parametrize("lengths, message", [
@@ -48,14 +48,14 @@ def test_empty_sequence():
 ])
 def test_bad_lengths(lengths, message):
     with raises(ValueError, message):
-        rnnkit.LSTM(3, 4)(torch.randn(2, 5, 3), lengths=lengths)
+        rnnkit.LSTM(3, 4, batch_first=True)(torch.randn(2, 5, 3), lengths=lengths)
 
 
 def test_lengths_of_the_wrong_type():
     with raises(TypeError, "GRU: lengths must hold integers, got dtype torch.float32"):
-        rnnkit.GRU(3, 4)(torch.randn(2, 5, 3), lengths=torch.tensor([2.0, 3.0]))
+        rnnkit.GRU(3, 4, batch_first=True)(torch.randn(2, 5, 3), lengths=torch.tensor([2.0, 3.0]))
     with raises(TypeError, "GRU: lengths must be a 1-D tensor or a list of ints, got str"):
-        rnnkit.GRU(3, 4)(torch.randn(2, 5, 3), lengths="5")
+        rnnkit.GRU(3, 4, batch_first=True)(torch.randn(2, 5, 3), lengths="5")
     with raises(ValueError, "Recurrent(GRUCell): lengths apply to a batch; an unbatched (time, features) "
                             "input is one sequence of its full length"):
         rnnkit.Recurrent(GRUCell(3, 4))(torch.randn(5, 3), lengths=[5])
@@ -63,10 +63,10 @@ def test_lengths_of_the_wrong_type():
 
 def test_state_of_the_wrong_shape():
     with raises(ValueError, "LSTM: expected hidden state c_0 of shape (4, 2, 8), got (4, 2, 9)"):
-        rnnkit.LSTM(3, 8, num_layers=2, bidirectional=True)(
+        rnnkit.LSTM(3, 8, num_layers=2, bidirectional=True, batch_first=True)(
             torch.randn(2, 5, 3), (torch.zeros(4, 2, 8), torch.zeros(4, 2, 9)))
     with raises(TypeError, "LSTM: expected the initial state to be a tuple (h_0, c_0)"):
-        rnnkit.LSTM(3, 8)(torch.randn(2, 5, 3), torch.zeros(1, 2, 8))
+        rnnkit.LSTM(3, 8, batch_first=True)(torch.randn(2, 5, 3), torch.zeros(1, 2, 8))
     with raises(ValueError, "Recurrent(ElmanCell): expected state of shape (2, 8), got (3, 8)"):
         rnnkit.Recurrent(ElmanCell(3, 8))(torch.randn(2, 5, 3), torch.zeros(3, 8))
     with raises(TypeError, "Recurrent(LSTMCell): expected the state to be a tuple of 2 tensors, got a "
@@ -78,7 +78,7 @@ def test_mismatched_dtype():
     with raises(TypeError, "LSTM: input dtype torch.float32 does not match the layer's dtype "
                            "torch.float64; convert the input with .to(torch.float64) or the layer "
                            "with .to(torch.float32)"):
-        rnnkit.LSTM(3, 4, dtype=torch.float64)(torch.randn(2, 5, 3))
+        rnnkit.LSTM(3, 4, dtype=torch.float64, batch_first=True)(torch.randn(2, 5, 3))
     with raises(TypeError, "Recurrent(GRUCell): state has dtype torch.float32 but the input has torch.float64"):
         rnnkit.Recurrent(GRUCell(3, 4, dtype=torch.float64))(torch.randn(2, 5, 3, dtype=torch.float64),
                                                              torch.zeros(2, 4))
@@ -86,7 +86,7 @@ def test_mismatched_dtype():
 
 def test_mismatched_device():
     # the meta device stands in for a GPU: it is a real, different device on every machine
-    layer = rnnkit.GRU(3, 4, device="meta")
+    layer = rnnkit.GRU(3, 4, device="meta", batch_first=True)
     with raises(ValueError, "GRU: input is on cpu but the layer is on meta; move one of them "
                             "with .to(device)"):
         layer(torch.randn(2, 5, 3))
@@ -98,7 +98,7 @@ def test_bad_construction_arguments():
     with raises(ValueError, "LSTMCell: hidden_size must be a positive integer, got 0"):
         LSTMCell(3, 0)
     with raises(TypeError, "GRU: num_layers must be an int, got float"):
-        rnnkit.GRU(3, 4, num_layers=2.0)
+        rnnkit.GRU(3, 4, num_layers=2.0, batch_first=True)
     with raises(ValueError, "ElmanCell: unknown nonlinearity 'sigmoid'; choose one of ['relu', 'tanh']"):
         ElmanCell(3, 4, nonlinearity="sigmoid")
     with raises(ValueError, "Recurrent(GatedCell): unknown engine 'cuda'; choose 'auto' or one of "
@@ -125,7 +125,7 @@ def test_bad_composition():
     with raises(ValueError, "Stack: residual=True needs layer 1 to keep its size, but it maps 4 to 6"):
         rnnkit.Stack([rnnkit.Recurrent(GRUCell(3, 4)), rnnkit.Recurrent(GRUCell(4, 6))], residual=True)
     with raises(ValueError, "Stack: dropout must be a probability in [0, 1), got 1.5"):
-        rnnkit.GRU(3, 4, num_layers=2, dropout=1.5)
+        rnnkit.GRU(3, 4, num_layers=2, dropout=1.5, batch_first=True)
     with raises(ValueError, "Stack: expected one state per layer (2), got 1"):
         rnnkit.Stack([rnnkit.Recurrent(GRUCell(3, 4)), rnnkit.Recurrent(GRUCell(4, 4))])(
             torch.randn(1, 2, 3), [None])
@@ -133,7 +133,7 @@ def test_bad_composition():
                             "reverse=True, got False and False"):
         rnnkit.Bidirectional(rnnkit.Recurrent(GRUCell(3, 4)), rnnkit.Recurrent(GRUCell(3, 4)))
     with pytest.warns(UserWarning, match="Stack: dropout=0.2 has no effect with one layer"):
-        rnnkit.GRU(3, 4, dropout=0.2)
+        rnnkit.GRU(3, 4, dropout=0.2, batch_first=True)
 
 
 def test_from_torch_checks_the_module_type():

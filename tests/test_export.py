@@ -43,8 +43,8 @@ def _flat(outputs):
 
 
 @pytest.mark.parametrize("make", [
-    lambda: rnnkit.LSTM(8, 16, num_layers=2, bidirectional=True),
-    lambda: rnnkit.GRU(8, 16, num_layers=2),
+    lambda: rnnkit.LSTM(8, 16, num_layers=2, bidirectional=True, batch_first=True),
+    lambda: rnnkit.GRU(8, 16, num_layers=2, batch_first=True),
 ], ids=["lstm-2-bidirectional", "gru-2"])
 def test_onnx_of_a_torch_like_network_runs_any_batch_and_length(make, tmp_path):
     model = make()
@@ -73,7 +73,7 @@ def test_onnx_of_a_language_model_runs_any_batch_and_length(cell, tmp_path):
         np.testing.assert_allclose(a, b.numpy(), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("make", [lambda: rnnkit.Recurrent(GatedCell(8, 16)), lambda: rnnkit.ElmanRNN(8, 16)],
+@pytest.mark.parametrize("make", [lambda: rnnkit.Recurrent(GatedCell(8, 16)), lambda: rnnkit.ElmanRNN(8, 16, batch_first=True)],
                          ids=["gated-loop", "elman"])
 def test_onnx_of_a_loop_holds_for_its_length_and_refuses_another(make, tmp_path):
     model = make()
@@ -88,7 +88,7 @@ def test_onnx_of_a_loop_holds_for_its_length_and_refuses_another(make, tmp_path)
 def test_torch_export_of_the_default_cpu_engines_equals_eager():
     # torch.export decomposes torch's RNN ops step by step, so its programs fix the length (as
     # they do for torch.nn.GRU); the batch stays free
-    for model in (rnnkit.GRU(8, 16, num_layers=2).eval(), rnnkit.Recurrent(GatedCell(8, 16)).eval()):
+    for model in (rnnkit.GRU(8, 16, num_layers=2, batch_first=True).eval(), rnnkit.Recurrent(GatedCell(8, 16)).eval()):
         program = torch.export.export(model, (torch.randn(2, 5, 8),),
                                       dynamic_shapes=({0: torch.export.Dim("batch")},))
         other = torch.randn(3, 5, 8)

@@ -50,7 +50,7 @@ def test_torch_modules_and_rnnkit_stacks_are_found_by_name():
     for name in names:
         assert torch.equal(getattr(net, name), torch.eye(4).repeat(4, 1))
     assert list(recurrent_blocks(net))[:4] == [f"weight_hh_l0[{g}]" for g in "ifgo"]
-    gru = rnnkit.GRU(2, 3, num_layers=2)
+    gru = rnnkit.GRU(2, 3, num_layers=2, batch_first=True)
     assert init_recurrent_(gru) == ["stack.layers.0.cell.weight_hh", "stack.layers.1.cell.weight_hh"]
     assert "stack.layers.1.cell.weight_hh[z]" in recurrent_blocks(gru)
 

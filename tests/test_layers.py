@@ -46,7 +46,7 @@ def test_loaded_from_torch_state_dict_matches_torch(ours_cls, torch_cls, extra, 
     theirs = torch_cls(5, 7, num_layers=num_layers, bidirectional=bidirectional, batch_first=True,
                        dtype=F64, **extra)
     ours = ours_cls(5, 7, num_layers=num_layers, bidirectional=bidirectional, engine=engine,
-                    dtype=F64, **extra)
+                    dtype=F64, batch_first=True, **extra)
     ours.load_state_dict(theirs.state_dict())
     batch, directions = 3, 2 if bidirectional else 1
     x = torch.randn(batch, 6, 5, dtype=F64)
@@ -91,7 +91,7 @@ def _layers():
         "gated-reverse": lambda: rnnkit.Recurrent(GatedCell(3, 4, dtype=F64), reverse=True),
         "bi-leaky": lambda: rnnkit.Bidirectional(rnnkit.Recurrent(LeakyCell(3, 4, dtype=F64)),
                                                  rnnkit.Recurrent(LeakyCell(3, 4, dtype=F64), reverse=True)),
-        "deep-bi-lstm": lambda: rnnkit.LSTM(3, 4, num_layers=2, bidirectional=True, dtype=F64),
+        "deep-bi-lstm": lambda: rnnkit.LSTM(3, 4, num_layers=2, bidirectional=True, dtype=F64, batch_first=True),
         "deep-residual-gru": lambda: rnnkit.Stack(
             [rnnkit.Recurrent(GRUCell(3, 4, dtype=F64)), rnnkit.Recurrent(GRUCell(4, 4, dtype=F64)),
              rnnkit.Recurrent(GRUCell(4, 4, dtype=F64), reverse=True)], residual=True),
@@ -159,7 +159,7 @@ def test_stack_composes_layers_with_residual_connections_and_dropout_between():
 
 
 def test_shortcut_dropout_is_applied_between_layers_only_in_training():
-    lstm = rnnkit.LSTM(3, 4, num_layers=2, dropout=0.9, dtype=F64)
+    lstm = rnnkit.LSTM(3, 4, num_layers=2, dropout=0.9, dtype=F64, batch_first=True)
     x = torch.randn(2, 5, 3, dtype=F64)
     lstm.eval()
     assert_close(lstm(x)[0], lstm(x)[0])
@@ -180,14 +180,14 @@ def test_bidirectional_merges_by_concat_or_sum():
 
 
 def test_state_dict_round_trip_and_torch_names_both_load():
-    a = rnnkit.GRU(3, 4, num_layers=2, bidirectional=True)
-    b = rnnkit.GRU(3, 4, num_layers=2, bidirectional=True)
+    a = rnnkit.GRU(3, 4, num_layers=2, bidirectional=True, batch_first=True)
+    b = rnnkit.GRU(3, 4, num_layers=2, bidirectional=True, batch_first=True)
     b.load_state_dict(a.state_dict())
     x = torch.randn(2, 5, 3)
     assert_close(a(x), b(x))
     theirs = nn.GRU(3, 4, num_layers=2, bidirectional=True, batch_first=True)
     theirs.load_state_dict({k: v for k, v in zip(dict(theirs.state_dict()), _torch_ordered(a))})
-    c = rnnkit.GRU(3, 4, num_layers=2, bidirectional=True)
+    c = rnnkit.GRU(3, 4, num_layers=2, bidirectional=True, batch_first=True)
     c.load_state_dict(theirs.state_dict())
     assert_close(c(x), theirs(x), atol=1e-6)            # float32; on the CPU auto runs the GRU on fused
     for layer in c._runners():                          # torch's own kernel: the same numbers exactly
@@ -204,12 +204,12 @@ def _torch_ordered(model):
 
 
 def test_shortcuts_take_cell_options():
-    leaky = rnnkit.LeakyRNN(3, 4, alpha=0.25)
+    leaky = rnnkit.LeakyRNN(3, 4, alpha=0.25, batch_first=True)
     assert torch.all(leaky.stack.layers[0].cell.alpha == 0.25)
-    relu = rnnkit.ElmanRNN(3, 4, nonlinearity="relu")
+    relu = rnnkit.ElmanRNN(3, 4, nonlinearity="relu", batch_first=True)
     out, _ = relu(torch.randn(2, 5, 3))
     assert (out >= 0).all()
-    gated = rnnkit.GatedRNN(3, 4, num_layers=2)
+    gated = rnnkit.GatedRNN(3, 4, num_layers=2, batch_first=True)
     assert gated.engine == "fused" and gated(torch.randn(2, 5, 3))[1].shape == (2, 2, 4)
 
 
@@ -217,7 +217,8 @@ def test_shortcuts_take_cell_options():
 @pytest.mark.parametrize("num_layers, bidirectional", [(1, False), (2, True)])
 def test_to_torch_builds_the_torch_module_that_computes_the_same(ours_cls, torch_cls, extra, num_layers,
                                                                  bidirectional):
-    ours = ours_cls(5, 7, num_layers=num_layers, bidirectional=bidirectional, dtype=F64, **extra)
+    ours = ours_cls(5, 7, num_layers=num_layers, bidirectional=bidirectional, dtype=F64, batch_first=True,
+                    **extra)
     theirs = ours.to_torch()
     assert type(theirs) is torch_cls and theirs.batch_first == ours.batch_first and theirs.training
     assert all(p.dtype == F64 for p in theirs.parameters())
@@ -252,13 +253,13 @@ def test_to_torch_builds_the_torch_module_that_computes_the_same(ours_cls, torch
 def test_to_torch_refuses_what_torch_cannot_compute():
     with pytest.raises(TypeError, match=r"^GatedRNN.to_torch: torch.nn has no GatedRNN; LSTM, GRU and ElmanRNN "
                                         r"have torch.nn twins$"):
-        rnnkit.GatedRNN(3, 4).to_torch()
+        rnnkit.GatedRNN(3, 4, batch_first=True).to_torch()
     with pytest.raises(ValueError, match=r"^LSTM.to_torch: torch.nn.LSTM has no residual connections; build "
                                          r"this network without it$"):
-        rnnkit.LSTM(3, 3, num_layers=2, residual=True).to_torch()
+        rnnkit.LSTM(3, 3, num_layers=2, residual=True, batch_first=True).to_torch()
     with pytest.raises(ValueError, match=r"^GRU.torch_state_dict: its cells \(Zoneout\) compute something "
                                          r"torch.nn.GRU does not"):
-        rnnkit.GRU(3, 4, cell_wrapper=lambda cell: rnnkit.regularizers.Zoneout(cell, 0.1)).torch_state_dict()
+        rnnkit.GRU(3, 4, cell_wrapper=lambda cell: rnnkit.regularizers.Zoneout(cell, 0.1), batch_first=True).torch_state_dict()
 
 
 @pytest.mark.parametrize("ours_cls, torch_cls, extra", TWINS[:2])
@@ -294,7 +295,7 @@ def test_a_packed_sequence_in_gives_torchs_packed_sequence_out(ours_cls, torch_c
 
 
 def test_flatten_parameters_is_accepted_as_torch_code_calls_it():
-    lstm = rnnkit.LSTM(3, 4)
+    lstm = rnnkit.LSTM(3, 4, batch_first=True)
     before = {k: v.clone() for k, v in lstm.state_dict().items()}
     assert lstm.flatten_parameters() is None
     assert all(torch.equal(before[k], v) for k, v in lstm.state_dict().items())

@@ -197,7 +197,7 @@ def record_states(model: nn.Module, *, probe: bool = True) -> Iterator[Recording
     engines are restored on exit, also after an error.
 
     >>> import torch, rnnkit
-    >>> lstm = rnnkit.LSTM(3, 4)
+    >>> lstm = rnnkit.LSTM(3, 4, batch_first=True)
     >>> with record_states(lstm) as recording:
     ...     out, _ = lstm(torch.randn(2, 5, 3))
     >>> run = recording.run(0)
@@ -426,7 +426,7 @@ def information_flow_penalty(loss: Tensor, recording: Recording) -> Tensor:
     For a tuple state (LSTM) the Jacobian is that of the concatenated state ``[h; c]``.
 
     >>> import torch, rnnkit
-    >>> lstm = rnnkit.LSTM(3, 4)
+    >>> lstm = rnnkit.LSTM(3, 4, batch_first=True)
     >>> with record_states(lstm) as recording:
     ...     out, _ = lstm(torch.randn(2, 5, 3))
     >>> loss = out.pow(2).sum()

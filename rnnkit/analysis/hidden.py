@@ -9,7 +9,7 @@ character model, :func:`text_features` gives "inside a string", "position in the
 Fei-Fei 2015).
 
 >>> import torch, rnnkit
->>> model = rnnkit.LSTM(3, 8)
+>>> model = rnnkit.LSTM(3, 8, batch_first=True)
 >>> hidden = hidden_states(model, torch.randn(2, 20, 3))
 >>> tuple(hidden.states.shape), hidden.labels[:2], hidden.labels[8]     # [h; c], s_1 .. s_T
 ((2, 20, 16), ['h0', 'h1'], 'c0')

@@ -45,7 +45,7 @@ class Forecaster(nn.Module):
             raise ValueError(f"{name}: unknown cell {cell!r}; choose one of {sorted(CELL_NETWORKS)}")
         self.series_size, self.family = series_size, family
         self.rnn = CELL_NETWORKS[cell](series_size, hidden_size, num_layers,
-                                       dropout=dropout if num_layers > 1 else 0.0, engine=engine)
+                                       dropout=dropout if num_layers > 1 else 0.0, engine=engine, batch_first=True)
         self.readout = (GaussianReadout(hidden_size, series_size, std="predicted") if family == "gaussian"
                         else PoissonReadout(hidden_size, series_size))
 

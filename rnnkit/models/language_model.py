@@ -141,7 +141,8 @@ class LanguageModel(nn.Module):
         between = c.dropout if c.layer_dropout is None else c.layer_dropout
         self.rnn = CELL_NETWORKS[c.cell](c.embedding_size, c.hidden_size, c.num_layers,
                                          dropout=between if c.num_layers > 1 else 0.0, engine=c.engine,
-                                         cell_wrapper=wrapper, locked_dropout=c.locked_dropout)
+                                         cell_wrapper=wrapper, locked_dropout=c.locked_dropout,
+                                         batch_first=True)
         dropout = _LockedDropout if c.locked_dropout else nn.Dropout
         self.input_dropout = dropout(c.dropout if c.input_dropout is None else c.input_dropout)
         self.dropout = dropout(c.dropout)

@@ -24,7 +24,7 @@ class _Encoder(nn.Module):
         self.owner = owner
         self.embedding = nn.Embedding(vocab_size, input_size) if vocab_size else None
         self.rnn = CELL_NETWORKS[cell](input_size, hidden_size, num_layers, bidirectional,
-                                       dropout if num_layers > 1 else 0.0, engine)
+                                       dropout if num_layers > 1 else 0.0, engine, batch_first=True)
         self.output_size = hidden_size * (2 if bidirectional else 1)
 
     def forward(self, inputs):
