@@ -88,7 +88,9 @@ def _filter(logits: Tensor, temperature: float, top_k: Optional[int], top_p: Opt
         drop = torch.ones_like(logits, dtype=torch.bool).scatter_(-1, kept, False)
         logits = logits.masked_fill(drop, -math.inf)
     if top_p is not None and top_p < 1:
-        sorted_probs, order = logits.softmax(dim=-1).sort(dim=-1, descending=True)    # (..., V)
+        # sorted by logit, not by probability: logits a rounding step apart tie once exponentiated
+        sorted_logits, order = logits.sort(dim=-1, descending=True)                  # (..., V)
+        sorted_probs = sorted_logits.softmax(dim=-1)
         mass_before = sorted_probs.cumsum(dim=-1).roll(1, dims=-1)
         mass_before[..., 0] = 0.0
         sorted_drop = mass_before >= top_p

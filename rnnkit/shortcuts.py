@@ -18,13 +18,13 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from ._checks import check_tensor_like
 from ._torch_private import sequence_kernels
-from .cells import ElmanCell, GatedCell, GRUCell, LeakyCell, LSTMCell
+from .cells import ElmanCell, GatedCell, GRUCell, LeakyCell, LSTMCell, ProjectedLSTMCell
 from .cells.base import check_sizes, state_tensors
 from .layers import Bidirectional, Recurrent, Stack
 
 __all__ = ["LSTM", "GRU", "ElmanRNN", "GatedRNN", "LeakyRNN", "cell_networks"]
 
-_TORCH_KEY = re.compile(r"(weight|bias)_(ih|hh)_l(\d+)(_reverse)?$")
+_TORCH_KEY = re.compile(r"(weight|bias)_(ih|hh|hr)_l(\d+)(_reverse)?$")
 
 
 class _StackedRNN(nn.Module):
@@ -34,7 +34,8 @@ class _StackedRNN(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bidirectional: bool = False, dropout: float = 0.0, engine: str = "auto", *,
                  batch_first: bool = False, bias: bool = True, residual: bool = False,
-                 device=None, dtype=None, cell_wrapper=None, locked_dropout: bool = False, **cell_options):
+                 device=None, dtype=None, cell_wrapper=None, locked_dropout: bool = False, proj_size: int = 0,
+                 **cell_options):
         super().__init__()
         name = type(self).__name__
         check_sizes(name, input_size=input_size, hidden_size=hidden_size, num_layers=num_layers)
@@ -42,15 +43,23 @@ class _StackedRNN(nn.Module):
         self.bidirectional, self.batch_first, self.bias = bidirectional, batch_first, bias
         directions = 2 if bidirectional else 1
 
+        if proj_size and self.cell_class is not LSTMCell:
+            raise ValueError(f"{name}: proj_size is an LSTM option (torch.nn.LSTM's); {name} has no projection")
+        self.proj_size = proj_size
+        cell_class = ProjectedLSTMCell if proj_size else self.cell_class
+        if proj_size:
+            cell_options["proj_size"] = proj_size
+        self._cell_class = cell_class
+
         def runner(size: int, reverse: bool) -> Recurrent:
-            cell = self.cell_class(size, hidden_size, bias=bias, device=device, dtype=dtype, **cell_options)
+            cell = cell_class(size, hidden_size, bias=bias, device=device, dtype=dtype, **cell_options)
             if cell_wrapper is not None:        # e.g. a regularizer around every cell
                 cell = cell_wrapper(cell)
             return Recurrent(cell, engine, batch_first, reverse, name=name)
 
         layers = []
         for layer in range(num_layers):
-            size = input_size if layer == 0 else hidden_size * directions
+            size = input_size if layer == 0 else (proj_size or hidden_size) * directions
             layers.append(Bidirectional(runner(size, False), runner(size, True))
                           if bidirectional else runner(size, False))
         self.stack = Stack(layers, dropout=dropout, residual=residual, locked=locked_dropout)
@@ -114,8 +123,9 @@ class _StackedRNN(nn.Module):
         directions = 2 if self.bidirectional else 1
         batch = x.shape[0 if self.batch_first else 1]
         if state is None:
-            zeros = x.new_zeros(self.num_layers * directions, batch, self.hidden_size)
-            state = (zeros, zeros) if len(self.state_names) == 2 else zeros
+            h0 = x.new_zeros(self.num_layers * directions, batch, self.proj_size or self.hidden_size)
+            state = (h0, x.new_zeros(self.num_layers * directions, batch, self.hidden_size)) \
+                if len(self.state_names) == 2 else h0
         weights = [w for runner in self._runners() for w in runner.cell.flat_weights()]
         out, *final = sequence_kernels[mode](x, state, weights, self.bias, self.num_layers, 0.0, False,
                                              self.bidirectional, self.batch_first)
@@ -131,10 +141,11 @@ class _StackedRNN(nn.Module):
         directions = 2 if self.bidirectional else 1
         unbatched = x.dim() == 2 if isinstance(x, Tensor) else False
         batch = () if unbatched else (x.shape[0 if self.batch_first else 1],)
-        shape = (self.num_layers * directions, *batch, self.hidden_size)
-        for label, tensor in zip(self.state_names, tensors):
+        sizes = (self.proj_size or self.hidden_size, self.hidden_size)      # h (projected), c
+        for label, tensor, size in zip(self.state_names, tensors, sizes):
+            shape = (self.num_layers * directions, *batch, size)
             check_tensor_like(name, f"hidden state {label}", tensor, shape, x)
-        cells = [tuple(t[i] for t in tensors) for i in range(shape[0])]
+        cells = [tuple(t[i] for t in tensors) for i in range(self.num_layers * directions)]
         cells = [c[0] if count == 1 else c for c in cells]
         if directions == 1:
             return cells
@@ -154,9 +165,9 @@ class _StackedRNN(nn.Module):
             raise TypeError(f"{cls.__name__}.from_torch: expected a torch.nn."
                             f"{torch_class.__name__ if torch_class else 'LSTM/GRU/RNN'}, "
                             f"got {type(module).__name__}")
-        if getattr(module, "proj_size", 0):
-            raise ValueError(f"{cls.__name__}.from_torch: proj_size={module.proj_size} is not supported")
         extra = {"nonlinearity": module.nonlinearity} if cls is ElmanRNN else {}
+        if getattr(module, "proj_size", 0):
+            extra["proj_size"] = module.proj_size
         ref = next(module.parameters())
         twin = cls(module.input_size, module.hidden_size, module.num_layers, module.bidirectional,
                    module.dropout, engine, batch_first=module.batch_first, bias=module.bias,
@@ -176,7 +187,7 @@ class _StackedRNN(nn.Module):
                              f"{'residual connections' if self.stack.residual else 'locked dropout'}; "
                              f"build this network without it")
         for runner in self._runners():
-            if type(runner.cell) is not self.cell_class or runner.cell.native_mode() is None:
+            if type(runner.cell) is not self._cell_class or runner.cell.native_mode() is None:
                 raise ValueError(f"{name}: its cells ({type(runner.cell).__name__}) compute something "
                                  f"torch.nn.{torch_class.__name__} does not (a wrapper, layer norm or "
                                  f"another option); only the plain cells have a torch.nn twin")
@@ -186,7 +197,8 @@ class _StackedRNN(nn.Module):
         """The weights under torch.nn's names (``weight_ih_l0``, ``bias_hh_l1_reverse``, ...), as
         :meth:`to_torch`'s module (or any torch.nn RNN of the same sizes) loads them."""
         self._torch_class("torch_state_dict")
-        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        names = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if self.bias else ()) \
+            + (("weight_hr",) if self.proj_size else ())
         state = {}
         for layer, item in enumerate(self.stack.layers):
             pairs = ([(item.forward_layer, ""), (item.backward_layer, "_reverse")] if self.bidirectional
@@ -201,6 +213,8 @@ class _StackedRNN(nn.Module):
         sizes, weights (copied), dropout, ``batch_first``, device, dtype and training mode."""
         torch_class = self._torch_class("to_torch")
         extra = {"nonlinearity": self._runners()[0].cell.nonlinearity} if torch_class is nn.RNN else {}
+        if self.proj_size:
+            extra["proj_size"] = self.proj_size
         ref = next(self.parameters())
         module = torch_class(self.input_size, self.hidden_size, self.num_layers, bias=self.bias,
                              batch_first=self.batch_first, dropout=self.stack.dropout,
@@ -210,6 +224,7 @@ class _StackedRNN(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+                f"{f'proj_size={self.proj_size}, ' if self.proj_size else ''}"
                 f"bidirectional={self.bidirectional}, engine={self.engine!r}")
 
 

@@ -95,7 +95,8 @@ class Stream(Inference):
         self._dtype, self._device = like.dtype, like.device
         self._shape = torch.Size((self.batch_size, self.cell.input_size))
         mode = self.cell.native_mode()
-        if mode in _STEP_KERNELS:
+        if mode in _STEP_KERNELS and len(self.cell.flat_weights()) in (2, 4):     # torch's step kernels
+            # take no projection (weight_hr): a projected LSTM steps through its own step
             self._kernel, self._weights = _STEP_KERNELS[mode], list(self.cell.flat_weights())
             if len(self._weights) == 2:                     # (w_ih, w_hh): no biases
                 self._weights += [None, None]

@@ -139,8 +139,7 @@ def test_bad_composition():
 def test_from_torch_checks_the_module_type():
     with raises(TypeError, "LSTM.from_torch: expected a torch.nn.LSTM, got GRU"):
         rnnkit.LSTM.from_torch(torch.nn.GRU(3, 4))
-    with raises(ValueError, "LSTM.from_torch: proj_size=2 is not supported"):
-        rnnkit.LSTM.from_torch(torch.nn.LSTM(3, 4, proj_size=2))
+    assert rnnkit.LSTM.from_torch(torch.nn.LSTM(3, 4, proj_size=2)).proj_size == 2     # supported now
 
 
 @pytest.mark.parametrize("check, error, message", [

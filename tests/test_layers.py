@@ -299,3 +299,43 @@ def test_flatten_parameters_is_accepted_as_torch_code_calls_it():
     before = {k: v.clone() for k, v in lstm.state_dict().items()}
     assert lstm.flatten_parameters() is None
     assert all(torch.equal(before[k], v) for k, v in lstm.state_dict().items())
+
+
+@pytest.mark.parametrize("num_layers, bidirectional, bias", [(1, False, True), (2, True, True), (2, False, False)])
+@pytest.mark.parametrize("engine", ["auto", "loop"])
+def test_a_projected_lstm_equals_torchs_both_ways(num_layers, bidirectional, bias, engine):
+    theirs = nn.LSTM(5, 7, num_layers=num_layers, bidirectional=bidirectional, bias=bias, proj_size=3,
+                     batch_first=True, dtype=F64)
+    ours = rnnkit.LSTM.from_torch(theirs, engine=engine)
+    assert ours.proj_size == 3 and ours.engine == ("native" if engine == "auto" else "loop")
+    directions = 2 if bidirectional else 1
+    x = torch.randn(4, 6, 5, dtype=F64)
+    state = (torch.randn(num_layers * directions, 4, 3, dtype=F64), torch.randn(num_layers * directions, 4, 7, dtype=F64))
+    out_t, final_t, grads_t = _forward_backward(theirs, x, state)
+    out_o, final_o, grads_o = _forward_backward(ours, x, state)
+    assert out_o.shape == (4, 6, 3 * directions)
+    assert_close(out_o, out_t, what="outputs")
+    assert_close(final_o, final_t, what="final state")
+    for key in ("x", "state0", "state1"):
+        assert_close(grads_o[key], grads_t[key], what=key)
+    back = ours.to_torch()
+    assert back.proj_size == 3
+    for name, weight in theirs.state_dict().items():
+        assert torch.equal(back.state_dict()[name], weight), name
+
+
+def test_projected_lstm_streams_and_refuses_bad_sizes():
+    from rnnkit.cells import ProjectedLSTMCell
+
+    layer = rnnkit.Recurrent(ProjectedLSTMCell(3, 6, proj_size=2, dtype=F64))
+    x = torch.randn(2, 5, 3, dtype=F64)
+    whole = layer(x)[0]
+    stream = layer.stream(batch_size=2)
+    stepped = torch.stack([stream(x[:, t]) for t in range(5)], 1)
+    assert_close(stepped, whole, what="streamed outputs")
+    with pytest.raises(ValueError, match=r"^ProjectedLSTMCell: proj_size must be smaller than hidden_size \(6\), "
+                                         r"got 6$"):
+        ProjectedLSTMCell(3, 6, proj_size=6)
+    with pytest.raises(ValueError, match=r"^GRU: proj_size is an LSTM option \(torch.nn.LSTM's\); GRU has no "
+                                         r"projection$"):
+        rnnkit.GRU(3, 4, proj_size=2)

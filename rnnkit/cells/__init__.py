@@ -9,7 +9,7 @@ from .jordan import JordanCell
 from .layernorm import LayerNormGRUCell, LayerNormLSTMCell
 from .leaky import LeakyCell
 from .linear import LinearLeakyCell, LTICell, MinGRUCell, MinLSTMCell
-from .lstm import LSTMCell
+from .lstm import LSTMCell, ProjectedLSTMCell
 from .ntm import NTMCell
 from .rate import RateCell
 from .reservoir import ReservoirCell
@@ -17,10 +17,11 @@ from .reservoir import ReservoirCell
 CELLS = {"elman": ElmanCell, "jordan": JordanCell, "gated": GatedCell, "lstm": LSTMCell,
          "gru": GRUCell, "leaky": LeakyCell, "rate": RateCell}
 # ReservoirCell (fixed random weights), HMMFilterCell (states and symbols, not input and hidden
-# sizes) and NTMCell (a controller and a memory) are cells too, but not general trainable
+# sizes), NTMCell (a controller and a memory) and ProjectedLSTMCell (a third size, proj_size; the
+# LSTM network's proj_size=) are cells too, but not general trainable
 # recurrences of one input and one hidden size: they are not in the registry.
 
 __all__ = ["Cell", "State", "CellWrapper", "RunMasks", "unwrap_cell", "ElmanCell", "JordanCell", "GatedCell",
-           "LSTMCell", "GRUCell", "LayerNormLSTMCell", "LayerNormGRUCell", "LeakyCell", "LinearLeakyCell", "MinGRUCell",
-           "MinLSTMCell", "LTICell", "RateCell", "ReservoirCell", "HMMFilterCell", "GaussianHMMFilterCell", "NTMCell",
+           "LSTMCell", "ProjectedLSTMCell", "GRUCell", "LayerNormLSTMCell", "LayerNormGRUCell", "LeakyCell",
+           "LinearLeakyCell", "MinGRUCell", "MinLSTMCell", "LTICell", "RateCell", "ReservoirCell", "HMMFilterCell", "GaussianHMMFilterCell", "NTMCell",
            "CELLS", "map_state", "state_tensors", "state_where"]

@@ -6,7 +6,7 @@ from torch import Tensor
 
 from .base import Cell, GatedWeightsMixin, check_sizes
 
-__all__ = ["LSTMCell"]
+__all__ = ["LSTMCell", "ProjectedLSTMCell"]
 
 
 class LSTMCell(GatedWeightsMixin, Cell):
@@ -61,3 +61,65 @@ class LSTMCell(GatedWeightsMixin, Cell):
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, bias={self.bias}, forget_bias={self.forget_bias}"
+
+
+class ProjectedLSTMCell(LSTMCell):
+    r"""LSTM with a projected hidden state (Sak et al. 2014; ``torch.nn.LSTM(proj_size=...)``).
+
+    .. math::
+        [i, f, g, o] &= W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh} \\
+        c_t &= \sigma(f) \odot c_{t-1} + \sigma(i) \odot \tanh(g) \\
+        h_t &= W_{hr} \left(\sigma(o) \odot \tanh(c_t)\right)
+
+    State ``(h, c)``: ``h`` (B, proj_size), ``c`` (B, hidden_size); the cell emits ``h``.
+    ``weight_hh`` is (4·hidden_size, proj_size) and ``weight_hr`` (proj_size, hidden_size),
+    as in torch, so a projected ``torch.nn.LSTM``'s state dict loads unchanged.
+
+    >>> import torch, rnnkit
+    >>> cell = rnnkit.cells.ProjectedLSTMCell(3, 8, proj_size=2)
+    >>> h, c = cell(torch.randn(5, 3), cell.initial_state(5))
+    >>> tuple(h.shape), tuple(c.shape)
+    ((5, 2), (5, 8))
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, proj_size: int, bias: bool = True,
+                 forget_bias: float | None = 1.0, *, device=None, dtype=None):
+        name = type(self).__name__
+        check_sizes(name, input_size=input_size, hidden_size=hidden_size, proj_size=proj_size)
+        if proj_size >= hidden_size:
+            raise ValueError(f"{name}: proj_size must be smaller than hidden_size ({hidden_size}), got "
+                             f"{proj_size}")
+        self.proj_size = proj_size
+        super().__init__(input_size, hidden_size, bias, forget_bias, device=device, dtype=dtype)
+        self.state_sizes = (proj_size, hidden_size)
+
+    def _make_weights(self, input_size, hidden_size, num_chunks, bias, device=None, dtype=None) -> None:
+        super()._make_weights(input_size, hidden_size, num_chunks, bias, device, dtype)
+        kw = {"device": device, "dtype": dtype}
+        self.weight_hh = torch.nn.Parameter(torch.empty(num_chunks * hidden_size, self.proj_size, **kw))
+        self.weight_hr = torch.nn.Parameter(torch.empty(self.proj_size, hidden_size, **kw))
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        bound = 1.0 / self.hidden_size ** 0.5
+        with torch.no_grad():
+            self.weight_hr.uniform_(-bound, bound)
+
+    @property
+    def output_size(self) -> int:
+        return self.proj_size
+
+    def step(self, projected_t: Tensor, state):
+        h, c = state
+        i, f, g, o = (projected_t + self._recur(h)).chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.nn.functional.linear(torch.sigmoid(o) * torch.tanh(c), self.weight_hr), c
+
+    def native_mode(self):
+        return "LSTM"                # torch's kernel takes weight_hr as a fifth (or third) weight
+
+    def flat_weights(self) -> list:
+        return [*super().flat_weights(), self.weight_hr]
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, proj_size={self.proj_size}"

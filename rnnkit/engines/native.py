@@ -48,7 +48,7 @@ class NativeEngine:
         mode = cell.native_mode()
         kernel = _KERNELS[mode]
         weights = cell.flat_weights()
-        has_biases = len(weights) == 4                                 # (w_ih, w_hh[, b_ih, b_hh])
+        has_biases = len(weights) >= 4                     # (w_ih, w_hh[, b_ih, b_hh][, w_hr])
         hx = tuple(s.unsqueeze(0) for s in state_tensors(state))      # (1, B, H) each
         hx = hx if mode == "LSTM" else hx[0]
         if lengths is None:
