@@ -9,6 +9,9 @@ either way rnnkit keeps working on public APIs only, as stated below.
 - :func:`swapped_parameters`: a module's parameters replaced for the length of a block
   (``torch.nn.utils.stateless``), the fused engine's DropConnect weights. Without it: the fused
   engine declines cells under a weight-dropping wrapper, and ``auto`` picks another engine.
+- :func:`inside_functorch`: whether a ``torch.func`` transform (vmap, grad, jacrev, ...) is
+  running (``torch._C._functorch``), so that the NumPy kernels, which no transform can see
+  through, hand over to torch's ops. Without it: a clear error from torch inside a transform.
 
 torch's sequence and step kernels (``torch.lstm``, ``torch.gru_cell``, ...; the functions
 ``torch.nn.LSTM`` calls) are public names of the ``torch`` namespace and need no fence.
@@ -20,7 +23,7 @@ import os
 import torch
 
 __all__ = ["sequence_kernels", "step_kernels", "onednn_matmul", "swapped_parameters", "can_swap_parameters",
-           "enabled"]
+           "inside_functorch", "enabled"]
 
 sequence_kernels = {"LSTM": torch.lstm, "GRU": torch.gru, "RNN_TANH": torch.rnn_tanh, "RNN_RELU": torch.rnn_relu}
 step_kernels = {"LSTM": torch.lstm_cell, "GRU": torch.gru_cell, "RNN_TANH": torch.rnn_tanh_cell,
@@ -66,3 +69,13 @@ def swapped_parameters(module, tensors: dict):
         raise RuntimeError("swapped_parameters: torch.nn.utils.stateless is unavailable or turned off "
                            "(RNNKIT_TORCH_PRIVATE=0); check can_swap_parameters() first")
     return swap(module, tensors)
+
+
+def inside_functorch() -> bool:
+    """True while a ``torch.func`` transform runs (False where this cannot be asked)."""
+    if not enabled():
+        return False
+    try:
+        return torch._C._functorch.peek_interpreter_stack() is not None
+    except Exception:
+        return False

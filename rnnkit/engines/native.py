@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from .._torch_private import sequence_kernels
+from .._torch_private import inside_functorch, sequence_kernels
 from ..cells.base import Cell, State, state_tensors
 
 __all__ = ["NativeEngine"]
@@ -45,6 +45,9 @@ class NativeEngine:
         return None
 
     def run(self, cell: Cell, x: Tensor, state: State, lengths: Tensor | None):
+        if inside_functorch():          # torch's sequence kernels have no vmap rule: the step loop does
+            from .loop import LoopEngine
+            return LoopEngine().run(cell, x, state, lengths)
         mode = cell.native_mode()
         kernel = _KERNELS[mode]
         weights = cell.flat_weights()

@@ -7,7 +7,7 @@ import contextlib
 import torch
 from torch import Tensor
 
-from ..._torch_private import can_swap_parameters, swapped_parameters
+from ..._torch_private import can_swap_parameters, inside_functorch, swapped_parameters
 from ...cells.base import Cell, State, state_tensors
 from ...cells.wrapper import unwrap_cell
 from ._cpu import ops_for
@@ -61,16 +61,17 @@ def _run_opaque(kernel, run, P, W, *rest):
     return _FusedRun.apply(kernel, run, P, W, *rest)
 
 
-def _for_export(cell: Cell):
-    """What an exported program runs in place of the fused engine (whose NumPy loops no exporter
-    can see): torch's kernel for a cell that has one (one op, any length), else the step loop
-    (traced step by step: the program then holds for the traced length only, and torch.export
-    refuses a dynamic length rather than answering wrongly)."""
+def _traceable(cell: Cell, loop_only: bool = False):
+    """What runs in place of the fused engine where its NumPy loops cannot be seen through. In an
+    exported program: torch's kernel for a cell that has one (one op, any length), else the step
+    loop (traced step by step: the program then holds for the traced length only, and the
+    exporters refuse a dynamic length rather than answer wrongly). Inside a ``torch.func``
+    transform: the step loop, plain torch ops that every transform handles."""
     from ..loop import LoopEngine
     from ..native import NativeEngine
 
     native = NativeEngine()
-    return native if native.supports(cell) is None else LoopEngine()
+    return native if not loop_only and native.supports(cell) is None else LoopEngine()
 
 
 def _cast_state(state: State, dtype) -> State:
@@ -107,8 +108,8 @@ class FusedEngine:
         return KERNELS[name].supports(base)
 
     def run(self, cell: Cell, x: Tensor, state: State, lengths: Tensor | None):
-        if torch.compiler.is_exporting():
-            return _for_export(cell).run(cell, x, state, lengths)
+        if torch.compiler.is_exporting() or inside_functorch():
+            return _traceable(cell, loop_only=not torch.compiler.is_exporting()).run(cell, x, state, lengths)
         device = x.device.type
         if torch.is_autocast_enabled(device):
             # the kernels have no reduced-precision arithmetic: inside autocast the run computes in

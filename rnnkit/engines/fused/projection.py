@@ -21,14 +21,17 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
+from ..._torch_private import inside_functorch
 from ._cpu import NUMPY_DTYPES, SETTINGS, compiled, empty, gemm_tn, onednn
 
 __all__ = ["linear", "linear_layer_norm"]
 
 
 def _fast(x: Tensor, weight: Tensor) -> bool:
-    # torch.compile traces the slow twin (F.linear), which it compiles well, not the NumPy buffers
-    return (not torch.compiler.is_compiling() and x.device.type == "cpu" and x.dtype in NUMPY_DTYPES
+    # torch.compile traces the slow twin (F.linear), which it compiles well, not the NumPy buffers;
+    # torch.func's transforms cannot see through NumPy either
+    return (not torch.compiler.is_compiling() and not inside_functorch() and x.device.type == "cpu"
+            and x.dtype in NUMPY_DTYPES
             and weight.dtype == x.dtype
             and x.dim() >= 2 and x.numel() > 0)
 
