@@ -75,6 +75,7 @@ def test_onnx_of_a_language_model_runs_any_batch_and_length(cell, tmp_path):
 
 @pytest.mark.parametrize("make", [lambda: rnnkit.Recurrent(GatedCell(8, 16)), lambda: rnnkit.ElmanRNN(8, 16, batch_first=True)],
                          ids=["gated-loop", "elman"])
+@pytest.mark.filterwarnings("ignore:.*exported as the step loop")
 def test_onnx_of_a_loop_holds_for_its_length_and_refuses_another(make, tmp_path):
     model = make()
     x = torch.randn(2, 5, 8)
@@ -85,6 +86,7 @@ def test_onnx_of_a_loop_holds_for_its_length_and_refuses_another(make, tmp_path)
         _run(session, torch.randn(2, 7, 8))
 
 
+@pytest.mark.filterwarnings("ignore:GatedCell. exported as the step loop")
 def test_torch_export_of_the_default_cpu_engines_equals_eager():
     # torch.export decomposes torch's RNN ops step by step, so its programs fix the length (as
     # they do for torch.nn.GRU); the batch stays free
@@ -94,3 +96,9 @@ def test_torch_export_of_the_default_cpu_engines_equals_eager():
         other = torch.randn(3, 5, 8)
         with torch.no_grad():
             torch.testing.assert_close(program.module()(other)[0], model(other)[0])
+
+
+def test_exporting_a_loop_says_the_program_holds_for_the_traced_length():
+    with pytest.warns(UserWarning, match=r"^GatedCell: exported as the step loop, unrolled over the 5 steps of the "
+                                         r"example input; the program holds for that length only"):
+        torch.export.export(rnnkit.Recurrent(GatedCell(8, 16)).eval(), (torch.randn(2, 5, 8),))

@@ -4,6 +4,8 @@ It is slow and obviously right, and every other engine is tested against it.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
@@ -21,6 +23,10 @@ class LoopEngine:
     def run(self, cell: Cell, x: Tensor, state: State, lengths: Tensor | None):
         """``x`` (B, T, X) batch-first; ``lengths`` (B,) or None. Returns (outputs, final_state)."""
         steps = x.shape[1]
+        if torch.compiler.is_exporting():
+            warnings.warn(f"{type(cell).__name__}: exported as the step loop, unrolled over the {steps} steps of "
+                          f"the example input; the program holds for that length only (a cell with a torch "
+                          f"kernel, LSTM, GRU or Elman, exports as one op of any length)", stacklevel=2)
         outputs = []
         if lengths is None:
             for t in range(steps):
