@@ -48,7 +48,8 @@ from torch import Tensor
 from ._arguments import check_probability
 from .cells.base import Cell, GatedWeightsMixin, State, recurrent_mask, state_tensors
 from .cells.wrapper import CellWrapper, RunMasks, unwrap_cell
-from .engines.fused._cpu import NUMPY_DTYPES, POOL
+from .engines.fused._cpu import NUMPY_DTYPES
+from .engines.fused.buffers import POOL
 
 __all__ = ["CellWrapper", "VariationalDropout", "Zoneout", "WeightDrop", "embedding_dropout",
            "locked_dropout", "unwrap_cell"]

@@ -29,7 +29,8 @@ Every result equals the ``loop`` engine's to rounding (tests/test_fused.py check
 final states and all gradients in float64). Double backward (``create_graph=True``) is
 refused with an error; the ``loop`` engine does it.
 """
-from ._cpu import POOL, SETTINGS, configured, onednn
+from ._cpu import SETTINGS, configured, onednn
+from .buffers import POOL
 from .engine import KERNELS, FusedEngine
 
 __all__ = ["FusedEngine", "KERNELS", "SETTINGS", "configured", "onednn", "POOL", "release_memory"]

@@ -25,7 +25,8 @@ import torch
 from torch import Tensor
 
 from ...cells.base import ACTIVATIONS, Cell
-from ._cpu import NUMPY_DTYPES, SETTINGS, dense, empty, gemm_tn, times
+from ._cpu import NUMPY_DTYPES, SETTINGS, gemm_tn
+from .buffers import dense, empty, times
 
 __all__ = ["Kernel", "Run", "adjoint_single", "weight_grad", "step_chunks", "previous_states", "per_step",
            "act_grad", "phi_grad", "phi_op", "PHI", "layer_norm_scales", "norm_weight_grad", "centred_rows",

@@ -22,7 +22,8 @@ from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 from ..._torch_private import inside_functorch
-from ._cpu import NUMPY_DTYPES, SETTINGS, compiled, empty, gemm_tn, onednn
+from ._cpu import NUMPY_DTYPES, SETTINGS, compiled, gemm_tn, onednn
+from .buffers import empty
 
 __all__ = ["linear", "linear_layer_norm"]
 
