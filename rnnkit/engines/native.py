@@ -45,7 +45,9 @@ class NativeEngine:
         return None
 
     def run(self, cell: Cell, x: Tensor, state: State, lengths: Tensor | None):
-        if inside_functorch():          # torch's sequence kernels have no vmap rule: the step loop does
+        # torch's sequence kernels have no vmap rule: the step loop does (the query is left out of
+        # compiled graphs, where asking it cost a fifth of an LSTM language model's step)
+        if not torch.compiler.is_compiling() and inside_functorch():
             from .loop import LoopEngine
             return LoopEngine().run(cell, x, state, lengths)
         mode = cell.native_mode()

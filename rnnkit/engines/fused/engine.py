@@ -108,7 +108,7 @@ class FusedEngine:
         return KERNELS[name].supports(base)
 
     def run(self, cell: Cell, x: Tensor, state: State, lengths: Tensor | None):
-        if torch.compiler.is_exporting() or inside_functorch():
+        if torch.compiler.is_exporting() or (not torch.compiler.is_compiling() and inside_functorch()):
             return _traceable(cell, loop_only=not torch.compiler.is_exporting()).run(cell, x, state, lengths)
         device = x.device.type
         if torch.is_autocast_enabled(device):
