@@ -101,6 +101,13 @@ class Recurrent(nn.Module):
             x = x.transpose(0, 1)
         batch, steps = x.shape[:2]
         lengths = check_lengths(owner, lengths, batch, steps)
+        if lengths is not None:
+            # padding never reaches a state or a gradient, whatever it holds (NaN included): the
+            # engines keep a finished sequence's state, but NaN * 0 is still NaN. Past its end a
+            # sequence reads its own first input again: a value every cell accepts (zeros are not
+            # one: an HMM filter's log-probabilities, say)
+            alive = torch.arange(steps, device=x.device) < lengths.to(x.device).unsqueeze(1)
+            x = torch.where(alive.unsqueeze(-1), x, x[:, :1])
         if state is None:
             state = cell.initial_state(batch, device=x.device, dtype=x.dtype)
         else:

@@ -235,6 +235,8 @@ def _accept_torch_names(module, state_dict, prefix, *_):
         if match is None:
             continue
         kind, which, layer, reverse = match.groups()
+        if reverse and not module.bidirectional:
+            continue          # left under its torch name: strict loading reports it, nothing is overwritten
         where = f"stack.layers.{layer}."
         if module.bidirectional:
             where += "backward_layer." if reverse else "forward_layer."

@@ -339,3 +339,56 @@ def test_projected_lstm_streams_and_refuses_bad_sizes():
     with pytest.raises(ValueError, match=r"^GRU: proj_size is an LSTM option \(torch.nn.LSTM's\); GRU has no "
                                          r"projection$"):
         rnnkit.GRU(3, 4, proj_size=2)
+
+
+@pytest.mark.parametrize("make", [lambda: rnnkit.GRU(3, 4, batch_first=True, dtype=F64),
+                                  lambda: rnnkit.ElmanRNN(3, 4, batch_first=True, dtype=F64),
+                                  lambda: rnnkit.LSTM(3, 4, batch_first=True, dtype=F64),
+                                  lambda: rnnkit.Recurrent(GatedCell(3, 4, dtype=F64), engine="loop"),
+                                  lambda: rnnkit.Recurrent(LSTMCell(3, 4, dtype=F64), engine="fused"),
+                                  lambda: rnnkit.Recurrent(rnnkit.cells.MinGRUCell(3, 4, dtype=F64), engine="scan"),
+                                  lambda: rnnkit.LSTM(3, 4, batch_first=True, bidirectional=True, dtype=F64)],
+                         ids=["gru", "elman", "lstm", "gated-loop", "lstm-fused", "mingru-scan", "bi-lstm"])
+def test_nan_in_the_padding_reaches_no_state_output_or_gradient(make):
+    model = make()
+    lengths = torch.tensor([5, 2, 3])
+    clean = torch.randn(3, 5, 3, dtype=F64)
+    dirty = clean.clone()
+    for b, n in enumerate(lengths.tolist()):
+        clean[b, n:], dirty[b, n:] = 0.0, float("nan")
+    results = []
+    for x in (clean, dirty):
+        x = x.clone().requires_grad_()
+        model.zero_grad()
+        out, final = model(x, lengths=lengths)
+        finals = final if isinstance(final, tuple) else (final,)
+        (out.sum() + sum(f.sum() for f in finals)).backward()
+        results.append((out.detach(), [f.detach() for f in finals], x.grad,
+                        [p.grad.clone() for p in model.parameters()]))
+    (out_c, fin_c, dx_c, dp_c), (out_d, fin_d, dx_d, dp_d) = results
+    assert torch.isfinite(out_d).all() and all(torch.isfinite(f).all() for f in fin_d)
+    assert_close(out_d, out_c, what="outputs")
+    assert_close(fin_d, fin_c, what="final states")
+    assert_close(dx_d, dx_c, what="input gradient")
+    assert_close(dp_d, dp_c, what="parameter gradients")
+    for b, n in enumerate(lengths.tolist()):                      # each sequence as if alone
+        alone = clean[b:b + 1, :n].clone().requires_grad_()
+        out, final = model(alone)
+        finals = final if isinstance(final, tuple) else (final,)
+        (out.sum() + sum(f.sum() for f in finals)).backward()
+        assert_close(out_d[b, :n], out.detach()[0], what="outputs alone")
+        assert_close(dx_d[b, :n], alone.grad[0], what="input gradient alone")
+        assert not dx_d[b, n:].any()
+
+
+def test_a_bidirectional_state_dict_does_not_load_into_one_direction():
+    theirs = nn.LSTM(3, 4, bidirectional=True)
+    ours = rnnkit.LSTM(3, 4)
+    before = ours.stack.layers[0].cell.weight_ih.detach().clone()
+    with pytest.raises(RuntimeError, match=r"Unexpected key\(s\) in state_dict: \"weight_ih_l0_reverse\""):
+        ours.load_state_dict(theirs.state_dict())
+    result = ours.load_state_dict(theirs.state_dict(), strict=False)
+    assert sorted(result.unexpected_keys) == ["bias_hh_l0_reverse", "bias_ih_l0_reverse", "weight_hh_l0_reverse",
+                                              "weight_ih_l0_reverse"]
+    assert torch.equal(ours.stack.layers[0].cell.weight_ih, theirs.weight_ih_l0)       # forward only
+    assert not torch.equal(before, theirs.weight_ih_l0)

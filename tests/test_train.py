@@ -192,6 +192,10 @@ def test_train_config_rejects_bad_values():
         TrainConfig(truncation=0)
     with pytest.raises(ValueError, match=r"^TrainConfig: set at least one limit"):
         TrainConfig(max_minutes=None)
+    for name in ("max_minutes", "max_epochs", "clip_norm", "lr"):           # NaN trained 0 steps, silently
+        for bad in (float("nan"), float("inf")):
+            with pytest.raises(ValueError, match=rf"^TrainConfig: {name} must be a positive number, got {bad}$"):
+                TrainConfig(**{name: bad})
     with pytest.raises(ValueError, match=r"^LanguageModel: unknown cell 'transformer'; choose one of"):
         LanguageModelConfig(vocab_size=5, cell="transformer")
     with pytest.raises(ValueError, match=r"^LanguageModelConfig: unknown keys \['colour'\]"):

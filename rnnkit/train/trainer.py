@@ -66,7 +66,8 @@ class TrainConfig(DictConfig):
     def __post_init__(self):
         def positive(name, value, kind=int):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or (kind is int and int(value) != value) or value <= 0):
+                                      or not 0 < value < math.inf          # NaN and infinity too
+                                      or (kind is int and int(value) != value)):
                 raise ValueError(f"TrainConfig: {name} must be a positive {'integer' if kind is int else 'number'}, "
                                  f"got {value!r}")
         for name in ("batch_size", "truncation", "eval_every", "plateau_patience", "nonmono", "decay_start"):
