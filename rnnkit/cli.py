@@ -166,6 +166,11 @@ def _train(args) -> int:
         teardown()
     if main_process:
         _print_summary(summary, splits, vocab, out)
+    if str(summary["stopped_by"]).startswith("interrupted"):
+        if main_process:
+            print(f"{summary['stopped_by']} at step {summary['steps']:,}; the checkpoint is saved; continue with: "
+                  f"rnnkit train --resume --out {shlex.quote(str(out))}")
+        return 130
     return 0
 
 

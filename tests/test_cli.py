@@ -225,3 +225,31 @@ def test_export_writes_an_onnx_program_that_onnxruntime_runs_like_the_model(tmp_
     np.testing.assert_allclose(state, expected_state.numpy(), rtol=1e-4, atol=1e-5)
     assert main(["export", str(tmp_path / "nothing")]) == 2
     assert "no such run directory" in capsys.readouterr().err
+
+
+def test_ctrl_c_saves_a_checkpoint_at_the_current_step_and_resume_continues(tmp_path, corpus):
+    import json
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "rnnkit.cli", "train", "--data", str(corpus), "--max-steps",
+                                "100000", "--out", str(out), *TINY, "--eval-every", "100000"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:                       # wait until it is training, then interrupt
+        metrics = out / "metrics.jsonl"
+        if metrics.exists() and any(json.loads(line).get("step", 0) >= 20
+                                    for line in metrics.read_text().splitlines() if line.strip()):
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "rnnkit: SIGINT received: stopping after this step and saving a checkpoint" in stderr
+    assert "Traceback" not in stderr
+    steps = int(re.search(r"interrupted \(SIGINT\) at step ([\d,]+); the checkpoint is saved", stdout)
+                .group(1).replace(",", ""))
+    assert steps >= 20 and (out / "latest").read_text().strip() == f"checkpoints/step-{steps:08d}"
+    assert main(["train", "--resume", "--out", str(out), "--max-steps", str(steps + 10), "--quiet"]) == 0
+    assert (out / "latest").read_text().strip() == f"checkpoints/step-{steps + 10:08d}"

@@ -318,3 +318,17 @@ def test_loggers_get_every_record_and_tensorboard_gets_the_losses(tmp_path):
         logged = [(e.step, e.value) for e in events.Scalars(f"{kind}/loss")]
         assert [s for s, _ in logged] == [s for s, _ in expected]
         assert [v for _, v in logged] == pytest.approx([v for _, v in expected], rel=1e-6)   # float32 in the file
+
+
+def test_a_second_trainer_on_a_run_directory_in_use_is_refused(tmp_path):
+    from rnnkit.train.guards import RunLock
+
+    config = TrainConfig(batch_size=4, truncation=8, max_steps=2, eval_every=2, max_minutes=None)
+    with RunLock(tmp_path):                                   # as another process's trainer holds it
+        with pytest.raises(ValueError, match=rf"^'{tmp_path}' is in use by another training run \(pid "
+                                             rf"{os.getpid()}\); wait for it to finish, or train into "
+                                             rf"another --out directory$"):
+            Trainer(tiny_model(), config, tmp_path, progress=False).fit(ids(400), ids(100, seed=1))
+        assert not (tmp_path / "metrics.jsonl").exists()
+    summary = Trainer(tiny_model(), config, tmp_path, progress=False).fit(ids(400), ids(100, seed=1))
+    assert summary["steps"] == 2                               # free again once the holder is done

@@ -243,7 +243,7 @@ def check_resume(given: set, args, saved: dict) -> None:
             continue
         if before != now:
             option = "--" + name.replace("_", "-")
-            shown = {"data": "its data"}.get(name, f"{before}")
+            shown = f"data ({before})" if name == "data" else f"{before}"
             raise ValueError(f"{option} {getattr(args, name)} differs from this run's {shown}: a resumed run "
                              f"keeps its data, model and optimizer; drop {option} (only --max-minutes, "
                              f"--max-epochs and --max-steps may change), or start a new run with --out "

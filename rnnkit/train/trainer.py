@@ -26,6 +26,7 @@ from ..init import SCHEMES, init_recurrent_
 from . import distributed
 from .checkpoint import read_checkpoint, save_checkpoint
 from .evaluation import token_nll
+from .guards import Interrupts, RunLock
 from .metrics import MetricsLog, plot_losses
 
 __all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "detach_state"]
@@ -202,6 +203,7 @@ class Trainer:
         self._last_check = None              # (step, loss) of the latest periodic validation
         self._best_weights = None            # a CPU copy of the best weights, kept when there is a test split
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.main, loggers=loggers)
+        self._interrupts = Interrupts()
 
     # ----- schedule ----------------------------------------------------------
     def progress_fraction(self, tokens_per_epoch: int) -> float:
@@ -404,6 +406,10 @@ class Trainer:
         validation loss picks the ``best`` checkpoint; ``test``, when given, is evaluated
         once at the end, on the best weights, and never used for any choice.
         """
+        with RunLock(self.run_dir, enabled=self.main), self._interrupts:
+            return self._fit(train, validation, test=test, resume=resume)
+
+    def _fit(self, train, validation, *, test=None, resume: bool = False) -> dict:
         c = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(c.seed)
@@ -433,9 +439,11 @@ class Trainer:
             while True:
                 # the limit is checked before the next chunk is drawn: a stopped run's position is
                 # the first chunk it did not train on, so that --resume continues exactly there
-                progress = self._agree(self.progress_fraction(tokens_per_epoch))
+                # an interruption (Ctrl-C, SIGTERM) on the main process stops every process here
+                progress = self._agree(2.0 if self._interrupts.requested else self.progress_fraction(tokens_per_epoch))
                 if progress >= 1.0:
-                    stop_reason = "limit"
+                    stop_reason = (f"interrupted ({self._interrupts.requested or 'on the main process'})"
+                                   if progress > 1.0 else "limit")
                     break
                 try:
                     inputs, targets = next(epoch)
