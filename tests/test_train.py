@@ -1,5 +1,6 @@
 """Trainer: truncated BPTT carry, exact resume after a kill, checkpoints, data parallelism."""
 import json
+import re
 import os
 import signal
 import subprocess
@@ -332,3 +333,32 @@ def test_a_second_trainer_on_a_run_directory_in_use_is_refused(tmp_path):
         assert not (tmp_path / "metrics.jsonl").exists()
     summary = Trainer(tiny_model(), config, tmp_path, progress=False).fit(ids(400), ids(100, seed=1))
     assert summary["steps"] == 2                               # free again once the holder is done
+
+
+def test_checkpoints_follow_the_umask_and_report_damage_instead_of_loading_it(tmp_path):
+    old = os.umask(0o022)
+    try:
+        config = TrainConfig(batch_size=4, truncation=8, max_steps=2, eval_every=2, max_minutes=None)
+        Trainer(tiny_model(), config, tmp_path, progress=False).fit(ids(400), ids(100, seed=1))
+    finally:
+        os.umask(old)
+    folder = tmp_path / (tmp_path / "latest").read_text().strip()
+    assert oct(folder.stat().st_mode & 0o777) == oct(0o755)
+    for name in ("model.safetensors", "config.json", "trainer.pt"):
+        assert oct((folder / name).stat().st_mode & 0o777) == oct(0o644), name
+    assert oct((tmp_path / "latest").stat().st_mode & 0o777) == oct(0o644)
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-20:] = bytes(b ^ 0xFF for b in data[-20:])               # flip bits inside a tensor
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(weights))} is damaged \(its checksum differs from "
+                                         rf"the one saved with it\); use the run's other checkpoint "
+                                         rf"\(--checkpoint best\), or train again$"):
+        read_checkpoint(tmp_path, "latest")
+    weights.write_bytes(bytes(data[:100]))                              # truncated
+    config_path = folder / "config.json"
+    saved = json.loads(config_path.read_text())
+    del saved["checksums"]                                              # as a checkpoint from before them
+    config_path.write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(weights))} cannot be read \("):
+        read_checkpoint(tmp_path, "latest")

@@ -60,6 +60,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from .._files import umask_mode
 from .corpus import _DATA_HINT, DEFAULT_CORPUS_MODULES, DataNotFoundError, _default_corpus_files, default_corpus
 from .sources import BLOCK, Source, progress_bar, text_blocks
 from .vocab import LEVELS, Vocabulary
@@ -393,6 +394,7 @@ def _write(source: Source, options, split, min_count, max_vocab, vocab, target: 
     dtype = id_dtype(len(vocab))
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    umask_mode(staging, directory=True)
     try:
         parts, count = {}, 0
         with open(staging / "tokens.bin", "wb") as handle, progress_bar(progress, source.size, "tokenizing") as bar:
@@ -448,6 +450,7 @@ def _emit(handle, vocab: Vocabulary, text: str, close_line: bool, dtype) -> int:
 
 def _write_json_atomically(path: Path, value) -> None:
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    umask_mode(tmp)
     with os.fdopen(handle, "w", encoding="utf-8") as out:
         json.dump(value, out, indent=1)
         out.flush()

@@ -15,6 +15,7 @@ a complete checkpoint. The pointers always name a complete one.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -23,6 +24,8 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from .._files import umask_mode
 
 __all__ = ["save_checkpoint", "read_checkpoint", "checkpoint_dir", "NoCheckpointError"]
 
@@ -33,8 +36,17 @@ class NoCheckpointError(FileNotFoundError):
     """Raised when a directory holds no rnnkit checkpoint."""
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _write_atomically(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    umask_mode(tmp)
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
         handle.flush()
@@ -62,6 +74,7 @@ def save_checkpoint(run_dir, step: int, model: torch.nn.Module, config: dict, tr
     folder.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:08d}"
     staging = Path(tempfile.mkdtemp(dir=folder, prefix=f".{name}."))
+    umask_mode(staging, directory=True)
     # shared storage (tied weights) must be saved once; safetensors refuses aliases
     tensors, seen = {}, {}
     for key, value in model.state_dict().items():
@@ -75,9 +88,12 @@ def save_checkpoint(run_dir, step: int, model: torch.nn.Module, config: dict, tr
     # the config travels in the weights' own metadata too: plain safetensors.torch.load_model (which
     # restores tied weights from the one copy kept) and any safetensors reader see what the file is
     save_file(tensors, str(staging / "model.safetensors"), metadata={"rnnkit_config": text})
-    (staging / "config.json").write_text(text)
     torch.save(trainer_state, staging / "trainer.pt")
+    # checksums of the binary files, kept beside them: damage after writing is reported, not sampled
+    checksums = {f: _sha256(staging / f) for f in ("model.safetensors", "trainer.pt")}
+    (staging / "config.json").write_text(json.dumps({**json.loads(text), "checksums": checksums}, indent=2) + "\n")
     for written in ("model.safetensors", "config.json", "trainer.pt"):
+        umask_mode(staging / written)              # safetensors writes 0600 whatever the umask
         _fsync(staging / written)
     _fsync(staging)
     final = folder / name
@@ -121,6 +137,10 @@ def checkpoint_dir(run_dir, which: str = "best") -> Path:
     return folder
 
 
+def _other(which: str) -> str:
+    return "--checkpoint latest" if which == "best" else "--checkpoint best"
+
+
 def read_checkpoint(run_dir, which: str = "best", *, with_trainer_state: bool = False):
     """``(state_dict, config, trainer_state or None)`` of the checkpoint ``which`` names."""
     folder = checkpoint_dir(run_dir, which)
@@ -128,7 +148,16 @@ def read_checkpoint(run_dir, which: str = "best", *, with_trainer_state: bool = 
     if config.get("format") != FORMAT_VERSION:
         raise ValueError(f"{folder} has checkpoint format {config.get('format')!r}; this rnnkit reads "
                          f"format {FORMAT_VERSION}")
-    state = load_file(str(folder / "model.safetensors"))
+    checksums = config.pop("checksums", {})
+    for name in ("model.safetensors",) + (("trainer.pt",) if with_trainer_state else ()):
+        if name in checksums and _sha256(folder / name) != checksums[name]:
+            raise ValueError(f"{folder / name} is damaged (its checksum differs from the one saved with it); "
+                             f"use the run's other checkpoint ({_other(which)}), or train again")
+    try:
+        state = load_file(str(folder / "model.safetensors"))
+    except Exception as error:               # a truncated or foreign file: one line, not a traceback
+        raise ValueError(f"{folder / 'model.safetensors'} cannot be read ({error}); use the run's other "
+                         f"checkpoint ({_other(which)}), or train again") from None
     for alias, source in config.get("aliases", {}).items():
         state[alias] = state[source]
     trainer_state = None
