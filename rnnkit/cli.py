@@ -219,6 +219,17 @@ def _sample(args) -> int:
     from .generate import stream
     from .models import load_language_model
 
+    # the options in the command line's own words (stream() would name its Python arguments)
+    if not 0 < args.temperature < float("inf"):
+        raise ValueError(f"--temperature must be a positive finite number, got {args.temperature}; use --greedy "
+                         f"for the most likely token at every step")
+    if args.top_k is not None and args.top_k < 1:
+        raise ValueError(f"--top-k must be at least 1, got {args.top_k}; leave it out to sample among every token")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise ValueError(f"--top-p must be in (0, 1], got {args.top_p}; leave it out to sample among every token")
+    if args.greedy and (args.top_k is not None or args.top_p is not None):
+        raise ValueError("--greedy takes the most likely token, so --top-k and --top-p would do nothing; "
+                         "drop one or the other")
     model, vocab, _ = load_language_model(args.run_dir, args.checkpoint)
     # stream() checks the options and the prime when called, before anything is printed
     pieces = stream(model, vocab, args.prime, length=args.length, temperature=args.temperature,

@@ -253,3 +253,17 @@ def test_ctrl_c_saves_a_checkpoint_at_the_current_step_and_resume_continues(tmp_
     assert steps >= 20 and (out / "latest").read_text().strip() == f"checkpoints/step-{steps:08d}"
     assert main(["train", "--resume", "--out", str(out), "--max-steps", str(steps + 10), "--quiet"]) == 0
     assert (out / "latest").read_text().strip() == f"checkpoints/step-{steps + 10:08d}"
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--temperature", "-1"], "--temperature must be a positive finite number, got -1.0; use --greedy for the most "
+                              "likely token at every step"),
+    (["--temperature", "nan"], "--temperature must be a positive finite number, got nan"),
+    (["--top-k", "0"], "--top-k must be at least 1, got 0; leave it out to sample among every token"),
+    (["--top-p", "1.5"], "--top-p must be in (0, 1], got 1.5; leave it out to sample among every token"),
+    (["--greedy", "--top-p", "0.9"], "--greedy takes the most likely token, so --top-k and --top-p would do "
+                                     "nothing; drop one or the other"),
+])
+def test_sample_options_are_refused_in_the_command_lines_words(tmp_path, options, message, capsys):
+    assert main(["sample", str(tmp_path), *options]) == 2
+    assert capsys.readouterr().err.startswith(f"rnnkit sample: error: {message}")

@@ -392,3 +392,15 @@ def test_a_bidirectional_state_dict_does_not_load_into_one_direction():
                                               "weight_ih_l0_reverse"]
     assert torch.equal(ours.stack.layers[0].cell.weight_ih, theirs.weight_ih_l0)       # forward only
     assert not torch.equal(before, theirs.weight_ih_l0)
+
+
+@pytest.mark.parametrize("cell, engine", [(GRUCell, "fused"), (ElmanCell, "fused"), (LSTMCell, "fused"),
+                                          (LSTMCell, "native"), (GatedCell, "loop"),
+                                          (rnnkit.cells.MinGRUCell, "scan")])
+def test_an_empty_batch_runs_forward_and_backward(cell, engine):
+    layer = rnnkit.Recurrent(cell(3, 4, dtype=F64), engine=engine)
+    x = torch.randn(0, 5, 3, dtype=F64, requires_grad=True)
+    out, final = layer(x)
+    out.sum().backward()
+    assert out.shape == (0, 5, 4) and x.grad.shape == (0, 5, 3)
+    assert all(p.grad is None or not p.grad.any() for p in layer.parameters())

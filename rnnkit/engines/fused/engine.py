@@ -108,6 +108,8 @@ class FusedEngine:
         return KERNELS[name].supports(base)
 
     def run(self, cell: Cell, x: Tensor, state: State, lengths: Tensor | None):
+        if x.shape[0] == 0:                  # an empty batch: nothing to fuse, the loop handles it
+            return _traceable(cell, loop_only=True).run(cell, x, state, lengths)
         if torch.compiler.is_exporting() or (not torch.compiler.is_compiling() and inside_functorch()):
             return _traceable(cell, loop_only=not torch.compiler.is_exporting()).run(cell, x, state, lengths)
         device = x.device.type
