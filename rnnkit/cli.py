@@ -105,6 +105,10 @@ def _train(args) -> int:
             files = share_from_main(lambda: lm_run.find_files(record, vocab, cache=args.cache_dir,
                                                               progress=not args.quiet))
         else:
+            if out.exists() and not out.is_dir():
+                raise ValueError(f"--out '{out}' is a file; --out names the run's directory")
+            if args.seed is not None and not 0 <= args.seed < 2 ** 63:
+                raise ValueError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
             if out.exists() and any(out.iterdir()):
                 raise ValueError(f"'{out}' already holds files; pass --resume to continue that run, or "
                                  f"--out NEW_DIRECTORY to start another")
@@ -135,7 +139,16 @@ def _train(args) -> int:
             model_config = LanguageModelConfig(
                 vocab_size=len(vocab), **{name: getattr(args, name) for name in lm_run.MODEL_OPTIONS})
         torch.manual_seed(train_config.seed)
-        model = LanguageModel(model_config)
+        try:
+            model = LanguageModel(model_config)
+        except (MemoryError, RuntimeError) as error:
+            if not isinstance(error, MemoryError) and "allocate" not in str(error):
+                raise
+            with torch.device("meta"):                       # counted without memory
+                parameters = sum(p.numel() for p in LanguageModel(model_config).parameters())
+            raise ValueError(f"the model does not fit in memory ({parameters:,} parameters, "
+                             f"{4 * parameters / 2 ** 30:,.1f} GiB in float32); choose a smaller --hidden-size, "
+                             f"--embedding-size or --num-layers") from None
         if is_main():
             counts = ", ".join(f"{len(splits[name]):,} for {name}" for name in ("train", "validation", "test")
                                if splits[name] is not None)
@@ -559,6 +572,15 @@ def main(argv=None) -> int:
         return args.run(args)
     except (ValueError, FileNotFoundError) as error:
         print(f"rnnkit {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:                  # the file system refused: one line naming the file and the fix
+        import errno
+
+        fix = {errno.ENOSPC: "free some space, or write to another disk (--out, --cache-dir)",
+               errno.EACCES: "choose a folder you can write to (--out, --cache-dir)",
+               errno.EROFS: "choose a folder on a writable disk (--out, --cache-dir)",
+               errno.ENOTDIR: "a path that should be a folder is a file"}.get(error.errno, "check the path")
+        print(f"rnnkit {args.command}: error: {error}; {fix}", file=sys.stderr)
         return 2
 
 

@@ -267,3 +267,33 @@ def test_ctrl_c_saves_a_checkpoint_at_the_current_step_and_resume_continues(tmp_
 def test_sample_options_are_refused_in_the_command_lines_words(tmp_path, options, message, capsys):
     assert main(["sample", str(tmp_path), *options]) == 2
     assert capsys.readouterr().err.startswith(f"rnnkit sample: error: {message}")
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--out", "{file}"], "--out '{file}' is a file; --out names the run's directory"),
+    (["--seed", str(2 ** 70)], f"--seed must be between 0 and 2**63 - 1, got {2 ** 70}"),
+    (["--hidden-size", "1000000"], "the model does not fit in memory (4,000,"),
+])
+def test_train_refuses_impossible_runs_in_one_line(tmp_path, corpus, capsys, options, message):
+    file = tmp_path / "a-file"
+    file.write_text("")
+    options = [o.format(file=file) for o in options]
+    if "--out" not in options:
+        options += ["--out", str(tmp_path / "run")]
+    assert main(["train", "--data", str(corpus), "--max-steps", "2", "--quiet", *options]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"rnnkit train: error: {message.format(file=file)}") and err.count("\n") == 1
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_the_fix(monkeypatch, capsys):
+    import errno
+
+    import rnnkit.cli
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "/runs/lm/checkpoints/.step-00000500.x")
+    monkeypatch.setattr(rnnkit.cli, "_train", full)
+    assert main(["train", "--quiet"]) == 2
+    assert capsys.readouterr().err == ("rnnkit train: error: [Errno 28] No space left on device: "
+                                       "'/runs/lm/checkpoints/.step-00000500.x'; free some space, or write to "
+                                       "another disk (--out, --cache-dir)\n")
