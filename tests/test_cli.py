@@ -297,3 +297,25 @@ def test_a_full_disk_is_one_line_naming_the_file_and_the_fix(monkeypatch, capsys
     assert capsys.readouterr().err == ("rnnkit train: error: [Errno 28] No space left on device: "
                                        "'/runs/lm/checkpoints/.step-00000500.x'; free some space, or write to "
                                        "another disk (--out, --cache-dir)\n")
+
+
+def test_an_edited_or_incomplete_checkpoint_config_is_one_line(tmp_path, corpus, capsys):
+    import json
+
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(corpus), "--max-steps", "10", "--out", str(out), *TINY]) == 0
+    config_path = out / (out / "best").read_text().strip() / "config.json"
+    config = json.loads(config_path.read_text())
+    capsys.readouterr()
+    del config["model"]["hidden_size"]                   # a default of 256 would build another model
+    config_path.write_text(json.dumps(config))
+    assert main(["sample", str(out), "--length", "5"]) == 2
+    assert capsys.readouterr().err == (f"rnnkit sample: error: {out}'s best checkpoint lacks model.hidden_size in "
+                                       f"its config.json; it is incomplete or was edited. Use the run's other "
+                                       f"checkpoint, or train again\n")
+    config["model"]["hidden_size"] = 48
+    config_path.write_text(json.dumps(config))
+    assert main(["sample", str(out), "--length", "5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"rnnkit sample: error: {out}'s best checkpoint: its weights do not fit the model its "
+                          f"config describes (size mismatch for") and err.count("\n") == 1

@@ -393,8 +393,21 @@ def load_language_model(run_dir, which: str = "best", *, device=None):
     from ..train.checkpoint import read_checkpoint
 
     weights, config, _ = read_checkpoint(run_dir, which)
+    where = f"{run_dir}'s {which} checkpoint"
+    missing = [key for key in ("model", "vocabulary") if key not in config]
+    # the model's sizes must all be written down: a size left to its default would build another model
+    missing += [f"model.{key}" for key in ("vocab_size", "hidden_size", "embedding_size", "num_layers", "cell")
+                if "model" in config and key not in config["model"]]
+    if missing:
+        raise ValueError(f"{where} lacks {', '.join(missing)} in its config.json; it is incomplete or was edited. "
+                         f"Use the run's other checkpoint, or train again")
     model = LanguageModel(LanguageModelConfig.from_dict(config["model"]))
-    model.load_state_dict(weights)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[1:2] or [str(error)]
+        raise ValueError(f"{where}: its weights do not fit the model its config describes "
+                         f"({first[0].strip()}); the checkpoint is inconsistent") from None
     vocab = Vocabulary.from_dict(config["vocabulary"])
     if len(vocab) != model.vocab_size:
         raise ValueError(f"{run_dir}: the vocabulary has {len(vocab)} tokens but the model predicts "
