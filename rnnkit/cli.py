@@ -573,6 +573,9 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"rnnkit {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:                 # a second Ctrl-C during training, or one anywhere else
+        print(f"\nrnnkit {args.command}: interrupted", file=sys.stderr)
+        return 130
     except OSError as error:                  # the file system refused: one line naming the file and the fix
         import errno
 
