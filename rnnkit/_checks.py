@@ -75,6 +75,8 @@ def check_lengths(owner: str, lengths, batch_size: int, steps: int) -> Tensor | 
     if lengths.shape != (batch_size,):
         raise ValueError(f"{owner}: expected lengths of shape ({batch_size},), one per sequence, "
                          f"got {tuple(lengths.shape)}")
+    if batch_size == 0:
+        return None                                   # an empty batch has no sequence to cut short
     low, high = int(lengths.min()), int(lengths.max())
     if low < 1:
         raise ValueError(f"{owner}: every length must be at least 1, got a length of {low}")
