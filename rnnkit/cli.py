@@ -309,8 +309,9 @@ def _evaluate(args) -> int:
         raise ValueError(f"'{args.data}' holds {len(text)} token(s); evaluation needs at least 2")
     rows = args.batch_size or config.get("training", {}).get("batch_size", 32)
     total, count = token_nll(model, text, batch_size=rows, truncation=256)
+    first = len(text) - count                # the tokens predicted are the last `count` (a first one is context)
     unknown = sum(int(np.count_nonzero(text.tokens[i:i + (1 << 24)] == 0))
-                  for i in range(0, len(text), 1 << 24))
+                  for i in range(first, len(text), 1 << 24))
     counted = {"word": " (words + <eos>)"}.get(vocab.level, "")
     print(f"{count:,} {vocab.level} tokens{counted}, {rows} rows: "
           + split_report("", total / count, text, vocab.level, count).split(":", 1)[1].strip()

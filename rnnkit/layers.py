@@ -89,6 +89,8 @@ class Recurrent(nn.Module):
         owner, cell = self._name, self.cell
         like = next(cell.parameters(), None)
         check_input(owner, x, cell.input_size, like, self.batch_first)
+        if x.is_inference() and torch.is_grad_enabled() and not torch.is_inference_mode_enabled():
+            x = x.clone()           # made under inference_mode, used where autograd records: every engine takes it
         unbatched = x.dim() == 2
         if unbatched:
             if lengths is not None:

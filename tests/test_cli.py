@@ -319,3 +319,13 @@ def test_an_edited_or_incomplete_checkpoint_config_is_one_line(tmp_path, corpus,
     err = capsys.readouterr().err
     assert err.startswith(f"rnnkit sample: error: {out}'s best checkpoint: its weights do not fit the model its "
                           f"config describes (size mismatch for") and err.count("\n") == 1
+
+
+def test_evaluate_counts_unknown_tokens_among_those_it_predicts(tmp_path, corpus, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(corpus), "--max-steps", "5", "--out", str(out), *TINY]) == 0
+    strange = tmp_path / "strange.txt"
+    strange.write_text("~~~~")                     # characters the vocabulary never saw: all <unk>
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--data", str(strange)]) == 0
+    assert re.match(r"3 char tokens, 4 rows: .*; 3 unknown tokens counted as <unk>\n$", capsys.readouterr().out)

@@ -404,3 +404,15 @@ def test_an_empty_batch_runs_forward_and_backward(cell, engine):
     out.sum().backward()
     assert out.shape == (0, 5, 4) and x.grad.shape == (0, 5, 3)
     assert all(p.grad is None or not p.grad.any() for p in layer.parameters())
+
+
+@pytest.mark.parametrize("cell, engine", [(GatedCell, "loop"), (rnnkit.cells.MinGRUCell, "scan"), (GRUCell, "fused"),
+                                          (GRUCell, "native")])
+def test_an_input_made_under_inference_mode_is_taken_by_every_engine(cell, engine):
+    layer = rnnkit.Recurrent(cell(3, 4, dtype=F64), engine=engine)
+    with torch.inference_mode():
+        frozen = torch.randn(2, 5, 3, dtype=F64)
+    out, _ = layer(frozen)
+    out.sum().backward()
+    assert_close(out.detach(), layer(frozen.clone())[0].detach(), what="outputs")
+    assert all(p.grad is not None for p in layer.parameters())
