@@ -362,3 +362,10 @@ def test_checkpoints_follow_the_umask_and_report_damage_instead_of_loading_it(tm
     config_path.write_text(json.dumps(saved))
     with pytest.raises(ValueError, match=rf"^{re.escape(str(weights))} cannot be read \("):
         read_checkpoint(tmp_path, "latest")
+
+
+def test_a_loss_beyond_floats_range_reports_an_infinite_perplexity_not_an_overflow():
+    import math
+
+    from rnnkit.models import perplexity
+    assert perplexity(1.0) == math.e and perplexity(1e30) == math.inf and perplexity(709.5) == math.inf

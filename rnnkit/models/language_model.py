@@ -375,8 +375,9 @@ class LanguageModelStream(Inference):
 
 
 def perplexity(nll_nats: float) -> float:
-    """``exp`` of the mean negative log-likelihood per token."""
-    return math.exp(nll_nats)
+    """``exp`` of the mean negative log-likelihood per token (``inf`` beyond a float's range, as for a
+    diverged model, rather than an OverflowError)."""
+    return math.exp(nll_nats) if nll_nats < 709.0 else math.inf
 
 
 def bits_per_token(nll_nats: float) -> float:

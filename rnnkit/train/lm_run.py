@@ -18,6 +18,7 @@ import math
 from pathlib import Path
 
 from ..data.tokens import TokenFile, TokenFileError, is_token_file, prepare
+from ..models.language_model import perplexity
 
 __all__ = ["DEFAULTS", "LEVEL_DEFAULTS", "MODEL_OPTIONS", "TRAINING_OPTIONS", "DATA_OPTIONS", "resolve",
            "prepare_files", "find_files", "saved_data_record", "load", "check_resume", "split_report"]
@@ -258,5 +259,5 @@ def split_report(name: str, loss: float, split, level: str, counted: int) -> str
     bits = (loss * len(split) / split.characters / math.log(2)) if split.characters else float("nan")
     total = split.predictions
     scope = f"{counted:,} tokens" if counted >= total else f"first {counted:,} of {total:,} tokens"
-    return (f"{name + ':':12}loss {loss:.4f} nats/{unit}, perplexity {math.exp(loss):.2f}{per}, "
+    return (f"{name + ':':12}loss {loss:.4f} nats/{unit}, perplexity {perplexity(loss):.2f}{per}, "
             f"{bits:.3f} bits/char ({scope})")
