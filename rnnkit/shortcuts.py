@@ -46,10 +46,9 @@ class _StackedRNN(nn.Module):
         if proj_size and self.cell_class is not LSTMCell:
             raise ValueError(f"{name}: proj_size is an LSTM option (torch.nn.LSTM's); {name} has no projection")
         self.proj_size = proj_size
-        cell_class = ProjectedLSTMCell if proj_size else self.cell_class
+        cell_class = self._cell_class
         if proj_size:
             cell_options["proj_size"] = proj_size
-        self._cell_class = cell_class
 
         def runner(size: int, reverse: bool) -> Recurrent:
             cell = cell_class(size, hidden_size, bias=bias, device=device, dtype=dtype, **cell_options)
@@ -64,6 +63,10 @@ class _StackedRNN(nn.Module):
                           if bidirectional else runner(size, False))
         self.stack = Stack(layers, dropout=dropout, residual=residual, locked=locked_dropout)
         self._register_load_state_dict_pre_hook(_accept_torch_names, with_module=True)
+
+    @property
+    def _cell_class(self) -> type:
+        return ProjectedLSTMCell if self.proj_size else self.cell_class
 
     @property
     def output_size(self) -> int:

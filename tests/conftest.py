@@ -48,3 +48,13 @@ def assert_close(a, b, rtol=1e-6, atol=1e-10, what=""):
             assert_close(a[k], b[k], rtol, atol, f"{what}.{k}")
         return
     torch.testing.assert_close(a, b, rtol=rtol, atol=atol, msg=lambda m: f"{what}: {m}")
+
+
+def cell_engine_cases():
+    """(cell class, engine) for the common cells on every engine that runs them: the matrix the
+    toolchain tests (compile, autocast) walk."""
+    from rnnkit.cells import ElmanCell, GatedCell, GRUCell, LeakyCell, LSTMCell
+    from rnnkit.engines.select import ENGINES
+
+    return [(cell, engine) for cell in (LSTMCell, GRUCell, ElmanCell, GatedCell, LeakyCell)
+            for engine in ("loop", "native", "fused", "scan") if ENGINES[engine].supports(cell(2, 2)) is None]

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 import rnnkit
-from rnnkit.cells import ElmanCell, GatedCell, GRUCell, LeakyCell, LSTMCell
-from rnnkit.engines.select import ENGINES
+from rnnkit.cells import ElmanCell, GRUCell, LSTMCell
 from rnnkit.models import LanguageModel, LanguageModelConfig
+
+from conftest import cell_engine_cases
 
 
 def _loss_and_grads(model, run):
@@ -39,8 +40,7 @@ def test_a_language_model_trains_under_cpu_bfloat16_autocast(kind, softmax):
     _assert_autocast_close(model, lambda m: m.loss(tokens[:, :-1], tokens[:, 1:])[0])
 
 
-CASES = [(cell, engine) for cell in (LSTMCell, GRUCell, ElmanCell, GatedCell, LeakyCell)
-         for engine in ("loop", "native", "fused", "scan") if ENGINES[engine].supports(cell(2, 2)) is None]
+CASES = cell_engine_cases()
 
 
 @pytest.mark.parametrize("cell, engine", CASES, ids=lambda v: getattr(v, "__name__", v))

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 import rnnkit
-from rnnkit.engines.select import ENGINES
-from rnnkit.cells import ElmanCell, GatedCell, GRUCell, LeakyCell, LSTMCell
+from rnnkit.cells import GRUCell
 from rnnkit.models import LanguageModel, LanguageModelConfig
+
+from conftest import cell_engine_cases
 
 SHORTCUTS = (rnnkit.LSTM, rnnkit.GRU, rnnkit.ElmanRNN, rnnkit.GatedRNN, rnnkit.LeakyRNN)
 
@@ -69,8 +70,7 @@ def test_inductor_compiles_the_lstm_and_gru_right_with_and_without_an_input_grad
                                       input_grad=input_grad)
 
 
-CASES = [(cell, engine) for cell in (LSTMCell, GRUCell, ElmanCell, GatedCell, LeakyCell)
-         for engine in ("loop", "native", "fused", "scan") if ENGINES[engine].supports(cell(2, 2)) is None]
+CASES = cell_engine_cases()
 
 
 @pytest.mark.parametrize("cell, engine", CASES, ids=lambda v: getattr(v, "__name__", v))

@@ -23,5 +23,5 @@ CELLS = {"elman": ElmanCell, "jordan": JordanCell, "gated": GatedCell, "lstm": L
 
 __all__ = ["Cell", "State", "CellWrapper", "RunMasks", "unwrap_cell", "ElmanCell", "JordanCell", "GatedCell",
            "LSTMCell", "ProjectedLSTMCell", "GRUCell", "LayerNormLSTMCell", "LayerNormGRUCell", "LeakyCell",
-           "LinearLeakyCell", "MinGRUCell", "MinLSTMCell", "LTICell", "RateCell", "ReservoirCell", "HMMFilterCell", "GaussianHMMFilterCell", "NTMCell",
-           "CELLS", "map_state", "state_tensors", "state_where"]
+           "LinearLeakyCell", "MinGRUCell", "MinLSTMCell", "LTICell", "RateCell", "ReservoirCell", "HMMFilterCell",
+           "GaussianHMMFilterCell", "NTMCell", "CELLS", "map_state", "state_tensors", "state_where"]

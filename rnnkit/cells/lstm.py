@@ -110,10 +110,8 @@ class ProjectedLSTMCell(LSTMCell):
         return self.proj_size
 
     def step(self, projected_t: Tensor, state):
-        h, c = state
-        i, f, g, o = (projected_t + self._recur(h)).chunk(4, dim=-1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        return torch.nn.functional.linear(torch.sigmoid(o) * torch.tanh(c), self.weight_hr), c
+        h, c = super().step(projected_t, state)          # the LSTM's step on the projected h: σ(o) ⊙ tanh(c)
+        return torch.nn.functional.linear(h, self.weight_hr), c
 
     def native_mode(self):
         return "LSTM"                # torch's kernel takes weight_hr as a fifth (or third) weight

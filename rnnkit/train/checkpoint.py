@@ -85,15 +85,15 @@ def save_checkpoint(run_dir, step: int, model: torch.nn.Module, config: dict, tr
                 continue
             seen[ptr] = key
             tensors[key] = value.detach().contiguous().cpu()
-        text = json.dumps({"format": FORMAT_VERSION, "step": step, **config}, indent=2) + "\n"
+        record = {"format": FORMAT_VERSION, "step": step, **config}
+        text = json.dumps(record, indent=2) + "\n"
         # the config travels in the weights' own metadata too: plain safetensors.torch.load_model (which
         # restores tied weights from the one copy kept) and any safetensors reader see what the file is
         save_file(tensors, str(staging / "model.safetensors"), metadata={"rnnkit_config": text})
         torch.save(trainer_state, staging / "trainer.pt")
         # checksums of the binary files, kept beside them: damage after writing is reported, not sampled
         checksums = {f: _sha256(staging / f) for f in ("model.safetensors", "trainer.pt")}
-        with_sums = json.dumps({**json.loads(text), "checksums": checksums}, indent=2)
-        (staging / "config.json").write_text(with_sums + "\n")
+        (staging / "config.json").write_text(json.dumps({**record, "checksums": checksums}, indent=2) + "\n")
         for written in ("model.safetensors", "config.json", "trainer.pt"):
             umask_mode(staging / written)              # safetensors writes 0600 whatever the umask
             _fsync(staging / written)
