@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 
 from ._cpu import SETTINGS, NumpyOps, compiled, numpy_or_none
-from .adjoint import (Kernel, bias_sum, centred_rows, dense, empty, layer_norm_scales, norm_weight_grad, per_step,
-                      previous_states, sigmoid_scale, step_chunks, weight_grad)
+from .adjoint import (Kernel, bias_sum, centred_rows, dense, empty, norm_weight_grad, per_step, sigmoid_scale,
+                      step_chunks, weight_grad)
 from .projection import linear, linear_layer_norm
 
 __all__ = ["LSTMKernel", "COMPILED_MAX"]
@@ -145,31 +145,9 @@ class LSTMKernel(Kernel):
         dH, dcT = grads
         T, B, H = dH.shape
         G = 4 * H
-        A, TC, C = saved["A"], saved["TC"], saved["C"]
-        kh, kc = run.keep
         layer_norm = self.layer_norm
-
-        def torch_coefficients(t0, t1):                 # the twin of _numpy_coefficients
-            o, i, f, g = A[t0:t1].chunk(4, -1)
-            tc = TC[t0:t1]
-            Ro = tc * o * (1 - o)                                      # dh -> du_o
-            Ac = o * (1 - tc * tc)                                     # dh -> d(c̃, or LN(c̃))
-            if kh is not None:
-                Ro, Ac = Ro * (1 - kh[t0:t1]), Ac * (1 - kh[t0:t1])
-            Rc = torch.stack([g * i * (1 - i), previous_states(c0, C, t0, t1) * f * (1 - f), i * (1 - g * g)], 2)
-            n = t1 - t0
-            keeps = [None if k is None else k[t0:t1].expand(n, B, H).contiguous() for k in (kh, kc)]
-            omkc = None if kc is None else 1 - keeps[1]
-            ln = None
-            if layer_norm:
-                ln = (layer_norm_scales(saved["V"][t0:t1], saved["S"][t0:t1]),
-                      layer_norm_scales(saved["Cc"][t0:t1], saved["Sc"][t0:t1]))
-            return Ro, Ac, Rc, f, keeps[0], keeps[1], omkc, ln
-
         chunks = step_chunks(T, B * G)
-        coefficients = torch_coefficients
-        if isinstance(ops, NumpyOps):
-            coefficients = self._numpy_coefficients(ops, run, saved, c0, T, B, H, max(t1 - t0 for t0, t1 in chunks))
+        coefficients = self._coefficients(ops, run, saved, c0, T, B, H, max(t1 - t0 for t0, t1 in chunks))
         DU = empty(dH, T, B, G)
         DV = empty(dH, T, B, G) if layer_norm else DU
         DLNC = empty(dH, T, B, H) if layer_norm else None
@@ -181,11 +159,9 @@ class LSTMKernel(Kernel):
         dh, dc = a(dense(dH[T - 1], copy=True)), a(dense(dcT, copy=True))
         dh_new, dc_new, dct, tmp = (a(empty(dH, B, H)) for _ in range(4))
         for t0, t1 in chunks:
-            Ro_, Ac_, Rc_, F_, kh_, kc_, omkc, ln = (None if v is None else a(v) if isinstance(v, Tensor) else v
-                                                     for v in coefficients(t0, t1))
+            Ro_, Ac_, Rc_, F_, kh_, kc_, omkc, ln = coefficients(t0, t1)
             if ln is not None:
-                (x_h, rstd_h, r2_h), (x_c, rstd_c, r2_c) = ((a(v) if isinstance(v, Tensor) else v for v in part)
-                                                                for part in ln)
+                (x_h, rstd_h, r2_h), (x_c, rstd_c, r2_c) = ln
             for t in range(t1 - 1, t0 - 1, -1):
                 j = t - t0
                 if layer_norm:
@@ -298,34 +274,35 @@ class LSTMKernel(Kernel):
                 tail(t, dW, dh, mask, kh_, dH_)
         return self._gradients(run, saved, extras, needs, h0, outputs, DU, DV, DLNC, dh0, dc0)
 
-    def _numpy_coefficients(self, ops, run, saved, c0, T, B, H, n_max):
-        """``coefficients`` of the backward loop on NumPy arrays, into buffers reused by every chunk:
-        the same numbers as the torch version in ``backward`` (its slow twin, the loop of ``TorchOps``)
-        without a fresh (n, B, H) tensor per operation."""
-        dtype, one, a = ops.dtype, ops._const(1.0), ops.array
+    def _coefficients(self, ops, run, saved, c0, T, B, H, n_max):
+        """``coefficients(t0, t1)``: what the backward loop multiplies by at steps ``t0 .. t1-1``, as ``ops``
+        arrays written into buffers that every chunk reuses (no fresh (n, B, H) array per operation):
+        ``Ro = (1 - k^h) tanh(·) σ'(o)``, ``Ac = (1 - k^h) o (1 - tanh²)``, ``Rc = [g σ'(i), c_{t-1} σ'(f),
+        i (1 - g²)]``, ``f``, the keep masks and ``1 - k^c``, and the layer norms' ``(X, rstd, rstd²/m)``.
+        One derivation for both loops: on NumPy arrays (:class:`~._cpu.NumpyOps`) and on tensors of any
+        device (:class:`~._cpu.TorchOps`); ``σ'(a) = a - a²`` keeps constants out of the products."""
+        a, mul, sub = ops.array, ops.mul, ops.sub
+        like = saved["A"]
         A_, TC_, C_ = a(saved["A"]), a(saved["TC"]), a(saved["C"])
-        Ro, Ac, prev0 = (np.empty((n_max, B, H), dtype) for _ in range(3))
-        Rc = np.empty((n_max, B, 3, H), dtype)
-        kh, kc = (None if k is None else per_step(k, T, B, H) for k in run.keep)
-        kh, kc = (None if k is None else a(k) for k in (kh, kc))
-        omkh, omkc = (None if k is None else np.subtract(one, k) for k in (kh, kc))
+        Ro, Ac, prev0 = (a(empty(like, n_max, B, H)) for _ in range(3))
+        Rc = a(empty(like, n_max, B, 3, H))
+        kh, kc = (None if k is None else a(per_step(k, T, B, H)) for k in run.keep)
+        omkh, omkc = (None if k is None else 1 - k for k in (kh, kc))
         if self.layer_norm:
             G = 4 * H
             V_, S_, Cc_, Sc_ = a(saved["V"]), a(saved["S"]), a(saved["Cc"]), a(saved["Sc"])
-            scales = [np.empty((n_max, B, 1), dtype) for _ in range(4)]
-            root_g, root_h, inv_g, inv_h = (ops._const(v) for v in (G ** 0.5, H ** 0.5, 1.0 / G, 1.0 / H))
+            scales = [a(empty(like, n_max, B, 1)) for _ in range(4)]
 
         def coefficients(t0, t1):
             n = t1 - t0
             gates = A_[t0:t1]
             o, i, f, g = gates[..., :H], gates[..., H:2 * H], gates[..., 2 * H:3 * H], gates[..., 3 * H:]
             tc, ro, ac, rc = TC_[t0:t1], Ro[:n], Ac[:n], Rc[:n]
-            np.multiply(np.subtract(one, o, out=ro), o, out=ro)
-            np.multiply(ro, tc, out=ro)                                                # tanh(·) σ'(o)
-            np.multiply(np.subtract(one, np.multiply(tc, tc, out=ac), out=ac), o, out=ac)   # o (1 - tanh²)
+            mul(sub(o, mul(o, o, out=ro), out=ro), tc, out=ro)                      # tanh(·) σ'(o)
+            sub(o, mul(mul(tc, tc, out=ac), o, out=ac), out=ac)                     # o (1 - tanh²)
             if omkh is not None:
-                np.multiply(ro, omkh[t0:t1], out=ro)
-                np.multiply(ac, omkh[t0:t1], out=ac)
+                mul(ro, omkh[t0:t1], out=ro)
+                mul(ac, omkh[t0:t1], out=ac)
             if t0 > 0:
                 prev = C_[t0 - 1:t1 - 1]
             else:
@@ -333,18 +310,18 @@ class LSTMKernel(Kernel):
                 prev[0] = a(c0)
                 prev[1:] = C_[:t1 - 1]
             r = rc[:, :, 0]
-            np.multiply(np.multiply(np.subtract(one, i, out=r), i, out=r), g, out=r)      # g σ'(i)
+            mul(sub(i, mul(i, i, out=r), out=r), g, out=r)                          # g σ'(i)
             r = rc[:, :, 1]
-            np.multiply(np.multiply(np.subtract(one, f, out=r), f, out=r), prev, out=r)   # c_{t-1} σ'(f)
+            mul(sub(f, mul(f, f, out=r), out=r), prev, out=r)                       # c_{t-1} σ'(f)
             r = rc[:, :, 2]
-            np.multiply(np.subtract(one, np.multiply(g, g, out=r), out=r), i, out=r)      # i (1 - g²)
+            sub(i, mul(mul(g, g, out=r), i, out=r), out=r)                          # i (1 - g²)
             ln = None
             if self.layer_norm:
                 rs_h, r2_h, rs_c, r2_c = (v[:n] for v in scales)
-                np.multiply(S_[t0:t1], root_g, out=rs_h)
-                np.multiply(np.multiply(rs_h, rs_h, out=r2_h), inv_g, out=r2_h)
-                np.multiply(Sc_[t0:t1], root_h, out=rs_c)
-                np.multiply(np.multiply(rs_c, rs_c, out=r2_c), inv_h, out=r2_c)
+                mul(S_[t0:t1], G ** 0.5, out=rs_h)
+                mul(mul(rs_h, rs_h, out=r2_h), 1.0 / G, out=r2_h)
+                mul(Sc_[t0:t1], H ** 0.5, out=rs_c)
+                mul(mul(rs_c, rs_c, out=r2_c), 1.0 / H, out=r2_c)
                 ln = ((V_[t0:t1], rs_h, r2_h), (Cc_[t0:t1], rs_c, r2_c))
             return (ro, ac, rc, f, None if kh is None else kh[t0:t1], None if kc is None else kc[t0:t1],
                     None if omkc is None else omkc[t0:t1], ln)
