@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 import rnnkit
-from rnnkit.analysis.gradients import (gradient_decay_rate, gradient_flow,
-                                       information_flow_penalty, record_states)
+from rnnkit.analysis.gradients import gradient_decay_rate, gradient_flow, record_states
+from rnnkit.train.penalties import information_flow_penalty
 from rnnkit.analysis.jacobians import (forget_gate_product, jacobian_products, jacobian_spectrum,
                                        recurrent_eigenvalues, step_jacobians)
 from rnnkit.cells import Cell, ElmanCell, GRUCell, LSTMCell

@@ -47,7 +47,7 @@ from ..engines.loop import LoopEngine
 from ..layers import Recurrent
 
 __all__ = ["GradientFlow", "LayerRun", "Recording", "record_states", "gradient_flow",
-           "gradient_decay_rate", "information_flow_penalty"]
+           "gradient_decay_rate"]
 
 
 # ----- recording the states of every recurrent layer ------------------------------------------
@@ -400,61 +400,8 @@ def gradient_decay_rate(flow, *, min_lag: int = 0, max_lag: int | None = None) -
     return math.exp(float(slope))
 
 
-# ----- Pascanu et al.'s regularizer -------------------------------------------------------------
-
-def _step(cell: Cell, x: Tensor, s: Tensor) -> Tensor:
-    """One cell step on concatenated states: (N, X), (N, S) -> (N, S)."""
+def step_concatenated(cell: Cell, x: Tensor, s: Tensor) -> Tensor:
+    """One cell step on concatenated states, ``[h; c]`` for an LSTM: (N, X), (N, S) -> (N, S)."""
     sizes = _sizes(cell)
     state = s if len(sizes) == 1 else tuple(torch.split(s, list(sizes), dim=-1))
     return concat_state(cell(x, state))
-
-
-def information_flow_penalty(loss: Tensor, recording: Recording) -> Tensor:
-    r"""Pascanu, Mikolov & Bengio (2013)'s regularizer that keeps the error signal's size constant in time.
-
-    .. math::  \Omega = \sum_{k=0}^{T-1} \left( \frac{\lVert g_{k+1}\, \partial s_{k+1}/\partial s_k \rVert}
-               {\lVert g_{k+1} \rVert} - 1 \right)^2,\qquad g_{k+1} = \frac{\partial L}{\partial s_{k+1}},
-
-    averaged over the sequences of the batch and summed over the recorded layers. As in the
-    paper, :math:`g_{k+1}` is treated as a constant; the penalty's gradient flows through the
-    one-step Jacobians, recomputed for all steps at once in one batched cell call
-    (double backpropagation). Steps where :math:`g_{k+1} = 0` (padding) are left out.
-
-    ``recording`` comes from :func:`record_states` (with probes) around the forward pass that
-    computed ``loss``. Limits: only states that run through ``rnnkit.Recurrent`` layers are
-    seen, and the layers run on the loop engine while recorded (slower than fused kernels).
-    For a tuple state (LSTM) the Jacobian is that of the concatenated state ``[h; c]``.
-
-    >>> import torch, rnnkit
-    >>> lstm = rnnkit.LSTM(3, 4, batch_first=True)
-    >>> with record_states(lstm) as recording:
-    ...     out, _ = lstm(torch.randn(2, 5, 3))
-    >>> loss = out.pow(2).sum()
-    >>> (loss + 0.1 * information_flow_penalty(loss, recording)).backward()
-    """
-    owner = "information_flow_penalty"
-    if not isinstance(recording, Recording):
-        raise TypeError(f"{owner}: expected the Recording from `with record_states(model) as recording:`, "
-                        f"got {type(recording).__name__}")
-    runs = recording.all_runs()
-    if not runs:
-        raise ValueError(f"{owner}: the recording holds no runs; compute the loss inside "
-                         f"`with record_states(model) as recording:`")
-    total = loss.new_zeros(())
-    for run in runs:
-        if run.probes is None:
-            raise ValueError(f"{owner}: the recording was made with probe=False; use record_states(model)")
-        batch, steps = run.inputs.shape[:2]
-        g = run.probe_grads(loss)[:, 1:].detach()                         # g_{k+1}, (B, T, S)
-        previous = run.stacked_states()[:, :-1]                           # s_k, (B, T, S)
-        s = previous.reshape(batch * steps, -1).requires_grad_(True)
-        x = run.inputs.detach().reshape(batch * steps, -1)
-        with torch.enable_grad():
-            new = _step(run.cell, x, s)
-            (carried,) = torch.autograd.grad(new, s, grad_outputs=g.reshape(batch * steps, -1),
-                                             create_graph=True)          # g_{k+1} ds_{k+1}/ds_k
-        g_norm = g.reshape(batch * steps, -1).norm(dim=-1)
-        live = g_norm > 0
-        ratio = carried[live].norm(dim=-1) / g_norm[live]
-        total = total + (ratio - 1).pow(2).sum() / batch
-    return total

@@ -31,7 +31,7 @@ from torch.nn import functional as F
 
 from ..cells.lstm import LSTMCell
 from ..init import recurrent_blocks
-from .gradients import _step, trajectory
+from .gradients import step_concatenated, trajectory
 
 __all__ = ["StepJacobians", "step_jacobians", "JacobianProducts", "jacobian_products",
            "JacobianSpectrum", "jacobian_spectrum", "ForgetGates", "forget_gate_product",
@@ -58,7 +58,7 @@ def _batched_jacobian(cell, x: Tensor, s: Tensor) -> Tensor:
     s = s.detach().requires_grad_(True)
     size = s.shape[-1]
     with torch.enable_grad():
-        new = _step(cell, x.detach(), s)
+        new = step_concatenated(cell, x.detach(), s)
         basis = torch.eye(size, dtype=s.dtype, device=s.device).unsqueeze(1).expand(size, *new.shape)
         try:
             (rows,) = torch.autograd.grad(new, s, grad_outputs=basis, is_grads_batched=True, allow_unused=True)

@@ -1,7 +1,9 @@
-"""Training: truncated BPTT, clipping, schedules, checkpoints, data parallelism."""
+"""Training: truncated BPTT, clipping, schedules, penalties, checkpoints, data parallelism."""
 from .checkpoint import NoCheckpointError, checkpoint_dir, read_checkpoint, save_checkpoint
 from .metrics import MetricsLog, TensorBoardLogger
+from .penalties import information_flow_penalty
 from .trainer import TrainConfig, Trainer, TrainingDiverged, detach_state
 
 __all__ = ["Trainer", "TrainConfig", "TrainingDiverged", "detach_state", "save_checkpoint",
-           "read_checkpoint", "checkpoint_dir", "NoCheckpointError", "MetricsLog", "TensorBoardLogger"]
+           "read_checkpoint", "checkpoint_dir", "NoCheckpointError", "MetricsLog", "TensorBoardLogger",
+           "information_flow_penalty"]

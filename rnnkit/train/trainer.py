@@ -161,7 +161,7 @@ class Trainer:
     ``clip_norm`` and ``clip_value`` (clipping); ``recurrent_init`` (orthogonal or identity
     recurrent blocks, applied here when the trainer is built, see
     :func:`rnnkit.init.init_recurrent_`); ``information_flow`` (adds ``λ·Ω``, Pascanu et
-    al.'s regularizer from :func:`rnnkit.analysis.gradients.information_flow_penalty`; it
+    al.'s regularizer from :func:`rnnkit.train.information_flow_penalty`; it
     needs a model whose recurrence runs through ``rnnkit.Recurrent`` layers, and runs them
     on the loop engine, slower than the fused kernels).
 
@@ -425,7 +425,8 @@ class Trainer:
         params = self._parameters()
         regularize = c.information_flow > 0
         if regularize:                 # the analysis package is needed only for the regularizer
-            from ..analysis.gradients import information_flow_penalty, record_states
+            from ..analysis.gradients import record_states
+            from .penalties import information_flow_penalty
         step_module = distributed.wrap(_TrainingStep(self.model))
         keep_best = test is not None
         bar = self._progress_bar()
