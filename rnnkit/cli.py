@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from ._arguments import check_int, check_number, check_positive
 from .models.language_model import CELL_NETWORKS
 from .train.recipes import PRESETS
 
@@ -107,8 +108,8 @@ def _train(args) -> int:
         else:
             if out.exists() and not out.is_dir():
                 raise ValueError(f"--out '{out}' is a file; --out names the run's directory")
-            if args.seed is not None and not 0 <= args.seed < 2 ** 63:
-                raise ValueError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
+            if args.seed is not None:
+                check_int("", "--seed", args.seed, 0, maximum=2 ** 63 - 1)
             if out.exists() and any(out.iterdir()):
                 raise ValueError(f"'{out}' already holds files; pass --resume to continue that run, or "
                                  f"--out NEW_DIRECTORY to start another")
@@ -233,13 +234,12 @@ def _sample(args) -> int:
     from .models import load_language_model
 
     # the options in the command line's own words (stream() would name its Python arguments)
-    if not 0 < args.temperature < float("inf"):
-        raise ValueError(f"--temperature must be a positive finite number, got {args.temperature}; use --greedy "
-                         f"for the most likely token at every step")
-    if args.top_k is not None and args.top_k < 1:
-        raise ValueError(f"--top-k must be at least 1, got {args.top_k}; leave it out to sample among every token")
-    if args.top_p is not None and not 0 < args.top_p <= 1:
-        raise ValueError(f"--top-p must be in (0, 1], got {args.top_p}; leave it out to sample among every token")
+    check_positive("", "--temperature", args.temperature, hint="use --greedy for the most likely token at every step")
+    if args.top_k is not None:
+        check_int("", "--top-k", args.top_k, hint="leave it out to sample among every token")
+    if args.top_p is not None:
+        check_number("", "--top-p", args.top_p, low=0.0, high=1.0, low_closed=False,
+                     hint="leave it out to sample among every token")
     if args.greedy and (args.top_k is not None or args.top_p is not None):
         raise ValueError("--greedy takes the most likely token, so --top-k and --top-p would do nothing; "
                          "drop one or the other")

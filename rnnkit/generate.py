@@ -38,11 +38,13 @@ from __future__ import annotations
 
 import math
 from itertools import chain
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Iterator, Optional
 
 import torch
 from torch import Tensor, nn
+
+from ._arguments import check_int, check_number, check_positive
 
 __all__ = ["filter_logits", "sample_next", "stream", "generate"]
 
@@ -217,12 +219,7 @@ def _stream(owner: str, model: nn.Module, vocab, prime: str, *, length: int, tem
             stop_at_end: bool) -> Iterator[str]:
     """Check everything and encode the prime now; return the lazy token generator."""
     _check_options(owner, temperature, top_k, top_p)
-    if isinstance(length, bool) or not isinstance(length, Integral):
-        raise TypeError(f"{owner}: length must be a positive int (the most tokens to generate), "
-                        f"got {type(length).__name__}")
-    if length < 1:
-        raise ValueError(f"{owner}: length must be a positive int (the most tokens to generate), "
-                         f"got {length}")
+    check_int(owner, "length", length)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, Integral)):
         raise TypeError(f"{owner}: seed must be an int or None, got {type(seed).__name__}; "
                         f"pass an int such as seed=0 for reproducible text")
@@ -312,23 +309,12 @@ def _token_text(vocab, previous: int, token: int) -> str:
 
 
 def _check_options(owner: str, temperature, top_k, top_p) -> None:
-    if isinstance(temperature, bool) or not isinstance(temperature, Real):
-        raise TypeError(f"{owner}: temperature must be a real number, got {type(temperature).__name__}")
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"{owner}: temperature must be a positive finite number, got {temperature}; "
-                         f"use greedy=True for argmax decoding")
+    check_positive(owner, "temperature", temperature, hint="use greedy=True for argmax decoding")
     if top_k is not None:
-        if isinstance(top_k, bool) or not isinstance(top_k, Integral):
-            raise TypeError(f"{owner}: top_k must be a positive int or None, got {type(top_k).__name__}")
-        if top_k < 1:
-            raise ValueError(f"{owner}: top_k must be a positive int or None, got {top_k}; "
-                             f"use top_k=None to keep every token")
+        check_int(owner, "top_k", top_k, hint="use top_k=None to keep every token")
     if top_p is not None:
-        if isinstance(top_p, bool) or not isinstance(top_p, Real):
-            raise TypeError(f"{owner}: top_p must be a number in (0, 1] or None, got {type(top_p).__name__}")
-        if not 0 < top_p <= 1:
-            raise ValueError(f"{owner}: top_p must be in (0, 1], got {top_p}; "
-                             f"use top_p=None to keep every token")
+        check_number(owner, "top_p", top_p, low=0.0, high=1.0, low_closed=False,
+                     hint="use top_p=None to keep every token")
 
 
 def _check_logits(owner: str, logits, rank: Optional[int]) -> None:

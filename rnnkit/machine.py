@@ -25,7 +25,7 @@ from typing import Any, Callable, Hashable, Iterable, Mapping, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from ._arguments import check_int
+from ._arguments import check_int, check_positive
 from ._checks import check_features
 
 __all__ = ["StateMachine", "FiniteStateMachine", "LTISystem", "RationalRNN", "rational_sqrt2"]
@@ -443,11 +443,7 @@ class RationalRNN(StateMachine):
     def __init__(self, a: Real = 2, initial_state: Real = 2, *, exact: bool = False):
         owner = type(self).__name__
         for name, value in (("a", a), ("initial_state", initial_state)):
-            if isinstance(value, bool) or not isinstance(value, Real):
-                raise TypeError(f"{owner}: {name} must be a real number, got {type(value).__name__}")
-            if not value > 0:
-                raise ValueError(f"{owner}: {name} must be positive (Newton's iteration for sqrt(a) "
-                                 f"needs a > 0 and h_0 > 0), got {value}")
+            check_positive(owner, name, value, hint="Newton's iteration for sqrt(a) needs a > 0 and h_0 > 0")
         convert = Fraction if exact else float
         self.a, self.exact = convert(a), exact
         half_a = self.a / 2

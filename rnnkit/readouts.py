@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._arguments import check_number
+from ._arguments import check_number, check_positive
 from ._checks import check_features, check_lengths
 from .cells.base import check_sizes
 
@@ -249,8 +249,8 @@ class GaussianReadout(Readout):
         elif isinstance(std, bool) or not isinstance(std, Real):
             raise TypeError(f"{owner}: std must be 'learned', 'predicted' or a positive float, "
                             f"got {type(std).__name__}")
-        elif not (std > 0 and math.isfinite(std)):
-            raise ValueError(f"{owner}: a fixed std must be a positive finite number, got {std!r}")
+        else:
+            check_positive(owner, "std", std)
         super().__init__(hidden_size, output_size, bias, device=device, dtype=dtype)
         self.std_mode = std if isinstance(std, str) else "fixed"
         kw = {"device": device, "dtype": self.weight.dtype}

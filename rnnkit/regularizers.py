@@ -55,9 +55,6 @@ __all__ = ["CellWrapper", "VariationalDropout", "Zoneout", "WeightDrop", "embedd
            "locked_dropout", "unwrap_cell"]
 
 
-_probability = check_probability
-
-
 def _bernoulli(shape, probability: float, like: dict, generator) -> Tensor:
     """0/1 draws with ``P(1) = probability`` (uniforms below ``p``: on CPU many times faster
     than ``bernoulli_``)."""
@@ -104,8 +101,8 @@ class VariationalDropout(CellWrapper):
                  generator: torch.Generator | None = None):
         super().__init__(cell, generator=generator)
         name = type(self).__name__
-        self.input_dropout = _probability(name, "input_dropout", input_dropout)
-        self.hidden_dropout = _probability(name, "hidden_dropout", hidden_dropout)
+        self.input_dropout = check_probability(name, "input_dropout", input_dropout)
+        self.hidden_dropout = check_probability(name, "hidden_dropout", hidden_dropout)
         if self.hidden_dropout > 0 and not isinstance(self.base_cell, GatedWeightsMixin):
             raise TypeError(f"{name}: hidden_dropout needs a cell whose hidden state enters weight_hh through "
                             f"GatedWeightsMixin (Elman, gated, LSTM, GRU, leaky, layer-norm cells), got "
@@ -167,9 +164,9 @@ class Zoneout(CellWrapper):
             if len(probability) != len(self._sizes):
                 raise ValueError(f"{name}: expected one probability per state tensor ({len(self._sizes)}), "
                                  f"got {len(probability)}")
-            probs = tuple(_probability(name, "probability", p) for p in probability)
+            probs = tuple(check_probability(name, "probability", p) for p in probability)
         else:
-            probs = (_probability(name, "probability", probability),) * len(self._sizes)
+            probs = (check_probability(name, "probability", probability),) * len(self._sizes)
         self.probability = probs
         self._clear()
 
@@ -230,7 +227,7 @@ class WeightDrop(CellWrapper):
                  generator: torch.Generator | None = None):
         super().__init__(cell, generator=generator)
         name = type(self).__name__
-        self.probability = _probability(name, "probability", probability)
+        self.probability = check_probability(name, "probability", probability)
         if isinstance(weights, str) or not isinstance(weights, Sequence) or not weights:
             raise TypeError(f"{name}: weights must be a non-empty sequence of parameter names, got {weights!r}")
         base, wrappers = unwrap_cell(cell)
@@ -293,7 +290,7 @@ def embedding_dropout(weight: Tensor, probability: float, training: bool = True,
     dropped word is missing everywhere it occurs in the batch, not only at some
     positions (Gal & Ghahramani 2016). The identity when not ``training`` or ``p = 0``.
     """
-    p = _probability("embedding_dropout", "probability", probability)
+    p = check_probability("embedding_dropout", "probability", probability)
     if not training or p == 0:
         return weight
     mask = _keep_mask((weight.shape[0], 1), p, {"device": weight.device, "dtype": weight.dtype}, generator)
@@ -311,7 +308,7 @@ def locked_dropout(x: Tensor, probability: float, training: bool = True, *, batc
     >>> bool((y == y[:, :1]).all())                 # the same mask at every step
     True
     """
-    p = _probability("locked_dropout", "probability", probability)
+    p = check_probability("locked_dropout", "probability", probability)
     if not training or p == 0:
         return x
     if x.dim() == 2:

@@ -104,7 +104,8 @@ def test_text_features_follow_strings_lines_indentation_and_brackets():
 
 def test_hidden_analysis_errors_say_what_to_fix():
     with pytest.raises(ValueError, match=re.escape(
-            "hidden_pca: num_components must be an int from 1 to 4 (the smaller of 10 states and 4 units), got 5")):
+            "hidden_pca: num_components must be an integer in [1, 4], got 5; 4 is the smaller of 10 states and "
+            "4 units")):
         hidden_pca(torch.randn(10, 4), num_components=5)
     with pytest.raises(ValueError, match=re.escape(
             "hidden_pca: expected HiddenStates or a float tensor of states (B, T, S) or (N, S), got shape (4,) "
@@ -115,7 +116,7 @@ def test_hidden_analysis_errors_say_what_to_fix():
             "state, (2, 6)")):
         unit_responses(torch.randn(2, 6, 3), {"f": torch.zeros(2, 5)})
     with pytest.raises(ValueError, match=re.escape(
-            "unit_responses: top must be an int from 1 to 3 (the number of units), got 4")):
+            "unit_responses: top must be an integer in [1, 3], got 4; there are 3 units")):
         unit_responses(torch.randn(2, 6, 3), {"f": torch.zeros(2, 6)}, top=4)
     with pytest.raises(ValueError, match=re.escape(
             "text_features: expected a non-empty string (or a list of characters), got ''")):

@@ -259,7 +259,7 @@ def test_ctrl_c_saves_a_checkpoint_at_the_current_step_and_resume_continues(tmp_
     (["--temperature", "-1"], "--temperature must be a positive finite number, got -1.0; use --greedy for the most "
                               "likely token at every step"),
     (["--temperature", "nan"], "--temperature must be a positive finite number, got nan"),
-    (["--top-k", "0"], "--top-k must be at least 1, got 0; leave it out to sample among every token"),
+    (["--top-k", "0"], "--top-k must be a positive integer, got 0; leave it out to sample among every token"),
     (["--top-p", "1.5"], "--top-p must be in (0, 1], got 1.5; leave it out to sample among every token"),
     (["--greedy", "--top-p", "0.9"], "--greedy takes the most likely token, so --top-k and --top-p would do "
                                      "nothing; drop one or the other"),
@@ -271,7 +271,7 @@ def test_sample_options_are_refused_in_the_command_lines_words(tmp_path, options
 
 @pytest.mark.parametrize("options, message", [
     (["--out", "{file}"], "--out '{file}' is a file; --out names the run's directory"),
-    (["--seed", str(2 ** 70)], f"--seed must be between 0 and 2**63 - 1, got {2 ** 70}"),
+    (["--seed", str(2 ** 70)], f"--seed must be an integer in [0, {2 ** 63 - 1}], got {2 ** 70}"),
     (["--hidden-size", "1000000"], "the model does not fit in memory (4,000,"),
 ])
 def test_train_refuses_impossible_runs_in_one_line(tmp_path, corpus, capsys, options, message):

@@ -148,6 +148,12 @@ def test_from_torch_checks_the_module_type():
      "Owner: n must be a non-negative integer, got -1"),
     (lambda c: c.check_int("Owner", "n", 2, minimum=3, hint="use three or more"), ValueError,
      "Owner: n must be an integer >= 3, got 2; use three or more"),
+    (lambda c: c.check_int("Owner", "n", 4, minimum=0, maximum=3), ValueError,
+     "Owner: n must be an integer in [0, 3], got 4"),
+    (lambda c: c.check_int("Owner", "n", -1, minimum=0, maximum=3), ValueError,
+     "Owner: n must be an integer in [0, 3], got -1"),
+    (lambda c: c.check_int("", "--top-k", 0, hint="leave it out"), ValueError,
+     "--top-k must be a positive integer, got 0; leave it out"),
     (lambda c: c.check_int("Owner", "n", True), TypeError, "Owner: n must be an int, got bool"),
     (lambda c: c.check_int("Owner", "n", 2.0), TypeError, "Owner: n must be an int, got float"),
     (lambda c: c.check_number("Owner", "x", "1"), TypeError, "Owner: x must be a number, got str"),
@@ -174,3 +180,4 @@ def test_shared_argument_checks_pass_good_values_through():
     assert _arguments.check_number("O", "x", 1, low=0, high=1) == 1.0
     assert _arguments.check_probability("O", "p", 1.0, one=True) == 1.0
     assert _arguments.check_positive("O", "tau", 1e-9) == 1e-9
+    assert _arguments.check_int("O", "n", 3, 0, maximum=3) == 3

@@ -186,7 +186,7 @@ def test_from_weights_reproduces_a_cell():
     ((torch.eye(3), torch.ones(3, 1), torch.tensor([0.0, math.inf, 0.0])), {}, ValueError,
      "ReservoirCell.from_weights: bias contains NaN or infinite values"),
     ((torch.eye(3), torch.ones(3, 1)), {"leak_rate": 0}, ValueError,
-     "ReservoirCell.from_weights: leak_rate must lie in (0, 1], got 0"),
+     "ReservoirCell.from_weights: leak_rate must be in (0, 1], got 0"),
 ])
 def test_from_weights_errors(args, kwargs, exc, message):
     with raises(exc, message):
@@ -368,15 +368,15 @@ def test_closed_loop_generation(series):
 
 # ----- errors ------------------------------------------------------------------------
 @pytest.mark.parametrize("kwargs,message", [
-    ({"spectral_radius": 0.0}, "ReservoirCell: spectral_radius must be a finite number > 0, got 0.0"),
-    ({"spectral_radius": -1}, "ReservoirCell: spectral_radius must be a finite number > 0, got -1"),
-    ({"spectral_radius": math.inf}, "ReservoirCell: spectral_radius must be a finite number > 0, got inf"),
-    ({"leak_rate": 0.0}, "ReservoirCell: leak_rate must lie in (0, 1], got 0.0"),
-    ({"leak_rate": 1.5}, "ReservoirCell: leak_rate must lie in (0, 1], got 1.5"),
-    ({"sparsity": 1.0}, "ReservoirCell: sparsity (the fraction of zero recurrent weights) "
-                        "must lie in [0, 1), got 1.0"),
-    ({"sparsity": -0.1}, "ReservoirCell: sparsity (the fraction of zero recurrent weights) "
-                         "must lie in [0, 1), got -0.1"),
+    ({"spectral_radius": 0.0}, "ReservoirCell: spectral_radius must be a positive finite number, got 0.0"),
+    ({"spectral_radius": -1}, "ReservoirCell: spectral_radius must be a positive finite number, got -1"),
+    ({"spectral_radius": math.inf}, "ReservoirCell: spectral_radius must be a positive finite number, got inf"),
+    ({"leak_rate": 0.0}, "ReservoirCell: leak_rate must be in (0, 1], got 0.0"),
+    ({"leak_rate": 1.5}, "ReservoirCell: leak_rate must be in (0, 1], got 1.5"),
+    ({"sparsity": 1.0}, "ReservoirCell: sparsity must be a fraction of zero recurrent weights in [0, 1), "
+                        "got 1.0"),
+    ({"sparsity": -0.1}, "ReservoirCell: sparsity must be a fraction of zero recurrent weights in [0, 1), "
+                         "got -0.1"),
     ({"input_scaling": -1}, "ReservoirCell: input_scaling must be a finite number >= 0, got -1"),
     ({"bias_scaling": math.nan}, "ReservoirCell: bias_scaling must be a finite number >= 0, got nan"),
 ])
@@ -489,8 +489,8 @@ def test_online_errors():
                                                                                 method="force")
     with raises(ValueError, "EchoStateNetwork: expected state of shape (1, 10), got (1, 3)"):
         esn.fit_online(x.double(), x, method="force", state=torch.zeros(1, 3, dtype=F64))
-    with raises(ValueError, "recursive_least_squares: ridge must be a finite number > 0 (P starts at I/ridge), "
-                            "got 0"):
+    with raises(ValueError, "recursive_least_squares: ridge must be a positive finite number, got 0; "
+                            "P starts at I/ridge"):
         recursive_least_squares(torch.randn(5, 2), torch.randn(5, 1), 0)
     with raises(ValueError, "recursive_least_squares: expected features (T, B, F) and targets (T, B, Y) with "
                             "the same (T, B), or (N, F) and (N, Y); got (5, 2) and (4, 1)"):

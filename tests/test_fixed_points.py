@@ -269,7 +269,7 @@ def test_plot_in_three_dimensions_with_the_stable_points_as_basis():
 
 def test_plot_errors(monkeypatch):
     result = find_fixed_points(scalar_cell(2.0), num_starts=8)
-    with pytest.raises(ValueError, match=exactly("plot_fixed_points: components must be 2 or 3, got 4")):
+    with pytest.raises(ValueError, match=exactly("plot_fixed_points: components must be an integer in [2, 3], got 4")):
         plot_fixed_points(result, components=4)
     with pytest.raises(ValueError, match=exactly(
             "plot_fixed_points: expected trajectories of shape (batch, time, 1) or (time, 1), got (3, 2)")):

@@ -84,11 +84,12 @@ def test_inspect_errors_are_clear(run, tmp_path, capsys):
     assert (f"'{tmp_path}' holds no rnnkit checkpoint (no 'best' file); pass the --out directory of an "
             f"`rnnkit train` run, or train one first") in capsys.readouterr().err
     assert main(["inspect", str(out), "--layer", "1"]) == 2
-    assert "rnnkit inspect: error: --layer must be in [0, 1) for this 1-layer model, got 1" in capsys.readouterr().err
+    assert ("rnnkit inspect: error: --layer must be an integer in [0, 0], got 1; this is a 1-layer model"
+            in capsys.readouterr().err)
     assert main(["inspect", str(out), "--jacobian-steps", "0"]) == 2
-    assert "rnnkit inspect: error: --jacobian-steps must be at least 1, got 0" in capsys.readouterr().err
+    assert "rnnkit inspect: error: --jacobian-steps must be a positive integer, got 0" in capsys.readouterr().err
     assert main(["inspect", str(out), "--warmup", "-1"]) == 2
-    assert "rnnkit inspect: error: --warmup must be at least 0, got -1" in capsys.readouterr().err
+    assert "rnnkit inspect: error: --warmup must be a non-negative integer, got -1" in capsys.readouterr().err
     short = tmp_path / "short.txt"
     short.write_text("ab")
     assert main(["inspect", str(out), "--data", str(short)]) == 2

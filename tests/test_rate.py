@@ -257,7 +257,7 @@ def test_tanh_with_dale_warns():
     (dict(noise_std=-0.1), ValueError, "RateCell: noise_std must be a finite number >= 0, got -0.1"),
     (dict(noise_std=None), TypeError, "RateCell: noise_std must be a number, got NoneType"),
     (dict(dale=1.0, activation="relu"), ValueError,
-     "RateCell: the excitatory fraction dale must lie in (0, 1), got 1.0; pass a sequence of +1/-1 signs "
+     "RateCell: dale must be an excitatory fraction in (0, 1), got 1.0; pass a sequence of +1/-1 signs "
      "for an all-excitatory network"),
     (dict(dale=0.9, activation="relu"), ValueError,
      "RateCell: excitatory fraction 0.9 of hidden_size=4 gives 4 excitatory units; both kinds need at least "

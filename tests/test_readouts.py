@@ -344,7 +344,7 @@ def test_target_errors_say_what_was_given_and_what_was_expected():
 def test_construction_errors():
     with pytest.raises(ValueError, match=r"GaussianReadout: std must be 'learned', 'predicted' or a positive float, got 'fixed'"):
         GaussianReadout(8, 2, std="fixed")
-    with pytest.raises(ValueError, match=r"GaussianReadout: a fixed std must be a positive finite number, got -1.0"):
+    with pytest.raises(ValueError, match=r"GaussianReadout: std must be a positive finite number, got -1.0"):
         GaussianReadout(8, 2, std=-1.0)
     with pytest.raises(TypeError, match=r"GaussianReadout: std must be .* got NoneType"):
         GaussianReadout(8, 2, std=None)

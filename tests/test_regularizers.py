@@ -211,7 +211,8 @@ def test_stepping_by_hand_needs_begin_sequence_in_training():
      "Zoneout: expected an rnnkit.cells.Cell to wrap, got Linear"),
     (lambda: Zoneout(ElmanCell(2, 3), generator=0), TypeError,
      "Zoneout: generator must be a torch.Generator or None, got int"),
-    (lambda: LayerNormLSTMCell(2, 3, eps=0), ValueError, "LayerNormLSTMCell: eps must be a positive number, got 0"),
+    (lambda: LayerNormLSTMCell(2, 3, eps=0), ValueError,
+     "LayerNormLSTMCell: eps must be a positive finite number, got 0"),
 ])
 def test_bad_arguments_are_explained(make, error, msg):
     with pytest.raises(error, match=re.escape(msg)):

@@ -367,7 +367,7 @@ def test_lti_cell_starts_stable():
      "LinearLeakyCell: alpha must be a float or have shape (3,), got shape (2,)"),
     (lambda: MinGRUCell(0, 3), "MinGRUCell: input_size must be a positive integer, got 0"),
     (lambda: LTICell(2, 3, spectral_radius=-1.0),
-     "LTICell: spectral_radius must be a positive number, got -1.0"),
+     "LTICell: spectral_radius must be a positive finite number, got -1.0"),
 ])
 def test_cell_argument_errors(make, message):
     with pytest.raises(ValueError, match=re.escape(message)):

@@ -448,8 +448,8 @@ def plot_fixed_points(result: FixedPoints, trajectories: Tensor | None = None, p
         raise ValueError(f"{owner}: basis='trajectories' needs trajectories; pass them or use basis='points'")
     if components is None:
         components = 3 if size >= 3 else 2
-    elif isinstance(components, bool) or components not in (2, 3):
-        raise ValueError(f"{owner}: components must be 2 or 3, got {components!r}")
+    else:
+        check_int(owner, "components", components, 2, maximum=3)
     points = result.points.detach().to("cpu", torch.float64)                  # (N, S)
     stable = result.stable.cpu()
     center, axes_of, share = _principal_axes(

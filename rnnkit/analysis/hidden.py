@@ -25,6 +25,7 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
+from .._arguments import check_int
 from ..cells.lstm import LSTMCell
 from .gradients import trajectory
 
@@ -111,9 +112,8 @@ def hidden_pca(states, num_components: int = 2, *, standardize: bool = False) ->
     flat = states.reshape(-1, states.shape[-1]).to(torch.float64)
     count, size = flat.shape
     limit = min(count, size)
-    if isinstance(num_components, bool) or not isinstance(num_components, int) or not 1 <= num_components <= limit:
-        raise ValueError(f"{owner}: num_components must be an int from 1 to {limit} (the smaller of {count} "
-                         f"states and {size} units), got {num_components!r}")
+    check_int(owner, "num_components", num_components, 1, f"{limit} is the smaller of {count} states and {size} units",
+              maximum=limit)
     if count < 2:
         raise ValueError(f"{owner}: PCA needs at least 2 states, got {count}")
     mean = flat.mean(0)
@@ -187,8 +187,7 @@ def unit_responses(states, features: Mapping[str, Tensor], *, top: int = 3) -> U
     if not isinstance(features, Mapping) or not features:
         raise ValueError(f"{owner}: expected features as a non-empty dict name -> tensor "
                          f"{tuple(states.shape[:-1])}, got {type(features).__name__}")
-    if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= size:
-        raise ValueError(f"{owner}: top must be an int from 1 to {size} (the number of units), got {top!r}")
+    check_int(owner, "top", top, 1, f"there are {size} units", maximum=size)
     a = states.reshape(-1, size).to(torch.float64)
     a = a - a.mean(0)
     a_norm = a.norm(dim=0)                                              # (S,)

@@ -25,19 +25,17 @@ def inspect_run(args) -> int:
     from .jacobians import (forget_gate_product, jacobian_products, jacobian_spectrum,
                                      recurrent_eigenvalues, step_jacobians)
     from ..cells import LSTMCell
+    from .._arguments import check_int
     from ..layers import Recurrent
     from ..models import load_language_model
 
-    if args.jacobian_steps < 1:
-        raise ValueError(f"--jacobian-steps must be at least 1, got {args.jacobian_steps}")
-    if args.warmup < 0:
-        raise ValueError(f"--warmup must be at least 0, got {args.warmup}")
+    check_int("", "--jacobian-steps", args.jacobian_steps)
+    check_int("", "--warmup", args.warmup, 0)
     run_dir = Path(args.run_dir)
     model, vocab, config = load_language_model(run_dir, args.checkpoint)
     model = model.double()
     layers = [m for m in model.modules() if isinstance(m, Recurrent)]
-    if not 0 <= args.layer < len(layers):
-        raise ValueError(f"--layer must be in [0, {len(layers)}) for this {len(layers)}-layer model, got {args.layer}")
+    check_int("", "--layer", args.layer, 0, f"this is a {len(layers)}-layer model", maximum=len(layers) - 1)
     limit = args.warmup + args.length + 1
     if args.data is not None:
         from ..data.tokens import prepare

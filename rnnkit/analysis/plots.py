@@ -24,6 +24,7 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
+from .._arguments import check_int
 from .gradients import GradientFlow
 from .hidden import HiddenPCA, HiddenStates, UnitResponses
 from .jacobians import ForgetGates, JacobianProducts, JacobianSpectrum
@@ -260,8 +261,8 @@ def plot_pca_trajectory(pca: HiddenPCA, path=None, *, sequence: int = 0, annotat
     projected = pca.projected.detach()
     if projected.dim() == 2:
         projected = projected.unsqueeze(0)
-    if not 0 <= sequence < projected.shape[0]:
-        raise ValueError(f"{owner}: sequence must be in [0, {projected.shape[0]}), got {sequence}")
+    check_int(owner, "sequence", sequence, 0, f"the states hold {projected.shape[0]} sequence(s)",
+              maximum=projected.shape[0] - 1)
     path_k = projected[sequence].to(torch.float64)                           # (T, K)
     steps, count = path_k.shape
     ratio = pca.explained_variance_ratio.tolist()

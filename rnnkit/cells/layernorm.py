@@ -17,12 +17,11 @@ Gains start at one and shifts at zero (but the LSTM's forget-gate shift, see
 """
 from __future__ import annotations
 
-from numbers import Real
-
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .._arguments import check_positive
 from .base import Cell, GatedWeightsMixin, check_sizes
 
 __all__ = ["LayerNormLSTMCell", "LayerNormGRUCell"]
@@ -34,9 +33,7 @@ class _LayerNormGates(GatedWeightsMixin):
     def _make_layer_norm_weights(self, input_size: int, hidden_size: int, num_chunks: int, bias: bool,
                                  eps: float, device, dtype) -> None:
         name = type(self).__name__
-        if isinstance(eps, bool) or not isinstance(eps, Real) or not eps > 0:
-            raise ValueError(f"{name}: eps must be a positive number, got {eps!r}")
-        self.eps = float(eps)
+        self.eps = check_positive(name, "eps", eps)
         self._make_weights(input_size, hidden_size, num_chunks, bias, device, dtype)
         kw = {"device": device, "dtype": dtype}
         self.ln_input_weight = nn.Parameter(torch.ones(num_chunks * hidden_size, **kw))

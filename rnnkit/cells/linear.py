@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .._arguments import check_positive
 from .base import Cell, check_sizes
 from .base import spectral_radius as radius_of
 from .leaky import _LeakRates
@@ -196,12 +197,9 @@ class LTICell(_InputDrivenCell):
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, spectral_radius: float = 0.9, *,
                  device=None, dtype=None):
         super().__init__()
-        if isinstance(spectral_radius, bool) or not isinstance(spectral_radius, (int, float)) \
-                or not spectral_radius > 0:
-            raise ValueError(f"{type(self).__name__}: spectral_radius must be a positive number, "
-                             f"got {spectral_radius!r}")
+        spectral_radius = check_positive(type(self).__name__, "spectral_radius", spectral_radius)
         self._make_projection(input_size, hidden_size, 1, bias, device, dtype)
-        self.spectral_radius = float(spectral_radius)
+        self.spectral_radius = spectral_radius
         self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size, device=device, dtype=dtype))
         self.reset_parameters()
 

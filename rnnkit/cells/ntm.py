@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._arguments import check_int
 from .base import Cell, State, check_sizes
 from .lstm import LSTMCell
 
@@ -185,10 +186,7 @@ class NTMCell(Cell):
         check_sizes(name, input_size=input_size, output_size=output_size, controller_size=controller_size,
                     memory_slots=memory_slots, memory_width=memory_width, read_heads=read_heads,
                     write_heads=write_heads)
-        if isinstance(shift_range, bool) or not isinstance(shift_range, int):
-            raise TypeError(f"{name}: shift_range must be an int, got {type(shift_range).__name__}")
-        if shift_range < 0:
-            raise ValueError(f"{name}: shift_range must be a non-negative integer, got {shift_range}")
+        shift_range = check_int(name, "shift_range", shift_range, 0)
         if 2 * shift_range + 1 > memory_slots:
             raise ValueError(f"{name}: shift_range {shift_range} gives {2 * shift_range + 1} offsets, more "
                              f"than the {memory_slots} memory slots, so distinct offsets would land on the "

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .._arguments import check_positive
+from .._arguments import check_number, check_positive
 from .base import ACTIVATIONS, Cell, check_sizes
 from .base import spectral_radius as radius_of
 
@@ -27,9 +27,6 @@ RATE_ACTIVATIONS = ACTIVATIONS
 # activations whose rates are never negative: only with these does a unit's sign decide
 # whether it excites or inhibits its targets
 _NON_NEGATIVE = ("relu", "softplus", "sigmoid")
-
-
-_positive_number = check_positive
 
 
 class RateCell(Cell):
@@ -94,8 +91,8 @@ class RateCell(Cell):
         name = type(self).__name__
         check_sizes(name, input_size=input_size, hidden_size=hidden_size)
         self.input_size, self.hidden_size, self.state_sizes = input_size, hidden_size, hidden_size
-        self.tau = _positive_number(name, "tau", tau)
-        self.dt = _positive_number(name, "dt", dt)
+        self.tau = check_positive(name, "tau", tau)
+        self.dt = check_positive(name, "dt", dt)
         if self.dt > self.tau:
             raise ValueError(f"{name}: dt must not exceed tau, got dt={dt!r} > tau={tau!r}; an Euler "
                              f"step longer than the time constant overshoots the leak (dt = tau is "
@@ -105,15 +102,12 @@ class RateCell(Cell):
                              f"{sorted(RATE_ACTIVATIONS)}")
         self.activation = activation
         self._phi = RATE_ACTIVATIONS[activation]
-        if isinstance(noise_std, bool) or not isinstance(noise_std, Real):
-            raise TypeError(f"{name}: noise_std must be a number, got {type(noise_std).__name__}")
-        if not 0 <= noise_std < math.inf:
-            raise ValueError(f"{name}: noise_std must be a finite number >= 0, got {noise_std!r}")
-        self.noise_std = float(noise_std)
+        self.noise_std = check_number(name, "noise_std", noise_std, low=0.0, high_closed=False,
+                                      what="a finite number >= 0")
         if not isinstance(autapses, bool):
             raise TypeError(f"{name}: autapses must be True or False, got {type(autapses).__name__}")
         self.autapses = autapses
-        self.spectral_radius = _positive_number(name, "spectral_radius", spectral_radius)
+        self.spectral_radius = check_positive(name, "spectral_radius", spectral_radius)
         signs = self._dale_signs(name, dale, hidden_size)
         if signs is not None and activation not in _NON_NEGATIVE:
             warnings.warn(f"{name}: Dale's law with activation {activation!r} lets rates go negative, "
@@ -135,9 +129,9 @@ class RateCell(Cell):
         if dale is None:
             return None
         if isinstance(dale, Real) and not isinstance(dale, bool):
-            if not 0 < dale < 1:
-                raise ValueError(f"{name}: the excitatory fraction dale must lie in (0, 1), got {dale!r}; "
-                                 f"pass a sequence of +1/-1 signs for an all-excitatory network")
+            check_number(name, "dale", dale, low=0.0, high=1.0, low_closed=False, high_closed=False,
+                         what="an excitatory fraction in (0, 1)",
+                         hint="pass a sequence of +1/-1 signs for an all-excitatory network")
             excitatory = round(dale * hidden_size)
             if not 0 < excitatory < hidden_size:
                 raise ValueError(f"{name}: excitatory fraction {dale!r} of hidden_size={hidden_size} "

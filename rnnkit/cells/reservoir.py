@@ -1,7 +1,6 @@
 """Reservoir cell: the fixed random recurrent layer of an echo state network."""
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
@@ -9,6 +8,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from .._arguments import check_number, check_positive
 from .._checks import check_input, check_state
 from .base import Cell, check_sizes, spectral_radius
 
@@ -21,15 +21,11 @@ _SPARSE_DENSITY = 0.25
 
 
 def _check_leak_rate(name: str, leak_rate) -> float:
-    if isinstance(leak_rate, bool) or not isinstance(leak_rate, (int, float)) or not 0 < leak_rate <= 1:
-        raise ValueError(f"{name}: leak_rate must lie in (0, 1], got {leak_rate}")
-    return float(leak_rate)
+    return check_number(name, "leak_rate", leak_rate, low=0.0, high=1.0, low_closed=False)
 
 
 def _check_scaling(name: str, what: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-        raise ValueError(f"{name}: {what} must be a finite number >= 0, got {value}")
-    return float(value)
+    return check_number(name, what, value, low=0.0, high_closed=False, what="a finite number >= 0")
 
 
 _radius = spectral_radius              # the function (ReservoirCell takes a spectral_radius argument)
@@ -82,13 +78,10 @@ class ReservoirCell(Cell):
         super().__init__()
         name = type(self).__name__
         check_sizes(name, input_size=input_size, hidden_size=hidden_size)
-        if (isinstance(spectral_radius, bool) or not isinstance(spectral_radius, (int, float))
-                or not 0 < spectral_radius < math.inf):
-            raise ValueError(f"{name}: spectral_radius must be a finite number > 0, got {spectral_radius}")
+        spectral_radius = check_positive(name, "spectral_radius", spectral_radius)
         leak_rate = _check_leak_rate(name, leak_rate)
-        if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
-            raise ValueError(f"{name}: sparsity (the fraction of zero recurrent weights) must lie "
-                             f"in [0, 1), got {sparsity}")
+        sparsity = check_number(name, "sparsity", sparsity, low=0.0, high=1.0, high_closed=False,
+                                what="a fraction of zero recurrent weights in [0, 1)")
         input_scaling = _check_scaling(name, "input_scaling", input_scaling)
         bias_scaling = _check_scaling(name, "bias_scaling", bias_scaling)
 

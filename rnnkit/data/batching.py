@@ -170,10 +170,7 @@ class ContiguousBatches(ResumablePosition):
         self.batch_size = _check_count(owner, "batch_size", batch_size, "pass --batch-size 1 or more")
         self.truncation = _check_count(owner, "truncation", truncation, "pass --truncation 1 or more")
         self.world_size = _check_count(owner, "world_size", world_size, "use 1 for a single process")
-        if isinstance(rank, bool) or not isinstance(rank, Integral) or not 0 <= rank < world_size:
-            raise ValueError(f"{owner}: rank must be an int from 0 to world_size - 1 = {world_size - 1}, "
-                             f"got {rank!r}")
-        self.rank = int(rank)
+        self.rank = check_int(owner, "rank", rank, 0, f"world_size is {world_size}", maximum=world_size - 1)
 
         streams = self.batch_size * self.world_size
         self.stream_length = (len(ids) - 1) // streams

@@ -8,6 +8,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .._arguments import check_int, check_positive
 from ..cells.base import check_sizes
 
 __all__ = ["CopyTask", "copy_task", "mackey_glass"]
@@ -85,11 +86,9 @@ def mackey_glass(length: int, tau: float = 17.0, beta: float = 0.2, gamma: float
     float64 tensor of shape ``(length,)``. ``tau = 17`` is the classic mildly
     chaotic benchmark.
     """
-    if length < 2:
-        raise ValueError(f"mackey_glass: length must be >= 2, got {length}")
-    if tau <= 0 or dt <= 0 or sample_every <= 0:
-        raise ValueError(f"mackey_glass: tau, dt and sample_every must be > 0, got "
-                         f"tau={tau}, dt={dt}, sample_every={sample_every}")
+    check_int("mackey_glass", "length", length, 2)
+    for name, value in (("tau", tau), ("dt", dt), ("sample_every", sample_every)):
+        check_positive("mackey_glass", name, value)
     sub = max(1, int(round(sample_every / dt)))
     lag = max(1, int(round(tau / dt)))
     total = (length + discard) * sub

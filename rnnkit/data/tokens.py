@@ -60,6 +60,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from .._arguments import check_number
 from .._files import umask_mode
 from .corpus import _DATA_HINT, DEFAULT_CORPUS_MODULES, DataNotFoundError, _default_corpus_files, default_corpus
 from .sources import BLOCK, Source, progress_bar, text_blocks
@@ -276,8 +277,7 @@ def _check_split(split) -> tuple:
     if len(set(names)) != len(names):
         raise ValueError(f"split: part names must differ, got {names}")
     for name, fraction in split:
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
-            raise ValueError(f"split: the fraction of '{name}' must be in (0, 1], got {fraction!r}")
+        check_number("split", f"the fraction of '{name}'", fraction, low=0.0, high=1.0, low_closed=False)
     if abs(sum(f for _, f in split) - 1) > 1e-9:
         raise ValueError(f"split: the fractions must add up to 1, got {[f for _, f in split]}")
     return tuple((str(n), float(f)) for n, f in split)

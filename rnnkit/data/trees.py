@@ -271,11 +271,10 @@ def arithmetic_expressions(num: int, max_depth: int, digits: Iterable[int] = ran
     digits, arities = list(digits), list(arities)
     check_int(owner, "num", num, 0)
     check_int(owner, "max_depth", max_depth, 0)
-    if not digits or any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in digits):
-        raise ValueError(f"{owner}: digits must be non-empty non-negative ints (they are the token ids), "
-                         f"got {digits!r}")
-    if not arities or any(isinstance(a, bool) or not isinstance(a, int) or a < 1 for a in arities):
-        raise ValueError(f"{owner}: arities must be positive ints, got {arities!r}")
+    if not digits or not arities:
+        raise ValueError(f"{owner}: digits and arities must not be empty, got {digits!r} and {arities!r}")
+    digits = [check_int(owner, f"digits[{i}]", d, 0, "digits are token ids") for i, d in enumerate(digits)]
+    arities = [check_int(owner, f"arities[{i}]", a) for i, a in enumerate(arities)]
     if modulus is not None:
         check_sizes(owner, modulus=modulus)
     rng = random.Random(seed)

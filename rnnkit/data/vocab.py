@@ -173,10 +173,9 @@ class Vocabulary:
         owner = "Vocabulary.build"
         _check_level(owner, level)
         check_int(owner, "min_count", min_count)
-        if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, Integral)
-                                     or max_size <= len(SPECIAL_TOKENS)):
-            raise ValueError(f"{owner}: max_size counts the {len(SPECIAL_TOKENS)} specials, so it "
-                             f"must be an int of at least {len(SPECIAL_TOKENS) + 1} (or None), got {max_size!r}")
+        if max_size is not None:
+            check_int(owner, "max_size", max_size, len(SPECIAL_TOKENS) + 1,
+                      f"max_size counts the {len(SPECIAL_TOKENS)} specials")
         if level == "bpe":
             return cls.from_tokenizer(train_bpe(blocks, 8192 if max_size is None else int(max_size),
                                                 max(min_count, 2)))

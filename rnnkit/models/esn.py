@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import inspect
-import math
 
 import torch
 from torch import Tensor, nn
 
-from .._arguments import check_int, check_number
+from .._arguments import check_int, check_number, check_positive
 from .._checks import check_state
 from ..cells.base import check_sizes
 from ..cells.reservoir import ReservoirCell
@@ -110,8 +109,7 @@ def recursive_least_squares(features: Tensor, targets: Tensor, ridge: float,
     True
     """
     name = "recursive_least_squares"
-    if not isinstance(ridge, (int, float)) or isinstance(ridge, bool) or not 0 < ridge < math.inf:
-        raise ValueError(f"{name}: ridge must be a finite number > 0 (P starts at I/ridge), got {ridge}")
+    check_positive(name, "ridge", ridge, hint="P starts at I/ridge")
     forgetting = _check_forgetting(name, forgetting)
     if not isinstance(features, Tensor) or not isinstance(targets, Tensor):
         raise TypeError(f"{name}: expected features and targets as tensors, got "

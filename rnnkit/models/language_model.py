@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .._arguments import check_probability
+from .._arguments import check_number, check_positive, check_probability
 from .._config import DictConfig
 from ..readouts import CategoricalReadout
 from ..cells.base import state_tensors
@@ -31,11 +31,6 @@ def default_cutoffs(vocab_size: int) -> list:
     a head of the 2,000 most frequent (and 10,000 / 50,000 further steps where the vocabulary
     is larger), as Grave et al. (2017) split vocabularies of this size."""
     return [c for c in (2000, 10000, 50000) if c < vocab_size - 1] or [max(1, vocab_size // 4)]
-
-
-def _probability(name: str, value) -> None:
-    if value is not None:
-        check_probability("LanguageModel", name, value)
 
 
 @dataclass
@@ -84,10 +79,11 @@ class LanguageModelConfig(DictConfig):
                              f"to equal the size the readout reads ({self.output_size}: the hidden size, "
                              f"or projection_size when set); set --embedding-size {self.output_size}")
         for name in ("dropout", "embedding_dropout", "input_dropout", "layer_dropout", "weight_drop"):
-            _probability(name, getattr(self, name))
+            if getattr(self, name) is not None:
+                check_probability("LanguageModel", name, getattr(self, name))
         for name in ("activation_penalty", "temporal_penalty"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"LanguageModel: {name} must be >= 0, got {getattr(self, name)}")
+            check_number("LanguageModel", name, getattr(self, name), low=0.0, high_closed=False,
+                         what="a finite number >= 0")
         if self.softmax not in SOFTMAXES:
             raise ValueError(f"LanguageModel: softmax must be one of {SOFTMAXES}, got {self.softmax!r}")
         if self.softmax == "adaptive":
@@ -101,8 +97,9 @@ class LanguageModelConfig(DictConfig):
                                  f"and vocab_size - 2 = {self.vocab_size - 2}, got {cutoffs}")
         elif self.cutoffs is not None:
             raise ValueError("LanguageModel: cutoffs apply to softmax='adaptive' only")
-        if self.init_scale is not None and not self.init_scale > 0:
-            raise ValueError(f"LanguageModel: init_scale must be > 0 (or None), got {self.init_scale}")
+        if self.init_scale is not None:
+            check_positive("LanguageModel", "init_scale", self.init_scale,
+                           hint="None keeps each module's own initialisation")
 
     @property
     def output_size(self) -> int:

@@ -79,10 +79,6 @@ def _make_cell(name: str, input_size: int, hidden_size: int):
     return CELLS[name](input_size, hidden_size, **extra)
 
 
-def _check_probability(owner: str, what: str, value, closed_top: bool) -> float:
-    return check_probability(owner, what, value, one=closed_top)
-
-
 def _check_tokens(owner: str, what: str, tokens) -> Tensor:
     """A (batch, time) tensor of integer ids with at least one step, as int64."""
     if not isinstance(tokens, Tensor):
@@ -133,14 +129,14 @@ class _EncoderDecoder(nn.Module):
         if sampling not in ("argmax", "sample"):
             raise ValueError(f"{name}: sampling must be 'argmax' or 'sample', got {sampling!r}")
         for what, value in (("start_id", start_id), ("end_id", end_id), ("pad_id", pad_id)):
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < target_vocab_size:
-                raise ValueError(f"{name}: {what} must be a token id in [0, {target_vocab_size}), got {value!r}")
+            check_int(name, what, value, 0, f"target_vocab_size is {target_vocab_size}",
+                      maximum=target_vocab_size - 1)
         self.target_vocab_size, self.hidden_size = target_vocab_size, hidden_size
         self.cell_name, self.attention_kind, self.context = cell, attention, context
         self.input_feeding = bool(input_feeding)
         self.start_id, self.end_id, self.pad_id = start_id, end_id, pad_id
-        self.dropout = nn.Dropout(_check_probability(name, "dropout", dropout, closed_top=False))
-        self.teacher_forcing = _check_probability(name, "teacher_forcing", teacher_forcing, closed_top=True)
+        self.dropout = nn.Dropout(check_probability(name, "dropout", dropout))
+        self.teacher_forcing = check_probability(name, "teacher_forcing", teacher_forcing, one=True)
         self.sampling = sampling
         self.attention_weights: Optional[Tensor] = None
 
@@ -394,8 +390,8 @@ class Seq2Seq(_EncoderDecoder):
                          input_feeding, dropout, start_id, end_id, pad_id, teacher_forcing, sampling, engine)
         name = type(self).__name__
         check_sizes(name, source_vocab_size=source_vocab_size)
-        if not 0 <= pad_id < source_vocab_size:
-            raise ValueError(f"{name}: pad_id {pad_id} must also be a source token id in [0, {source_vocab_size})")
+        check_int(name, "pad_id", pad_id, 0, f"it is a source token id too, and source_vocab_size is "
+                  f"{source_vocab_size}", maximum=source_vocab_size - 1)
         self.source_vocab_size, self.bidirectional_encoder = source_vocab_size, bool(bidirectional_encoder)
         self.source_embedding = nn.Embedding(source_vocab_size, embedding_size)
 
