@@ -11,7 +11,7 @@
    none of these today), and ``torch.nn.GRU`` of the same sizes (torch's fused kernel for
    the nonlinear GRU) is a reference point for the minGRU row.
 2. The HMM forward filter, K = 10 states, V = 30 symbols, one sequence, float64, the same T:
-   ``loop`` = ``rnnkit.models.hmm._reference_filter`` (step by step, differentiable),
+   ``loop`` = ``rnnkit.models.hmm.inference._reference_filter`` (step by step, differentiable),
    ``tree`` = the same recurrence by ``log_linear_recurrence(method="tree")``, ``scan`` =
    ``hmm_parallel_filter`` (``log_linear_recurrence``, the chunked scan), and ``numpy`` = ``CategoricalHMM.filter`` under
    no_grad (the fast sequential NumPy pass; forward only). Forward+backward differentiates
@@ -48,7 +48,8 @@ from benchmarks._timing import interleaved_medians, write_results  # noqa: E402
 from rnnkit.cells.linear import LinearLeakyCell, MinGRUCell  # noqa: E402
 from rnnkit.engines import ENGINES  # noqa: E402
 from rnnkit.engines.scan import ScanEngine, linear_recurrence, log_linear_recurrence  # noqa: E402
-from rnnkit.models import hmm as hmm_module  # noqa: E402
+from rnnkit.models.hmm import CategoricalHMM  # noqa: E402
+from rnnkit.models.hmm import inference as hmm_module  # noqa: E402
 
 if "scan" not in ENGINES:          # until rnnkit/engines/select.py registers it
     ENGINES["scan"] = ScanEngine()
@@ -122,7 +123,7 @@ def tree_parallel_filter(log_pi, log_P, em):
 def hmm_rows(quick: bool) -> list:
     rows = []
     g = torch.Generator().manual_seed(3)
-    model = hmm_module.CategoricalHMM(STATES, SYMBOLS, dtype=torch.float64)
+    model = CategoricalHMM(STATES, SYMBOLS, dtype=torch.float64)
     for steps in STEPS:
         symbols = torch.randint(0, SYMBOLS, (1, steps), generator=g)
 

@@ -1,5 +1,6 @@
 """Categorical HMM: filter / smoother / Viterbi against brute-force enumeration, the RNN form,
 the parallel scan, the score-function gradient identity, EM monotonicity and error messages."""
+import inspect
 import itertools
 import re
 
@@ -11,6 +12,8 @@ from rnnkit.cells.hmm import HMMFilterCell
 from rnnkit.models.hmm import (
     CategoricalHMM,
     hmm_filter,
+    hmm_parallel_filter,
+    hmm_parallel_log_likelihood,
     hmm_sample,
     hmm_smoother,
     hmm_viterbi,
@@ -25,9 +28,9 @@ def _params(k, v, seed):
             torch.randn(k, v, generator=g, dtype=D))
 
 
-def _brute(log_pi, log_P, log_C, seq):
+def _brute(log_initial, log_transition, log_emission, seq):
     """Joint log p(x, z) for every path z ∈ [K]^T: (paths, log-probs)."""
-    lp, lP, lC = log_pi.log_softmax(-1), log_P.log_softmax(-1), log_C.log_softmax(-1)
+    lp, lP, lC = log_initial.log_softmax(-1), log_transition.log_softmax(-1), log_emission.log_softmax(-1)
     k, t = lp.shape[0], len(seq)
     paths = list(itertools.product(range(k), repeat=t))
     scores = []
@@ -129,7 +132,8 @@ def test_long_sequence_finite_and_equal():
 
 
 def test_gradient_identity():
-    """∂ log p / ∂ log_C = E[emission counts] − row totals ⊙ C; likewise for log_P with pairwise counts."""
+    """∂ log p / ∂ log_emission = E[emission counts] − row totals ⊙ C; likewise for log_transition with
+    pairwise counts."""
     m = _model(3, 4, seed=3)
     symbols = torch.randint(0, 4, (3, 7), generator=torch.Generator().manual_seed(1))
     lengths = torch.tensor([7, 4, 2])
@@ -196,8 +200,17 @@ def test_errors():
     with pytest.raises(ValueError, match=re.escape("hmm_filter: symbols must be an integer tensor (B, T), "
                                                    "got torch.float32")):
         hmm_filter(*params, torch.zeros(1, 2))
-    with pytest.raises(ValueError, match=re.escape("hmm_filter: log_P must be (K, K) = (2, 2), got shape (2, 3)")):
+    with pytest.raises(ValueError, match=re.escape(
+            "hmm_filter: log_transition must be (K, K) = (2, 2), got shape (2, 3)")):
         hmm_filter(params[0], torch.zeros(2, 3, dtype=D), params[2], torch.tensor([[0]]))
+    with pytest.raises(ValueError, match=re.escape("hmm_smoother: log_initial must be (K,), got shape (1, 2)")):
+        hmm_smoother(params[0].view(1, 2), *params[1:], torch.tensor([[0]]))
+    with pytest.raises(ValueError, match=re.escape(
+            "hmm_viterbi: log_emission must be (K, V) with K = 2, got shape (3, 3)")):
+        hmm_viterbi(*params[:2], torch.zeros(3, 3, dtype=D), torch.tensor([[0]]))
+    with pytest.raises(ValueError, match=re.escape(
+            "hmm_sample: log_emission must be a floating-point tensor, got torch.int64")):
+        hmm_sample(*params[:2], torch.zeros(2, 3, dtype=torch.long), 1, 1)
     with pytest.raises(ValueError, match=re.escape(
             "CategoricalHMM.log_likelihood: symbols must lie in [0, V) = [0, 3), got 5")):
         CategoricalHMM(2, 3).log_likelihood(torch.tensor([[5]]))
@@ -205,3 +218,17 @@ def test_errors():
         hmm_sample(*params, 2, 0)
     with pytest.raises(ValueError, match=re.escape("HMMFilterCell: num_states must be a positive integer, got 0")):
         HMMFilterCell(0, 3)
+
+
+def test_one_naming_of_the_parameters():
+    """The pure functions take the parameters by the names the cell and the module hold them under."""
+    m = _model(3, 4, seed=5)
+    names = [name for name, _ in m.cell.named_parameters()]
+    assert names == ["log_initial", "log_transition", "log_emission"]
+    assert [p is q for p, q in zip(m.log_params(), (m.cell.log_initial, m.cell.log_transition, m.cell.log_emission))] \
+        == [True] * 3
+    for fn in (hmm_filter, hmm_smoother, hmm_viterbi, hmm_sample, hmm_parallel_log_likelihood, hmm_parallel_filter):
+        assert list(inspect.signature(fn).parameters)[:3] == names, fn.__name__
+    symbols = torch.randint(0, 4, (2, 6), generator=torch.Generator().manual_seed(0))
+    by_name = hmm_filter(**dict(m.cell.named_parameters()), symbols=symbols)
+    torch.testing.assert_close(by_name.log_likelihood, m.log_likelihood(symbols), atol=1e-12, rtol=0)

@@ -63,6 +63,12 @@ def test_fast_smoother_equals_reference_categorical(k, v, b, t, every, seed):
     filt, lognorm = H._reference_filter(log_pi, log_P, em.log(), em.mask)
     torch.testing.assert_close(fast.filtered, filt.detach(), atol=1e-12, rtol=0)
     torch.testing.assert_close(fast.log_normalizers, lognorm.detach(), atol=1e-11, rtol=0)
+    # the same forward loop alone: the filter (messages written over the emissions) and the likelihood
+    forward = H._fast_passes(log_pi, log_P, em, backward=False, every=every)
+    torch.testing.assert_close(forward.filtered, filt.detach(), atol=1e-12, rtol=0)
+    torch.testing.assert_close(forward.log_normalizers, lognorm.detach(), atol=1e-11, rtol=0)
+    torch.testing.assert_close(H._fast_log_likelihood(log_pi, log_P, em, every=every), ref.log_likelihood.detach(),
+                               atol=1e-10, rtol=1e-12)
 
 
 @settings(max_examples=15, deadline=None)
@@ -78,6 +84,11 @@ def test_fast_smoother_equals_reference_gaussian(k, d, b, t, seed):
     torch.testing.assert_close(fast.posterior, ref.posterior.detach(), atol=1e-12, rtol=0)
     torch.testing.assert_close(fast.pairwise, ref.pairwise.detach(), atol=1e-12, rtol=0)
     torch.testing.assert_close(fast.log_likelihood, ref.log_likelihood.detach(), atol=1e-9, rtol=1e-12)
+    torch.testing.assert_close(H._fast_log_likelihood(log_pi, log_P, em), ref.log_likelihood.detach(),
+                               atol=1e-9, rtol=1e-12)
+    filt, _ = H._reference_filter(log_pi, log_P, em.log(), em.mask)
+    torch.testing.assert_close(H._fast_passes(log_pi, log_P, em, backward=False).filtered, filt.detach(),
+                               atol=1e-12, rtol=0)
 
 
 def test_fast_pass_falls_back_when_messages_underflow():
@@ -94,6 +105,9 @@ def test_fast_pass_falls_back_when_messages_underflow():
     torch.testing.assert_close(fast.posterior, ref.posterior.detach(), atol=1e-12, rtol=0)
     torch.testing.assert_close(fast.pairwise, ref.pairwise.detach(), atol=1e-12, rtol=0)
     assert m.score(symbols) == pytest.approx(float(ref.log_likelihood.detach()), rel=1e-12)
+    filt, _ = H._reference_filter(log_pi, log_P, em.log(), em.mask)
+    with torch.no_grad():
+        torch.testing.assert_close(m.filter(symbols).filtered, filt.detach(), atol=1e-12, rtol=0)
 
 
 def test_filter_switches_to_the_differentiable_path_only_when_needed():
@@ -106,6 +120,25 @@ def test_filter_switches_to_the_differentiable_path_only_when_needed():
     assert not fast.log_likelihood.requires_grad
     torch.testing.assert_close(fast.filtered, with_grad.filtered.detach(), atol=1e-12, rtol=0)
     torch.testing.assert_close(fast.log_likelihood, with_grad.log_likelihood.detach(), atol=1e-11, rtol=0)
+
+
+def test_fast_loops_on_torch_operations_equal_the_numpy_ones(monkeypatch):
+    """The loops' torch branch (other devices and dtypes) is the twin of the NumPy one; a dtype NumPy
+    lacks (bfloat16) takes it instead of failing."""
+    m = _categorical(3, 4, 6)
+    g = torch.Generator().manual_seed(6)
+    symbols = torch.randint(0, 4, (3, 20), generator=g)
+    lengths = torch.tensor([20, 7, 13])
+    with torch.no_grad():
+        expected = (m.smoother(symbols, lengths), m.filter(symbols, lengths), m.score(symbols, lengths))
+        monkeypatch.setattr(H, "_array_ops", lambda like: (torch, lambda u: u))
+        got = (m.smoother(symbols, lengths), m.filter(symbols, lengths), m.score(symbols, lengths))
+    torch.testing.assert_close(got[:2], expected[:2], atol=1e-12, rtol=0)
+    assert got[2] == pytest.approx(expected[2], rel=1e-12)
+    monkeypatch.undo()
+    low = CategoricalHMM(3, 4, dtype=torch.bfloat16)
+    low.load_state_dict({k: v.to(torch.bfloat16) for k, v in m.state_dict().items()})
+    assert low.score(symbols, lengths) == pytest.approx(expected[2], rel=2e-2)
 
 
 # ----- the parallel prefix scan ---------------------------------------------------------

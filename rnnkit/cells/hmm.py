@@ -31,7 +31,22 @@ from torch import Tensor, nn
 
 from .base import Cell, check_sizes
 
-__all__ = ["HMMFilterCell", "GaussianHMMFilterCell", "gaussian_log_density"]
+__all__ = ["HMMFilterCell", "GaussianHMMFilterCell", "filter_step", "gaussian_log_density"]
+
+
+def filter_step(predictive: Tensor, likelihood: Tensor, transition: Tensor):
+    """One step of the normalized forward filter, the one home of its maths (the cells below and
+    the step-by-step reference of :mod:`rnnkit.models.hmm` both take it)::
+
+        c = ᾱ ⊙ e,   z = Σ_k c_k,   α̂ = c / z,   ᾱ' = α̂ P
+
+    ``predictive`` ᾱ (B, K), ``likelihood`` e (B, K), ``transition`` P (K, K); returns the
+    filtered marginal ``α̂`` (B, K), the normalizer ``z`` (B, 1) and the next predictive ``ᾱ'`` (B, K).
+    """
+    c = predictive * likelihood                                       # (B, K)
+    z = c.sum(dim=-1, keepdim=True)                                   # (B, 1)
+    filtered = c / z
+    return filtered, z, filtered @ transition
 
 
 class _MarkovChainCell(Cell):
@@ -62,11 +77,10 @@ class _MarkovChainCell(Cell):
                 torch.zeros(batch_size, 1, device=device, dtype=dtype))
 
     def _advance(self, alpha: Tensor, loglik: Tensor, likelihood: Tensor, log_shift=None):
-        """``c = ᾱ ⊙ e``, ``z = Σc``, ``ᾱ' = (c/z) P``, ``ℓ' = ℓ + log z (+ shift)``."""
-        c = alpha * likelihood                                        # (B, K)
-        z = c.sum(dim=-1, keepdim=True)                               # (B, 1)
+        """:func:`filter_step`, then ``ℓ' = ℓ + log z (+ shift)``."""
+        _, z, following = filter_step(alpha, likelihood, self.transition())
         loglik = loglik + torch.log(z)
-        return (c / z) @ self.transition(), loglik if log_shift is None else loglik + log_shift
+        return following, loglik if log_shift is None else loglik + log_shift
 
 
 class HMMFilterCell(_MarkovChainCell):

@@ -37,7 +37,7 @@ __all__ = ["FusedEngine", "KERNELS", "SETTINGS", "configured", "onednn", "POOL",
 
 
 def release_memory() -> int:
-    """Free the CPU buffers the fused engine keeps for reuse between training steps (those no tensor
-    uses any more); returns the bytes freed. The pool also drops free blocks beyond 2 GiB by itself
+    """Free the CPU buffers kept for reuse between training steps by the fused engine, the regularizers'
+    masks and the HMMs' forward-backward passes (those no tensor uses any more); returns the bytes freed. The pool also drops free blocks beyond 2 GiB by itself
     (``POOL.max_bytes``)."""
     return POOL.release()

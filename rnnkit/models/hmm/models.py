@@ -9,11 +9,10 @@ from torch.nn import functional as F
 from ..._arguments import check_int
 from ...cells.hmm import GaussianHMMFilterCell, HMMFilterCell
 from ...layers import Recurrent
-from .inference import (FilterResult, HMMSample, SmootherResult, ViterbiResult, _CategoricalEmissions,
-                       _Emissions, _check_observations, _check_sample_sizes, _check_symbols,
-                       _fast_log_likelihood, _fast_passes, _filter, _normalize, _normalize_chain,
-                       _parallel_filter, _parallel_log_likelihood, _sample_states, _smoother, _viterbi,
-                       hmm_sample)
+from .inference import (FilterResult, HMMSample, SmootherResult, ViterbiResult, _categorical, _check_observations,
+                        _check_sample_sizes, _Emissions, _fast_log_likelihood, _fast_passes, _filter,
+                        _normalize_chain, _parallel_filter, _parallel_log_likelihood, _sample_states, _smoother,
+                        _viterbi, hmm_sample)
 
 __all__ = ["CategoricalHMM", "GaussianHMM"]
 
@@ -115,10 +114,9 @@ class _HMM(nn.Module):
         if tolerance is not None and not tolerance >= 0:
             raise ValueError(f"{owner}: tolerance must be None or >= 0, got {tolerance}")
         history: list[float] = []
-        workspace: dict = {}
         for it in range(iterations + 1):
             log_pi, log_P, em, obs = self._prepare(owner, observations, lengths)
-            r = _fast_passes(log_pi, log_P, em, backward=True, workspace=workspace)
+            r = _fast_passes(log_pi, log_P, em, backward=True)
             history.append(float(r.log_likelihood.sum()))
             if it == iterations or (tolerance is not None and len(history) > 1
                                     and history[-1] - history[-2] < tolerance):
@@ -130,6 +128,7 @@ class _HMM(nn.Module):
             self.cell.log_initial.copy_((start / start.sum()).clamp_min(tiny).log())
             self.cell.log_transition.copy_(P_new.clamp_min(tiny).log())
             self._emission_update(r.posterior, obs)
+            del r                           # its buffers go back to the pool for the next E-step
         return history
 
     def fit_gradient(self, observations: Tensor, lengths=None, epochs: int = 10, lr: float = 0.05,
@@ -228,9 +227,8 @@ class CategoricalHMM(_HMM):
         return self.cell.log_initial, self.cell.log_transition, self.cell.log_emission
 
     def _prepare(self, owner, symbols, lengths, need_emissions=True):   # the gather is lazy anyway
-        log_pi, log_P, log_C = _normalize(owner, *self.log_params())
-        symbols, lengths, mask = _check_symbols(owner, symbols, lengths, self.num_symbols, log_pi.device)
-        return log_pi, log_P, _CategoricalEmissions(log_C, symbols, mask), symbols
+        log_pi, log_P, em = _categorical(owner, *self.log_params(), symbols, lengths)
+        return log_pi, log_P, em, em.symbols
 
     def _cell_inputs(self, symbols):
         return F.one_hot(symbols, self.num_symbols).to(self.cell.log_initial.dtype)
