@@ -81,6 +81,13 @@ class Recurrent(nn.Module):
         """Name of the engine this layer runs (``auto`` resolved)."""
         return self._engine.name
 
+    @property
+    def engine_reason(self) -> str | None:
+        """Why this layer runs a slower engine than it asked for: the traced engine's reason for running
+        the cell's step on the loop (a step that cannot be traced), or None."""
+        from .engines.traced import reason
+        return reason(self.cell) if self.engine == "traced" else None
+
     def set_engine(self, engine: str) -> "Recurrent":
         self._engine = get_engine(engine, self.cell, self._name)
         return self

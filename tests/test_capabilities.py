@@ -27,7 +27,7 @@ def test_a_subclass_that_rewrites_step_loses_every_capability():
 
     cell = Damped(3, 4)
     assert cell.native_mode() is None and cell.fused_kernel() is None
-    assert rnnkit.Recurrent(cell).engine == "loop"
+    assert rnnkit.Recurrent(cell).engine == "traced"        # its own step, traced: never the parent's kernel
 
     class Kept(LSTMCell):                    # no maths of its own: the parent's kernels stay right
         pass

@@ -52,12 +52,13 @@ def test_native_equals_loop(kind, batch, steps, input_size, hidden_size, bias, r
 
 
 # (cell, auto's engine on the CPU, on any other device): torch's kernels (cuDNN) off the CPU; on the
-# CPU the fused engine for the GRU and Elman cells, whose torch CPU kernels it beats (benchmarks/engines.py)
+# CPU the fused engine for the GRU and Elman cells, whose torch CPU kernels it beats (benchmarks/engines.py);
+# a cell with no kernel: its traced step on the CPU (benchmarks/any_cell.py), the loop elsewhere
 @pytest.mark.parametrize("make, cpu, elsewhere", [
     (lambda: LSTMCell(3, 4), "native", "native"), (lambda: GRUCell(3, 4), "fused", "native"),
     (lambda: ElmanCell(3, 4), "fused", "native"), (lambda: ElmanCell(3, 4, nonlinearity="relu"), "fused", "native"),
     (lambda: GatedCell(3, 4), "fused", "fused"), (lambda: LeakyCell(3, 4), "fused", "fused"),
-    (lambda: JordanCell(3, 4, output_size=2), "loop", "loop"),
+    (lambda: JordanCell(3, 4, output_size=2), "traced", "loop"),
 ])
 def test_auto_picks_fastest_engine_that_runs_the_cell(make, cpu, elsewhere):
     layer = rnnkit.Recurrent(make())
@@ -120,7 +121,7 @@ def test_subclass_that_changes_the_maths_loses_the_native_kernel():
 
     cell = PeepholeLSTM(3, 4)
     assert cell.native_mode() is None
-    assert rnnkit.Recurrent(cell).engine == "loop"
+    assert rnnkit.Recurrent(cell).engine == "traced"
     with pytest.raises(ValueError, match=r"engine 'native' cannot run this cell: PeepholeLSTM has no "
                                          r"fused torch kernel"):
         rnnkit.Recurrent(cell, engine="native")
@@ -143,8 +144,7 @@ def test_loop_engine_runs_a_cell_defined_by_forward_only():
             return s + x_t
 
     x = torch.randn(2, 6, 3, dtype=F64)
-    layer = rnnkit.Recurrent(Accumulator(3))
-    assert layer.engine == "loop"
+    layer = rnnkit.Recurrent(Accumulator(3), engine="loop")
     out, final = layer(x, lengths=[6, 4])
     assert_close(out[0], x[0].cumsum(0))
     assert_close(out[1, :4], x[1, :4].cumsum(0))

@@ -102,7 +102,7 @@ def test_bad_construction_arguments():
     with raises(ValueError, "ElmanCell: unknown nonlinearity 'sigmoid'; choose one of ['relu', 'tanh']"):
         ElmanCell(3, 4, nonlinearity="sigmoid")
     with raises(ValueError, "Recurrent(GatedCell): unknown engine 'cuda'; choose 'auto' or one of "
-                            "['fused', 'loop', 'native', 'scan']"):
+                            "['fused', 'loop', 'native', 'scan', 'traced']"):
         rnnkit.Recurrent(GatedCell(3, 4), engine="cuda")
     with raises(ValueError, "Recurrent(GatedCell): engine 'native' cannot run this cell: GatedCell has no "
                             "fused torch kernel (native runs LSTMCell, GRUCell and ElmanCell). Use "

@@ -174,8 +174,8 @@ def test_float32_matches_float64_reference():
     assert_close((got.double(), h32.double(), c32.double()), (want, h, c), rtol=1e-5, atol=1e-6)
 
 
-def test_auto_prefers_native_then_fused_then_loop():
-    assert AUTO_PREFERENCE == ("native", "scan", "fused", "loop")
+def test_auto_prefers_native_then_fused_then_traced_then_loop():
+    assert AUTO_PREFERENCE == ("native", "scan", "fused", "traced", "loop")
 
     class Accumulator(Cell):
         """s_t = s_{t-1} + x_t, written with forward only."""
@@ -199,7 +199,7 @@ def test_auto_prefers_native_then_fused_then_loop():
              "forward-only": rnnkit.Recurrent(Accumulator(3)).engine}
     assert picks == {"lstm": "native", "lstm+zoneout": "fused", "lstm+variational": "fused",
                      "lstm+weightdrop": "native", "layernorm-lstm": "fused", "gated": "fused", "leaky": "fused",
-                     "rate": "fused", "jordan": "loop", "forward-only": "loop"}
+                     "rate": "fused", "jordan": "traced", "forward-only": "traced"}
 
 
 def test_fused_runs_the_cells_of_the_issue():
@@ -221,7 +221,7 @@ def test_unsupported_cells_are_refused_with_the_reason():
             h, c = super().step(projected_t, state)
             return h, 0.5 * c
 
-    assert rnnkit.Recurrent(PeepholeLSTM(3, 4)).engine == "loop"
+    assert rnnkit.Recurrent(PeepholeLSTM(3, 4)).engine == "traced"
     with pytest.raises(ValueError, match=re.escape("PeepholeLSTM has no fused kernel")):
         rnnkit.Recurrent(Zoneout(PeepholeLSTM(3, 4), 0.1), engine="fused")
 

@@ -116,7 +116,7 @@ def test_initial_state_and_every_weighting_sums_to_one_through_time():
     assert torch.equal(start.read_weights[..., 0], torch.ones(3, 2, dtype=F64))
     assert torch.equal(start.reads, read_memory(start.memory, start.read_weights))
     layer = rnnkit.Recurrent(cell)
-    assert layer.engine == "loop"
+    assert layer.engine == "traced"
     state = None
     for _ in range(4):                                    # 4 chunks of 5 steps: 20 steps, state carried
         out, state = layer(3 * torch.randn(3, 5, 3, dtype=F64), state)

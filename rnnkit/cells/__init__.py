@@ -2,6 +2,7 @@
 from .base import Cell, State, map_state, state_tensors, state_where
 from .wrapper import CellWrapper, RunMasks, unwrap_cell
 from .elman import ElmanCell
+from .examples import IndRNNCell, MinimalGatedCell, PeepholeLSTMCell, PlainGRUCell
 from .gated import GatedCell
 from .gru import GRUCell
 from .hmm import GaussianHMMFilterCell, HMMFilterCell
@@ -24,4 +25,5 @@ CELLS = {"elman": ElmanCell, "jordan": JordanCell, "gated": GatedCell, "lstm": L
 __all__ = ["Cell", "State", "CellWrapper", "RunMasks", "unwrap_cell", "ElmanCell", "JordanCell", "GatedCell",
            "LSTMCell", "ProjectedLSTMCell", "GRUCell", "LayerNormLSTMCell", "LayerNormGRUCell", "LeakyCell",
            "LinearLeakyCell", "MinGRUCell", "MinLSTMCell", "LTICell", "RateCell", "ReservoirCell", "HMMFilterCell",
-           "GaussianHMMFilterCell", "NTMCell", "CELLS", "map_state", "state_tensors", "state_where"]
+           "GaussianHMMFilterCell", "NTMCell", "PlainGRUCell", "PeepholeLSTMCell", "IndRNNCell",
+           "MinimalGatedCell", "CELLS", "map_state", "state_tensors", "state_where"]

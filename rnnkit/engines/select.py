@@ -12,15 +12,19 @@ from .fused import FusedEngine
 from .loop import LoopEngine
 from .native import NativeEngine
 from .scan import ScanEngine
+from .traced import TracedEngine
 
 __all__ = ["ENGINES", "AUTO_PREFERENCE", "CPU_FUSED_OVER_NATIVE", "get_engine"]
 
-ENGINES = {engine.name: engine for engine in (LoopEngine(), NativeEngine(), FusedEngine(), ScanEngine())}
+ENGINES = {engine.name: engine for engine in (LoopEngine(), NativeEngine(), FusedEngine(), ScanEngine(),
+                                              TracedEngine())}
+QUIET_TRACED = TracedEngine(warn=False)       # auto's: an untraceable step runs on the loop without a warning
 
 # fastest first; an engine is picked when it supports the cell: torch's own kernels, the parallel
-# scan for cells linear in their state, the whole-sequence fused engine with hand-derived BPTT,
-# then the step-by-step reference
-AUTO_PREFERENCE = ("native", "scan", "fused", "loop")
+# scan for cells linear in their state, the whole-sequence fused engine with hand-derived BPTT, the
+# traced step of any other cell (on the CPU only: its speed is measured there, benchmarks/any_cell.py,
+# where it beat the loop for every cell and shape), then the step-by-step reference
+AUTO_PREFERENCE = ("native", "scan", "fused", "traced", "loop")
 
 # torch kernels that ``auto`` passes over on the CPU for the fused engine, each with the batch size
 # from which it keeps torch's kernel for inference (no gradient), or None. Torch's CPU GRU and
@@ -64,6 +68,8 @@ class _Auto:
     def __init__(self, cell: Cell):
         self.elsewhere = next(_for(cell, ENGINES[c]) for c in AUTO_PREFERENCE if ENGINES[c].supports(cell) is None)
         self.cpu, self.inference_batch = self.elsewhere, None
+        if self.elsewhere.name == "traced":              # measured on the CPU; elsewhere the loop
+            self.cpu, self.elsewhere = _for(cell, QUIET_TRACED), _for(cell, ENGINES["loop"])
         mode = cell.native_mode() if self.elsewhere.name == "native" else None
         if mode in CPU_FUSED_OVER_NATIVE and ENGINES["fused"].supports(cell) is None:
             self.cpu, self.inference_batch = _for(cell, ENGINES["fused"]), CPU_FUSED_OVER_NATIVE[mode]

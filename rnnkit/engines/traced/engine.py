@@ -1,0 +1,188 @@
+"""The traced engine: any cell whose step is written in torch operations, run over the whole sequence
+inside one autograd Function, from graphs traced once per cell and shape (:mod:`.graph`).
+
+The forward calls the traced forward step ``T`` times and keeps what the backward reads; the backward
+calls the serial graph ``T`` times (only what the adjoint of the previous state needs) and then the
+deferred graph once on every step's inputs stacked (the parameters' gradients as one large GEMM).
+On the CPU, in float32 and float64, the graphs run as generated NumPy code (:mod:`.lowering`), a
+fraction of a microsecond per operation; elsewhere, or for an operation the lowering does not know,
+as the traced torch graphs (the twin the tests hold the NumPy code to).
+
+A step that cannot be traced (control flow on values, an in-place update, a tensor that is neither
+a parameter nor a buffer) runs on the ``loop`` engine, with the reason in a warning (once per cell)
+and in :func:`reason`.
+"""
+from __future__ import annotations
+
+import warnings
+import weakref
+
+import torch
+from torch import Tensor, nn
+
+from ...cells.base import Cell, State, state_tensors
+from ...cells.wrapper import unwrap_cell
+from .graph import NotTraceable, StepGraphs, trace_step
+from .lowering import SETTINGS, lowered
+
+__all__ = ["TracedEngine", "reason"]
+
+
+class _Step(nn.Module):
+    """The cell's recurrent part as a module of ``(p_t, state)``: ``step`` where the cell splits its
+    update (``project_inputs`` runs outside, over all steps at once), else ``forward`` on ``x_t``."""
+
+    def __init__(self, cell: Cell):
+        super().__init__()
+        self.cell = cell
+
+    def forward(self, p, state):
+        return self.cell.step(p, state) if self.cell.has_projection() else self.cell(p, state)
+
+
+_SIMPLE = (int, float, bool, str, type(None))
+
+
+def _fingerprint(module: nn.Module) -> tuple:
+    """The plain attributes (numbers, strings, flags) of every submodule: traced graphs bake them in,
+    so a change of one is a new trace."""
+    found = []
+    for name, m in module.named_modules():
+        for key, value in vars(m).items():
+            if key.startswith("_") and key != "_name":
+                continue
+            if isinstance(value, _SIMPLE) or (isinstance(value, tuple) and all(isinstance(v, _SIMPLE) for v in value)):
+                found.append((name, key, value))
+        found.append((name, m.training))
+    return tuple(found)
+
+
+class _Traced:
+    """What one cell needs at run time: its step module, tensors by name, and graphs by shape."""
+
+    def __init__(self, cell: Cell):
+        self.step = _Step(cell)
+        self.graphs: dict = {}
+
+
+_CACHE: "weakref.WeakKeyDictionary[Cell, _Traced]" = weakref.WeakKeyDictionary()
+_REASONS: "weakref.WeakKeyDictionary[Cell, str]" = weakref.WeakKeyDictionary()
+
+
+def reason(cell: Cell) -> str | None:
+    """Why the traced engine ran ``cell`` on the step loop (None if it never had to)."""
+    return _REASONS.get(cell)
+
+
+def _tensors(step: nn.Module):
+    names, tensors = [], []
+    for name, t in step.named_parameters():
+        names.append(name)
+        tensors.append(t)
+    for name, t in step.named_buffers():
+        names.append(name)
+        tensors.append(t)
+    return names, tensors
+
+
+def _graphs_for(cell: Cell, p: Tensor, states: list):
+    """The traced graphs of ``cell`` at these shapes (traced on first use), or a NotTraceable."""
+    entry = _CACHE.get(cell)
+    if entry is None:
+        entry = _CACHE[cell] = _Traced(cell)
+    names, tensors = _tensors(entry.step)
+    key = (tuple((tuple(t.shape), t.dtype) for t in tensors), tuple(p.shape), p.dtype, p.device,
+           tuple(tuple(s.shape) for s in states), _fingerprint(cell), SETTINGS.numpy)
+    found = entry.graphs.get(key)
+    if found is None:
+        try:
+            found = trace_step(entry.step, names, [t.detach() for t in tensors], p.detach(),
+                               [s.detach() for s in states])
+            found = (found, lowered(found, p))
+        except NotTraceable as error:
+            found = error
+        entry.graphs[key] = found
+    return found, tensors
+
+
+class _TracedRun(torch.autograd.Function):
+    """(graphs, alive, P, *initial states, *params) -> state histories (T, B, S) per component."""
+
+    @staticmethod
+    def forward(ctx, program, alive, P, *rest):
+        graphs, code = program
+        m = graphs.n_states
+        states, params = list(rest[:m]), rest[m:]
+        with torch.no_grad():
+            histories, saved = code.forward(params, P, states, alive)
+        ctx.program, ctx.alive, ctx.saved = program, alive, saved
+        ctx.save_for_backward(P, *states, *params, *histories)
+        return tuple(histories)
+
+    @staticmethod
+    def backward(ctx, *d_histories):
+        if torch.is_grad_enabled():
+            raise RuntimeError("traced engine: its backward cannot itself be differentiated (backward with "
+                               "create_graph=True); run this layer with engine='loop'")
+        graphs, code = ctx.program
+        m = graphs.n_states
+        P, *rest = ctx.saved_tensors
+        states, params, histories = rest[:m], rest[m:m + graphs.n_params], rest[m + graphs.n_params:]
+        with torch.no_grad():
+            dP, d_states, d_params = code.backward(params, P, list(states), list(histories), ctx.saved,
+                                                   ctx.alive, list(d_histories), ctx.needs_input_grad[2:])
+        return (None, None, dP, *d_states, *d_params)
+
+
+class TracedEngine:
+    """Whole-sequence forward and BPTT for any cell from its traced step (see the module's text)."""
+    name = "traced"
+
+    def __init__(self, warn: bool = True):
+        self.warn = warn
+
+    def supports(self, cell: Cell) -> str | None:
+        base, wrappers = unwrap_cell(cell)
+        if wrappers:
+            return (f"{type(wrappers[0]).__name__}: the traced engine does not run cell wrappers yet "
+                    f"(fused runs dropout, zoneout and weight drop on its cells; loop runs every wrapper)")
+        return None
+
+    def run(self, cell: Cell, x: Tensor, state: State, lengths: Tensor | None):
+        from ..loop import LoopEngine
+
+        if (x.shape[0] == 0 or x.shape[1] == 0 or torch.compiler.is_exporting() or torch.compiler.is_compiling()
+                or _inside_transform() or torch.is_autocast_enabled(x.device.type)):
+            # where the loops cannot be seen through (compile, export, torch.func) or autocast picks each
+            # operation's precision: the step loop, which every tool handles
+            return LoopEngine().run(cell, x, state, lengths)
+        P = cell.project_inputs(x) if cell.has_projection() else x           # autograd tracks it
+        P = P.transpose(0, 1).contiguous()                                     # (T, B, G)
+        states = list(state_tensors(state))
+        found, tensors = _graphs_for(cell, P[0], states)
+        if isinstance(found, NotTraceable):
+            if cell not in _REASONS:
+                _REASONS[cell] = f"{type(cell).__name__}: step not traceable ({found}); ran on the loop engine"
+                if self.warn:
+                    warnings.warn(_REASONS[cell], stacklevel=3)
+            return LoopEngine().run(cell, x, state, lengths)
+        T, B = P.shape[:2]
+        alive = None
+        if lengths is not None:
+            alive = torch.arange(T, device=x.device).unsqueeze(1) < lengths.to(x.device)   # (T, B)
+        histories = _TracedRun.apply(found, alive, P, *states, *tensors)
+        finals = tuple(h[-1] for h in histories)
+        final = finals[0] if isinstance(state, Tensor) else finals
+        if type(cell).output is Cell.output:
+            out = histories[0]
+        else:                                   # a cell's own output, step by step (autograd records it)
+            out = torch.stack([cell.output(histories[0][t] if len(histories) == 1 else
+                                           tuple(z[t] for z in histories)) for t in range(T)])
+        if alive is not None:
+            out = out * alive.unsqueeze(-1).to(out.dtype)
+        return out.transpose(0, 1), final
+
+
+def _inside_transform() -> bool:
+    from ..._torch_private import inside_functorch
+    return inside_functorch()

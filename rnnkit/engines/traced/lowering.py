@@ -1,0 +1,323 @@
+"""The traced graphs as code, and the loops that run them over a sequence.
+
+:class:`Program` runs the three graphs of :mod:`.graph` over time: the forward ``T`` times, the
+serial backward ``T`` times, the deferred backward once on stacked steps. It runs them either as
+the traced torch graphs (any device and dtype: the twin) or as NumPy code generated from them
+(CPU float32/float64): each aten operation becomes one NumPy expression, so a step costs a fraction
+of a microsecond per operation instead of a torch dispatch. An operation without a NumPy form in
+:data:`NUMPY_OPS` makes the whole program run on the torch graphs.
+"""
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .graph import StepGraphs
+
+__all__ = ["Program", "lowered", "to_numpy_code", "NUMPY_OPS", "SETTINGS"]
+
+
+class _Settings:
+    """``numpy``: generate NumPy code where possible (True), or always run the torch graphs (False,
+    the twin; the tests switch it)."""
+    numpy = True
+
+
+SETTINGS = _Settings()
+
+
+def _split(x, size, dim=0):
+    n = x.shape[dim]
+    index = [slice(None)] * x.ndim
+    parts = []
+    for start in range(0, n, size):
+        index[dim] = slice(start, min(start + size, n))
+        parts.append(x[tuple(index)])
+    return parts
+
+
+def _split_sizes(x, sizes, dim=0):
+    index, parts, start = [slice(None)] * x.ndim, [], 0
+    for size in sizes:
+        index[dim] = slice(start, start + size)
+        parts.append(x[tuple(index)])
+        start += size
+    return parts
+
+
+def _slice(x, dim=0, start=None, end=None, step=1):
+    index = [slice(None)] * x.ndim
+    index[dim] = slice(start, end, step)
+    return x[tuple(index)]
+
+
+def _select(x, dim, i):
+    index = [slice(None)] * x.ndim
+    index[dim] = i
+    return x[tuple(index)]
+
+
+# a GEMM with more multiply-adds than this runs in torch's BLAS (MKL/oneDNN; measured 5-8x faster than the
+# OpenBLAS NumPy ships, at (32, 256) @ (256, 768) on one thread); smaller ones in NumPy, whose call costs less
+TORCH_GEMM_MIN = 2 ** 16
+
+
+def _mm(a, b):
+    if a.shape[0] * a.shape[1] * b.shape[1] <= TORCH_GEMM_MIN:
+        return np.dot(a, b)
+    return torch.mm(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+
+
+def _addmm(bias, a, b, beta=1, alpha=1):
+    y = _mm(a, b)
+    return y + bias if (alpha, beta) == (1, 1) else y * alpha + bias * beta
+
+
+def _select_backward(g, sizes, dim, index):
+    out = np.zeros(sizes, g.dtype)
+    out[(slice(None),) * (dim % len(sizes)) + (index,)] = g
+    return out
+
+
+def _slice_backward(g, sizes, dim, start, end, step):
+    out = np.zeros(sizes, g.dtype)
+    out[(slice(None),) * (dim % len(sizes)) + (slice(start, end, step),)] = g
+    return out
+
+
+def _sigmoid(x):
+    return np.tanh(x * 0.5) * 0.5 + 0.5
+
+
+def _sum(x, dims=None, keepdim=False, dtype=None):
+    return np.sum(x, axis=None if dims is None or len(dims) == 0 else tuple(dims), keepdims=keepdim)
+
+
+def _mean(x, dims=None, keepdim=False, dtype=None):
+    return np.mean(x, axis=None if dims is None or len(dims) == 0 else tuple(dims), keepdims=keepdim)
+
+
+def _view(x, shape):
+    return np.reshape(x, shape)
+
+
+def _like(fill):
+    def make(x, *args, dtype=None, layout=None, device=None, pin_memory=None, memory_format=None):
+        return np.full_like(x, fill)
+    return make
+
+
+def _full_like(x, value, dtype=None, layout=None, device=None, pin_memory=None, memory_format=None):
+    return np.full_like(x, value)
+
+
+def _clamp(x, low=None, high=None):
+    return np.clip(x, low, high)
+
+
+# aten operation (its overload's name) -> a NumPy function of the same arguments
+NUMPY_OPS = {
+    "aten.t.default": np.transpose, "aten.mm.default": _mm, "aten.addmm.default": _addmm,
+    "aten.split.Tensor": _split, "aten.split_with_sizes.default": _split_sizes,
+    "aten.slice.Tensor": _slice, "aten.select.int": _select, "aten.select_backward.default": _select_backward,
+    "aten.slice_backward.default": _slice_backward,
+    "aten.add.Tensor": lambda a, b, alpha=1: a + b if alpha == 1 else a + alpha * b,
+    "aten.sub.Tensor": lambda a, b, alpha=1: a - b if alpha == 1 else a - alpha * b,
+    "aten.rsub.Scalar": lambda a, b, alpha=1: b - a if alpha == 1 else b - alpha * a,
+    "aten.mul.Tensor": operator.mul, "aten.div.Tensor": operator.truediv,
+    "aten.add.Scalar": operator.add, "aten.mul.Scalar": operator.mul,
+    "aten.neg.default": operator.neg, "aten.reciprocal.default": np.reciprocal,
+    "aten.sigmoid.default": _sigmoid, "aten.tanh.default": np.tanh, "aten.exp.default": np.exp,
+    "aten.log.default": np.log, "aten.sqrt.default": np.sqrt, "aten.rsqrt.default": lambda a: 1 / np.sqrt(a),
+    "aten.abs.default": np.abs, "aten.sin.default": np.sin, "aten.cos.default": np.cos,
+    "aten.pow.Tensor_Scalar": np.power, "aten.sign.default": np.sign,
+    "aten.relu.default": lambda a: np.maximum(a, 0), "aten.maximum.default": np.maximum,
+    "aten.minimum.default": np.minimum, "aten.clamp.default": _clamp,
+    "aten.clamp_min.default": np.maximum, "aten.clamp_max.default": np.minimum,
+    "aten.tanh_backward.default": lambda g, y: g * (1 - y * y),
+    "aten.sigmoid_backward.default": lambda g, y: g * (y * (1 - y)),
+    "aten.threshold_backward.default": lambda g, x, threshold: np.where(x <= threshold, 0, g),   # 0 is weak
+    "aten.where.self": np.where, "aten.le.Scalar": operator.le, "aten.lt.Scalar": operator.lt,
+    "aten.ge.Scalar": operator.ge, "aten.gt.Scalar": operator.gt, "aten.eq.Scalar": operator.eq,
+    "aten.le.Tensor": operator.le, "aten.lt.Tensor": operator.lt, "aten.ge.Tensor": operator.ge,
+    "aten.gt.Tensor": operator.gt,
+    "aten.sum.dim_IntList": _sum, "aten.sum.default": _sum, "aten.mean.dim": _mean,
+    "aten.view.default": _view, "aten._unsafe_view.default": _view, "aten.reshape.default": _view,
+    "aten.expand.default": np.broadcast_to, "aten.unsqueeze.default": np.expand_dims,
+    "aten.squeeze.dim": np.squeeze, "aten.permute.default": np.transpose,
+    "aten.cat.default": lambda xs, dim=0: np.concatenate(xs, axis=dim),
+    "aten.clone.default": lambda x, memory_format=None: np.array(x), "aten.detach.default": lambda x: x,
+    "aten.alias.default": lambda x: x,
+    "aten.zeros_like.default": _like(0), "aten.ones_like.default": _like(1), "aten.full_like.default": _full_like,
+}
+
+
+_SPLITS = ("aten.split.Tensor", "aten.split_with_sizes.default")
+
+
+def _split_slices(n: torch.fx.Node, source: str) -> list:
+    """The parts of a split as slicing expressions of ``source`` (the traced shapes are static)."""
+    x = n.args[0].meta["val"]
+    dim = n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", 0)
+    dim = dim % x.dim()
+    total = x.shape[dim]
+    if str(n.target) == "aten.split.Tensor":
+        sizes = [min(n.args[1], total - start) for start in range(0, total, n.args[1])]
+    else:
+        sizes = list(n.args[1])
+    parts, start = [], 0
+    for size in sizes:
+        index = ", ".join([":"] * dim + [f"{start}:{start + size}"])
+        parts.append(f"{source}[{index}]")
+        start += size
+    return parts
+
+
+def to_numpy_code(gm: torch.fx.GraphModule):
+    """A Python function of NumPy arrays computing what ``gm`` computes, or None when an operation
+    has no NumPy form. The arrays' dtype is kept (Python scalars do not promote in NumPy 2)."""
+    namespace, lines, names, splits = {"inf": float("inf"), "nan": float("nan")}, [], {}, {}
+    args = []
+
+    def render(a):
+        if isinstance(a, torch.fx.Node):
+            return names[a]
+        if isinstance(a, (list, tuple)):
+            inner = ", ".join(render(v) for v in a)
+            return f"[{inner}]" if isinstance(a, list) else f"({inner}{',' if len(a) == 1 else ''})"
+        if isinstance(a, (bool, int, float, type(None))):
+            return repr(a)
+        if isinstance(a, (torch.dtype, torch.device, torch.layout, torch.memory_format)):
+            return "None"                      # the arrays' own dtype and device: checked by the tests
+        raise KeyError(type(a).__name__)
+
+    for n in gm.graph.nodes:
+        name = f"v_{n.name}"
+        if n.op == "placeholder":
+            names[n] = name
+            args.append(name)
+            continue
+        if n.op == "output":
+            lines.append(f"    return {render(tuple(n.args[0]))}")
+            continue
+        if n.op != "call_function":
+            return None
+        if n.target is operator.getitem and n.args[0] in splits:
+            expr = splits[n.args[0]][n.args[1]]
+        elif n.target is operator.getitem:
+            expr = f"{render(n.args[0])}[{n.args[1]!r}]"
+        elif str(n.target) in _SPLITS and all(u.target is operator.getitem for u in n.users):
+            splits[n] = _split_slices(n, render(n.args[0]))        # each part a slice at its use
+            names[n] = name
+            continue
+        else:
+            fn = NUMPY_OPS.get(str(n.target))
+            if fn is None:
+                return None
+            key = f"f_{len(namespace)}"
+            namespace[key] = fn
+            try:
+                parts = [render(a) for a in n.args] + [f"{k}={render(v)}" for k, v in n.kwargs.items()]
+            except KeyError:
+                return None
+            expr = f"{key}({', '.join(parts)})"
+        names[n] = name
+        lines.append(f"    {name} = {expr}")
+    source = f"def lowered({', '.join(args)}):\n" + "\n".join(lines) + "\n"
+    exec(compile(source, "<rnnkit traced step>", "exec"), namespace)
+    return namespace["lowered"]
+
+
+class Program:
+    """The loops over time around a traced step's three graphs, on NumPy arrays or torch tensors."""
+
+    def __init__(self, graphs: StepGraphs, forward, serial, deferred, numpy: bool):
+        self.graphs, self.numpy = graphs, numpy
+        self.fw, self.serial, self.deferred = forward, serial, deferred
+
+    def _in(self, t):
+        return None if t is None else (t.detach().numpy() if self.numpy else t)
+
+    def _out(self, a):
+        return None if a is None else (torch.from_numpy(np.ascontiguousarray(a)) if self.numpy else a)
+
+    def forward(self, params, P: Tensor, states: list, alive):
+        g, lib = self.graphs, (np if self.numpy else torch)
+        m, T = g.n_states, P.shape[0]
+        params = [self._in(t) for t in params]
+        P_ = self._in(P)
+        alive_ = None if alive is None else self._in(alive.unsqueeze(-1))
+        histories = [torch.empty((T, *s.shape), dtype=s.dtype, device=s.device) for s in states]
+        Z = [self._in(h) for h in histories]
+        s = [self._in(t) for t in states]
+        saved = []
+        fw = self.fw
+        for t in range(T):
+            out = fw(*params, P_[t], *s)
+            saved.append(out[m:])
+            for i in range(m):
+                new = out[i] if alive_ is None else lib.where(alive_[t], out[i], s[i])
+                Z[i][t] = new
+                s[i] = Z[i][t]
+        return histories, saved
+
+    def backward(self, params, P: Tensor, states: list, histories: list, saved: list, alive, d_histories: list,
+                 needs):
+        g, lib = self.graphs, (np if self.numpy else torch)
+        m, T = g.n_states, P.shape[0]
+        params_ = [self._in(t) for t in params]
+        P_ = self._in(P)
+        s0 = [self._in(t) for t in states]
+        Z = [self._in(h) for h in histories]
+        dZ = [None if d is None else self._in(d) for d in d_histories]
+        alive_ = None if alive is None else self._in(alive.unsqueeze(-1))
+        d = [lib.zeros_like(z[0]) if dz is None else dz[T - 1] for z, dz in zip(Z, dZ)]
+        stash = [None] * T
+        serial = self.serial
+        for t in range(T - 1, -1, -1):
+            prev = [Z[i][t - 1] if t > 0 else s0[i] for i in range(m)]
+            if alive_ is not None:
+                keep = [di * ~alive_[t] for di in d]
+                d = [di * alive_[t] for di in d]
+            ins = [saved[t][j] for j in g.serial_saved] + [prev[i] for i in g.serial_states]
+            out = serial(*params_, *ins, *d)
+            stash[t] = out[m:]
+            d = [lib.zeros_like(prev[i]) if out[i] is None else out[i] for i in range(m)]
+            if alive_ is not None:
+                d = [di + ki for di, ki in zip(d, keep)]
+            if t > 0:
+                d = [di if dz is None else di + dz[t - 1] for di, dz in zip(d, dZ)]
+        d_states = [self._out(di) for di in d]
+
+        def inputs(t):
+            prev = [Z[i][t - 1] if t > 0 else s0[i] for i in range(m)]
+            return [*stash[t], *[saved[t][j] for j in g.deferred_saved],
+                    *[P_[t] if r == "p" else prev[r] for r in g.deferred_rows]]
+
+        if g.stacked:
+            cat = np.concatenate if self.numpy else torch.cat
+            out = self.deferred(*params_, *[cat(column) for column in zip(*(inputs(t) for t in range(T)))])
+            d_params, dP = list(out[:-1]), out[-1]
+            dP = None if dP is None else dP.reshape(P_.shape)
+        else:
+            d_params, rows = [None] * len(params_), []
+            for t in range(T):
+                out = self.deferred(*params_, *inputs(t))
+                d_params = [a if b is None else (b if a is None else a + b) for a, b in zip(d_params, out[:-1])]
+                rows.append(out[-1])
+            dP = None if rows[0] is None else (np.stack(rows) if self.numpy else torch.stack(rows))
+        d_params = [None if not needs[1 + m + i] else self._out(dp) for i, dp in enumerate(d_params)]
+        return (self._out(dP) if needs[0] else None), d_states, d_params
+
+
+def lowered(graphs: StepGraphs, like: Tensor) -> Program:
+    """The graphs as NumPy code where the settings, ``like``'s device and dtype and every operation
+    allow it; else as the torch graphs."""
+    if SETTINGS.numpy and like.device.type == "cpu" and like.dtype in (torch.float32, torch.float64):
+        code = [to_numpy_code(gm) for gm in (graphs.forward, graphs.serial, graphs.deferred)]
+        if all(c is not None for c in code):
+            return Program(graphs, *code, numpy=True)
+    return Program(graphs, graphs.forward, graphs.serial, graphs.deferred, numpy=False)

@@ -1,0 +1,211 @@
+"""The traced engine: any cell's step, traced once, equals the loop engine in float64 (outputs, final
+states and every gradient), on generated NumPy code and on the torch graphs; untraceable steps fall
+back to the loop with a reason."""
+import warnings
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import rnnkit
+from rnnkit.cells import (Cell, ElmanCell, GatedCell, GRUCell, IndRNNCell, JordanCell, LayerNormGRUCell,
+                          LayerNormLSTMCell, LeakyCell, LSTMCell, MinGRUCell, MinimalGatedCell, PeepholeLSTMCell,
+                          PlainGRUCell, RateCell, state_tensors)
+from rnnkit.engines import traced
+from rnnkit.engines.traced.engine import _CACHE
+
+USER_CELLS = (PlainGRUCell, PeepholeLSTMCell, IndRNNCell, MinimalGatedCell)
+BUILT_IN = (LSTMCell, GRUCell, ElmanCell, GatedCell, LeakyCell, RateCell, MinGRUCell, LayerNormLSTMCell,
+            LayerNormGRUCell, lambda x, h: JordanCell(x, h, 3))
+
+
+@pytest.fixture(params=[True, False], ids=["numpy", "torch"])
+def code(request):
+    before = traced.SETTINGS.numpy
+    traced.SETTINGS.numpy = request.param
+    yield request.param
+    traced.SETTINGS.numpy = before
+
+
+def program_of(cell):
+    (found,) = _CACHE[cell].graphs.values()
+    return found
+
+
+def run_both(cell, x, lengths=None, reverse=False, h0=None):
+    """Outputs, final state tensors and gradients (input, initial state, parameters) on loop and traced."""
+    results = {}
+    for engine in ("loop", "traced"):
+        layer = rnnkit.Recurrent(cell, engine=engine, reverse=reverse)
+        out, final = layer(x, h0, lengths=lengths)
+        finals = state_tensors(final)
+        weights = torch.sin(torch.arange(out.numel(), dtype=out.dtype)).reshape(out.shape)
+        loss = (out * weights).sum() + sum((f * f.cos()).sum() for f in finals)
+        wrt = [x, *([] if h0 is None else state_tensors(h0)), *cell.parameters()]
+        grads = torch.autograd.grad(loss, wrt, allow_unused=True)
+        results[engine] = (out, finals, grads)
+    return results["loop"], results["traced"]
+
+
+def assert_equal(reference, ours, tol=1e-10):
+    for a, b in zip([reference[0], *reference[1], *reference[2]], [ours[0], *ours[1], *ours[2]]):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(b, a, rtol=tol, atol=tol)
+
+
+@settings(max_examples=12, deadline=None)
+@given(kind=st.sampled_from(USER_CELLS), batch=st.integers(1, 4), steps=st.integers(1, 7),
+       sizes=st.tuples(st.integers(1, 5), st.integers(1, 6)), reverse=st.booleans(), ragged=st.booleans(),
+       seed=st.integers(0, 2 ** 16))
+def test_user_cells_equal_the_loop_in_float64(kind, batch, steps, sizes, reverse, ragged, seed):
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    cell = kind(*sizes).double()
+    x = torch.randn(batch, steps, sizes[0], generator=gen, dtype=torch.float64, requires_grad=True)
+    h0 = tuple(torch.randn(batch, s, generator=gen, dtype=torch.float64, requires_grad=True)
+               for s in ((cell.state_sizes,) if isinstance(cell.state_sizes, int) else cell.state_sizes))
+    h0 = h0[0] if len(h0) == 1 else h0
+    lengths = torch.randint(1, steps + 1, (batch,), generator=gen) if ragged else None
+    assert_equal(*run_both(cell, x, lengths, reverse, h0))
+
+
+@pytest.mark.parametrize("kind", USER_CELLS + BUILT_IN)
+def test_every_cell_equals_the_loop_on_both_codes(kind, code):
+    torch.manual_seed(0)
+    cell = kind(5, 7).double()
+    x = torch.randn(3, 6, 5, dtype=torch.float64, requires_grad=True)
+    assert_equal(*run_both(cell, x, lengths=torch.tensor([6, 4, 1])))
+    graphs, program = program_of(cell)
+    assert program.numpy == (code and kind not in (LayerNormLSTMCell, LayerNormGRUCell))   # layer norm: torch
+    assert traced.reason(cell) is None
+
+
+def test_the_parameters_gradients_run_once_over_all_steps_for_row_independent_steps():
+    cell = PlainGRUCell(4, 6).double()
+    run_both(cell, torch.randn(2, 5, 4, dtype=torch.float64, requires_grad=True))
+    assert program_of(cell)[0].stacked
+
+
+class BatchMixing(Cell):
+    """A step that reads the other rows of the batch (their mean): the deferred gradients cannot be stacked."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.input_size, self.hidden_size, self.state_sizes = input_size, hidden_size, hidden_size
+        self.weight = torch.nn.Parameter(torch.randn(hidden_size, hidden_size) / hidden_size)
+        self.proj = torch.nn.Linear(input_size, hidden_size)
+
+    def project_inputs(self, x):
+        return self.proj(x)
+
+    def step(self, p, h):
+        h = h - h.mean(0)
+        return torch.tanh(p + h @ self.weight)
+
+
+def test_a_step_that_mixes_rows_runs_its_deferred_gradients_step_by_step_and_stays_right():
+    cell = BatchMixing(3, 4).double()
+    assert_equal(*run_both(cell, torch.randn(3, 5, 3, dtype=torch.float64, requires_grad=True)))
+    assert not program_of(cell)[0].stacked
+
+
+class ValueDependent(Cell):
+    def __init__(self):
+        super().__init__()
+        self.input_size = self.hidden_size = self.state_sizes = 2
+        self.weight = torch.nn.Parameter(torch.eye(2))
+
+    def forward(self, x, h):
+        if h.sum() > 0:                     # control flow on a value: cannot be traced
+            return torch.tanh(x + h @ self.weight)
+        return torch.tanh(x - h @ self.weight)
+
+
+class InPlace(ValueDependent):
+    def forward(self, x, h):
+        out = torch.tanh(x + h @ self.weight)
+        out.mul_(0.5)                      # an intermediate updated in place: traced (functionalized)
+        h.mul_(0.5)                        # an input updated in place: not traced
+        return out
+
+
+@pytest.mark.parametrize("kind, words", [
+    (ValueDependent, r"step not traceable \(its control flow depends on a tensor's value \(GuardOnDataDependent"),
+    (InPlace, r"step not traceable \(it updates an input in place \(a leaf Variable")])
+def test_an_untraceable_step_falls_back_to_the_loop_with_its_reason(kind, words):
+    cell = kind().double()
+    x = torch.randn(2, 4, 2, dtype=torch.float64, requires_grad=kind is ValueDependent)
+    with pytest.warns(UserWarning, match=words):
+        if kind is ValueDependent:
+            assert_equal(*run_both(cell, x))
+        else:
+            rnnkit.Recurrent(cell, engine="traced")(x)
+    reason = traced.reason(cell)
+    assert reason.startswith(f"{kind.__name__}: step not traceable (") and reason.endswith("ran on the loop engine")
+    assert "\n" not in reason
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                # the warning comes once per cell
+        rnnkit.Recurrent(cell, engine="traced")(x)
+
+
+def test_a_cell_is_traced_once_per_shape_and_again_when_a_plain_attribute_changes():
+    cell = rnnkit.cells.LeakyCell(3, 4).double()
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    layer = rnnkit.Recurrent(cell, engine="traced")
+    layer(x)
+    layer(torch.randn(2, 9, 3, dtype=torch.float64))        # another length: the same graphs
+    assert len(_CACHE[cell].graphs) == 1
+    layer(torch.randn(3, 5, 3, dtype=torch.float64))        # another batch size: traced again
+    assert len(_CACHE[cell].graphs) == 2
+
+
+class Scaled(Cell):
+    def __init__(self):
+        super().__init__()
+        self.input_size = self.hidden_size = self.state_sizes = 3
+        self.scale = 1.0
+        self.weight = torch.nn.Parameter(torch.randn(3, 3))
+
+    def forward(self, x, h):
+        return torch.tanh(x + self.scale * (h @ self.weight))
+
+
+def test_a_changed_plain_attribute_is_a_new_trace_not_a_stale_number():
+    cell = Scaled().double()
+    x = torch.randn(2, 4, 3, dtype=torch.float64, requires_grad=True)
+    assert_equal(*run_both(cell, x))
+    cell.scale = 0.25
+    assert_equal(*run_both(cell, x))
+
+
+def test_stacks_bidirectional_layers_and_auto_take_the_traced_engine_for_a_users_cell():
+    torch.manual_seed(0)
+    layer = rnnkit.Recurrent(PeepholeLSTMCell(3, 4))
+    assert layer.engine == "traced"                            # auto, on the CPU, for a cell without a kernel
+    fwd, bwd = PlainGRUCell(3, 4).double(), PlainGRUCell(3, 4).double()
+    x = torch.randn(2, 6, 3, dtype=torch.float64, requires_grad=True)
+    outs = {}
+    for engine in ("loop", "traced"):
+        net = rnnkit.Bidirectional(rnnkit.Recurrent(fwd, engine=engine), rnnkit.Recurrent(bwd, engine=engine,
+                                                                                             reverse=True))
+        out, _ = net(x, lengths=torch.tensor([6, 3]))
+        outs[engine] = (out, torch.autograd.grad(out.square().sum(), [x, *fwd.parameters(), *bwd.parameters()]))
+    torch.testing.assert_close(outs["traced"][0], outs["loop"][0], rtol=1e-10, atol=1e-10)
+    for a, b in zip(outs["loop"][1], outs["traced"][1]):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
+
+
+def test_wrapped_cells_and_double_backward_are_refused_or_explained():
+    from rnnkit.regularizers import Zoneout
+    wrapped = Zoneout(PlainGRUCell(3, 4), 0.1)
+    assert rnnkit.Recurrent(wrapped).engine == "loop"
+    with pytest.raises(ValueError, match="engine 'traced' cannot run this cell: Zoneout: the traced engine does "
+                                         "not run cell wrappers yet"):
+        rnnkit.Recurrent(wrapped, engine="traced")
+    cell = PlainGRUCell(3, 4)
+    x = torch.randn(2, 3, 3, requires_grad=True)
+    out, _ = rnnkit.Recurrent(cell, engine="traced")(x)
+    with pytest.raises(RuntimeError, match="traced engine: its backward cannot itself be differentiated"):
+        torch.autograd.grad(out.sum(), x, create_graph=True)
