@@ -1,9 +1,19 @@
-"""File-system helpers shared by the modules that write runs and token files."""
+"""File-system helpers shared by the modules that write runs, token files and compiled code."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-__all__ = ["umask_mode"]
+__all__ = ["umask_mode", "cache_root"]
+
+
+def cache_root() -> Path:
+    """rnnkit's cache folder: ``$RNNKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/rnnkit``, else
+    ``~/.cache/rnnkit`` (prepared token files, the traced engine's compiled loops)."""
+    if os.environ.get("RNNKIT_CACHE_DIR"):
+        return Path(os.environ["RNNKIT_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "rnnkit"
 
 
 def umask_mode(path, directory: bool = False) -> None:

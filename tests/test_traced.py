@@ -85,7 +85,7 @@ def test_every_cell_equals_the_loop_on_both_codes(kind, code):
 def test_the_parameters_gradients_run_once_over_all_steps_for_row_independent_steps():
     cell = PlainGRUCell(4, 6).double()
     run_both(cell, torch.randn(2, 5, 4, dtype=torch.float64, requires_grad=True))
-    assert program_of(cell)[0].stacked
+    assert program_of(cell).graphs.stacked
 
 
 class BatchMixing(Cell):
@@ -108,7 +108,7 @@ class BatchMixing(Cell):
 def test_a_step_that_mixes_rows_runs_its_deferred_gradients_step_by_step_and_stays_right():
     cell = BatchMixing(3, 4).double()
     assert_equal(*run_both(cell, torch.randn(3, 5, 3, dtype=torch.float64, requires_grad=True)))
-    assert not program_of(cell)[0].stacked
+    assert not program_of(cell).graphs.stacked
 
 
 class ValueDependent(Cell):
@@ -209,3 +209,59 @@ def test_wrapped_cells_and_double_backward_are_refused_or_explained():
     out, _ = rnnkit.Recurrent(cell, engine="traced")(x)
     with pytest.raises(RuntimeError, match="traced engine: its backward cannot itself be differentiated"):
         torch.autograd.grad(out.sum(), x, create_graph=True)
+
+
+# ----- the compiled loops (numba): the NumPy program is their twin ----------------------------------
+@pytest.fixture
+def compile_at_once(tmp_path_factory, monkeypatch):
+    pytest.importorskip("numba")
+    monkeypatch.setenv("RNNKIT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "rnnkit-cache"))
+    monkeypatch.setattr(traced.SETTINGS, "compile_after", 0)
+
+
+@pytest.mark.parametrize("kind", [PlainGRUCell, PeepholeLSTMCell, IndRNNCell])
+def test_compiled_loops_equal_the_numpy_twin_and_the_loop(kind, compile_at_once):
+    from rnnkit.engines.traced.compiled import CompiledProgram
+
+    torch.manual_seed(0)
+    cell = kind(4, 6).double()
+    x = torch.randn(3, 7, 4, dtype=torch.float64, requires_grad=True)
+    h0 = tuple(torch.randn(3, 6, dtype=torch.float64, requires_grad=True) for _ in state_tensors(cell.initial_state(1)))
+    h0 = h0[0] if len(h0) == 1 else h0
+    for lengths in (None, torch.tensor([7, 3, 1])):
+        reference, ours = run_both(cell, x, lengths, False, h0)
+        assert isinstance(program_of(cell).program, CompiledProgram)
+        assert_equal(reference, ours)
+    traced.SETTINGS.compile_after = None                     # the NumPy twin, on the same graphs
+    twin = rnnkit.Recurrent(kind(4, 6).double(), engine="traced")
+    twin.load_state_dict(rnnkit.Recurrent(cell).state_dict())
+    a, _ = rnnkit.Recurrent(cell, engine="traced")(x, h0)
+    b, _ = twin(x, h0)
+    assert type(program_of(twin.cell).program).__name__ == "Program"
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_a_program_compiles_after_its_steps_and_not_for_large_steps_or_without_numba(monkeypatch):
+    from rnnkit.engines.traced import compiled
+
+    monkeypatch.setattr(traced.SETTINGS, "compile_after", 10)
+    calls = []
+    monkeypatch.setattr(compiled, "compile_program", lambda *args: calls.append(args[1].shape) or None)
+    layer = rnnkit.Recurrent(PlainGRUCell(3, 4), engine="traced")
+    layer(torch.randn(2, 6, 3))
+    assert calls == []                                       # 6 steps run, fewer than 10
+    layer(torch.randn(2, 6, 3))
+    assert calls == [(6, 2, 12)]                             # 12 steps: compiled (here: declined) once
+    layer(torch.randn(2, 6, 3))
+    assert len(calls) == 1
+    monkeypatch.undo()
+    big = PlainGRUCell(64, 256)
+    rnnkit.Recurrent(big, engine="traced")(torch.randn(32, 2, 64))
+    entry = program_of(big)
+    assert compiled.compile_program(entry.program, torch.randn(2, 32, 768), [torch.zeros(32, 256)],
+                                    list(big.parameters())) is None           # (32, 768) values: NumPy's
+    small = PlainGRUCell(3, 4)
+    rnnkit.Recurrent(small, engine="traced")(torch.randn(2, 2, 3))
+    monkeypatch.setitem(__import__("sys").modules, "numba", None)            # numba not installed
+    assert compiled.compile_program(program_of(small).program, torch.randn(2, 2, 12), [torch.zeros(2, 4)],
+                                    list(small.parameters())) is None

@@ -61,7 +61,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from .._arguments import check_number
-from .._files import umask_mode
+from .._files import cache_root, umask_mode
 from .corpus import _DATA_HINT, DEFAULT_CORPUS_MODULES, DataNotFoundError, _default_corpus_files, default_corpus
 from .sources import BLOCK, Source, progress_bar, text_blocks
 from .vocab import LEVELS, Vocabulary
@@ -88,12 +88,7 @@ def id_dtype(vocab_size: int) -> np.dtype:
 
 def cache_dir(override: Optional[PathLike] = None) -> Path:
     """Where prepared token files are kept (see the module docstring)."""
-    if override is not None:
-        return Path(override)
-    if os.environ.get("RNNKIT_CACHE_DIR"):
-        return Path(os.environ["RNNKIT_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "rnnkit"
+    return Path(override) if override is not None else cache_root()
 
 
 def open_source(data: Optional[PathLike], spool_dir: Optional[Path] = None) -> Source:

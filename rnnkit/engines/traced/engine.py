@@ -96,13 +96,36 @@ def _graphs_for(cell: Cell, p: Tensor, states: list):
     found = entry.graphs.get(key)
     if found is None:
         try:
-            found = trace_step(entry.step, names, [t.detach() for t in tensors], p.detach(),
-                               [s.detach() for s in states])
-            found = (found, lowered(found, p))
+            graphs = trace_step(entry.step, names, [t.detach() for t in tensors], p.detach(),
+                                [s.detach() for s in states])
+            found = _Compiled(graphs, lowered(graphs, p))
         except NotTraceable as error:
             found = error
         entry.graphs[key] = found
     return found, tensors
+
+
+class _Compiled:
+    """A traced step's graphs and the program that runs them: NumPy code first, numba's compiled loops
+    once the program has run ``SETTINGS.compile_after`` time steps (see :mod:`.compiled`)."""
+
+    def __init__(self, graphs: StepGraphs, program):
+        self.graphs, self.program, self.steps, self.tried = graphs, program, 0, False
+
+    def __iter__(self):                     # (graphs, program), as the autograd Function takes them
+        return iter((self.graphs, self.program))
+
+    def tier_up(self, P: Tensor, states: list, tensors: list) -> None:
+        self.steps += P.shape[0]
+        after = SETTINGS.compile_after
+        if self.tried or after is None or self.steps < after or not self.program.numpy:
+            return
+        self.tried = True
+        from .compiled import compile_program
+        compiled = compile_program(self.program, P.detach(), [s.detach() for s in states],
+                                   [t.detach() for t in tensors])
+        if compiled is not None:
+            self.program = compiled
 
 
 class _TracedRun(torch.autograd.Function):
@@ -170,7 +193,8 @@ class TracedEngine:
         alive = None
         if lengths is not None:
             alive = torch.arange(T, device=x.device).unsqueeze(1) < lengths.to(x.device)   # (T, B)
-        histories = _TracedRun.apply(found, alive, P, *states, *tensors)
+        found.tier_up(P, states, tensors)
+        histories = _TracedRun.apply(tuple(found), alive, P, *states, *tensors)
         finals = tuple(h[-1] for h in histories)
         final = finals[0] if isinstance(state, Tensor) else finals
         if type(cell).output is Cell.output:
