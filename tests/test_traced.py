@@ -14,6 +14,7 @@ from rnnkit.cells import (Cell, ElmanCell, GatedCell, GRUCell, IndRNNCell, Jorda
                           PlainGRUCell, RateCell, state_tensors)
 from rnnkit.engines import traced
 from rnnkit.engines.traced.engine import _CACHE
+from rnnkit.regularizers import VariationalDropout, WeightDrop, Zoneout
 
 USER_CELLS = (PlainGRUCell, PeepholeLSTMCell, IndRNNCell, MinimalGatedCell)
 BUILT_IN = (LSTMCell, GRUCell, ElmanCell, GatedCell, LeakyCell, RateCell, MinGRUCell, LayerNormLSTMCell,
@@ -197,12 +198,53 @@ def test_stacks_bidirectional_layers_and_auto_take_the_traced_engine_for_a_users
         torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
 
 
-def test_wrapped_cells_and_double_backward_are_refused_or_explained():
-    from rnnkit.regularizers import Zoneout
-    wrapped = Zoneout(PlainGRUCell(3, 4), 0.1)
+WRAPPERS = {"zoneout": lambda c: Zoneout(c, 0.3), "weightdrop": lambda c: WeightDrop(c, 0.4),
+            "input-dropout": lambda c: VariationalDropout(c, input_dropout=0.3),
+            "nested": lambda c: Zoneout(WeightDrop(VariationalDropout(c, input_dropout=0.2), 0.3), 0.2)}
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("wrap", WRAPPERS.values(), ids=WRAPPERS.keys())
+@pytest.mark.parametrize("kind", [PlainGRUCell, PeepholeLSTMCell])
+def test_regularizer_wrappers_around_a_users_cell_equal_the_loop(kind, wrap, training, code):
+    torch.manual_seed(0)
+    cell = wrap(kind(4, 5).double()).train(training)
+    x = torch.randn(3, 6, 4, dtype=torch.float64, requires_grad=True)
+    results = {}
+    for engine in ("loop", "traced"):
+        torch.manual_seed(7)                                  # the same masks for both runs
+        out, final = rnnkit.Recurrent(cell, engine=engine)(x, lengths=torch.tensor([6, 5, 2]))
+        loss = (out * out.sin()).sum() + sum(f.square().sum() for f in state_tensors(final))
+        results[engine] = [out, *torch.autograd.grad(loss, [x, *cell.parameters()])]
+    for a, b in zip(results["loop"], results["traced"]):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
+
+
+def test_hidden_dropout_reaches_the_traced_step_of_a_built_in_cell():
+    torch.manual_seed(0)
+    cell = VariationalDropout(GRUCell(4, 5).double(), input_dropout=0.2, hidden_dropout=0.4)
+    x = torch.randn(3, 6, 4, dtype=torch.float64, requires_grad=True)
+    results = {}
+    for engine in ("loop", "traced"):
+        torch.manual_seed(7)
+        out, _ = rnnkit.Recurrent(cell, engine=engine)(x)
+        results[engine] = [out, *torch.autograd.grad(out.square().sum(), [x, *cell.parameters()])]
+    for a, b in zip(results["loop"], results["traced"]):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
+
+
+def test_unknown_wrappers_and_double_backward_are_refused_with_the_reason():
+    class Clipped(Zoneout):
+        def forward(self, x_t, state):
+            return super().forward(x_t, state).clamp(-1, 1)
+
+        def run_masks(self, steps, like):
+            return None
+
+    wrapped = Clipped(PlainGRUCell(3, 4), 0.1)
     assert rnnkit.Recurrent(wrapped).engine == "loop"
-    with pytest.raises(ValueError, match="engine 'traced' cannot run this cell: Zoneout: the traced engine does "
-                                         "not run cell wrappers yet"):
+    with pytest.raises(ValueError, match="engine 'traced' cannot run this cell: Clipped is a cell wrapper the "
+                                         "traced engine does not know"):
         rnnkit.Recurrent(wrapped, engine="traced")
     cell = PlainGRUCell(3, 4)
     x = torch.randn(2, 3, 3, requires_grad=True)

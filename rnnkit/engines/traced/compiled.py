@@ -224,17 +224,19 @@ def _source(graphs: StepGraphs, dt: str):
     lines, outs = body
     n_saved = len(outs) - m
     src = [_JIT,
-           f"def forward_all(P, {''.join(f'A_{i}, ' for i in range(m))}{', '.join(f's_{i}' for i in range(m))}, "
+           f"def forward_all(P, binary, {''.join(f'A_{i}, ' for i in range(m))}{', '.join(f's_{i}' for i in range(m))}, "
            f"{', '.join(f'Z_{i}' for i in range(m))}, {''.join(f'K_{j}, ' for j in range(n_saved))}{', '.join(w)}):"
            .replace(", ,", ",").replace(", )", ")"),
            *[f"    prev_{i} = s_{i}" for i in range(m)],
            "    for t in range(P.shape[0]):",
            "        v_p = P[t]", *lines]
     for i in range(m):
-        src += [f"        if A_{i}.shape[0] > 0:",
-                f"            Z_{i}[t] = np.where(A_{i}[t], {outs[i]}, prev_{i})",
+        src += [f"        if A_{i}.shape[0] == 0:",
+                f"            Z_{i}[t] = {outs[i]}",
+                "        elif binary:",
+                f"            Z_{i}[t] = np.where(A_{i}[t] > {dt}(0.5), prev_{i}, {outs[i]})",
                 "        else:",
-                f"            Z_{i}[t] = {outs[i]}"]
+                f"            Z_{i}[t] = {outs[i]} + A_{i}[t] * (prev_{i} - {outs[i]})"]
     src += [f"        K_{j}[t] = {outs[m + j]}" for j in range(n_saved)]
     src += [f"        prev_{i} = Z_{i}[t]" for i in range(m)]
     src.append("")
@@ -248,7 +250,7 @@ def _source(graphs: StepGraphs, dt: str):
     lines, outs = body
     n_stash = len(outs) - m
     src += [_JIT,
-            f"def serial_all({''.join(f'A_{i}, ' for i in range(m))}{''.join(f's_{i}, ' for i in range(m))}{''.join(f'Z_{i}, ' for i in range(m))}"
+            f"def serial_all(binary, {''.join(f'A_{i}, ' for i in range(m))}{''.join(f's_{i}, ' for i in range(m))}{''.join(f'Z_{i}, ' for i in range(m))}"
             f"{''.join(f'dZ_{i}, ' for i in range(m))}{''.join(f'K_{j}, ' for j in range(n_saved))}"
             f"{''.join(f'S_{k}, ' for k in range(n_stash))}{''.join(f'D_{i}, ' for i in range(m))}{', '.join(w)}):"
             .replace(", )", ")"),
@@ -258,10 +260,13 @@ def _source(graphs: StepGraphs, dt: str):
     for i in range(m):
         src += [f"        prev_{i} = Z_{i}[t - 1] if t > 0 else s_{i}",
                 f"        keep_{i} = d_{i}",
-                f"        if A_{i}.shape[0] > 0:",
+                f"        if A_{i}.shape[0] > 0 and binary:",
                 f"            zero_{i} = np.zeros_like(d_{i})",
-                f"            keep_{i} = np.where(A_{i}[t], zero_{i}, d_{i})",
-                f"            d_{i} = np.where(A_{i}[t], d_{i}, zero_{i})"]
+                f"            keep_{i} = np.where(A_{i}[t] > {dt}(0.5), d_{i}, zero_{i})",
+                f"            d_{i} = np.where(A_{i}[t] > {dt}(0.5), zero_{i}, d_{i})",
+                f"        elif A_{i}.shape[0] > 0:",
+                f"            keep_{i} = d_{i} * A_{i}[t]",
+                f"            d_{i} = d_{i} - keep_{i}"]
     src += lines
     src += [f"        S_{k}[t] = {outs[m + k]}" for k in range(n_stash)]
     for i in range(m):
@@ -288,28 +293,32 @@ class CompiledProgram(Program):
         self.saved_shapes = [(_shape(n), n.meta["val"].dtype) for n in fw_out[m:]]
         self.stash_shapes = [(_shape(n), n.meta["val"].dtype) for n in se_out[m:]]
 
-    def _alive(self, alive, shapes):
-        """The mask of live steps per state, (T, B, S) each (numba's where does not broadcast); empty
-        arrays without lengths."""
-        if alive is None:
-            return [np.zeros((0, 1, 1), bool) for _ in shapes]
-        a = alive.detach().numpy() if isinstance(alive, torch.Tensor) else alive
-        a = a.reshape(a.shape[0], a.shape[1], 1)
-        return [np.ascontiguousarray(np.broadcast_to(a, (a.shape[0], a.shape[1], s[-1]))) for s in shapes]
+    def _mix(self, mix):
+        return mix                             # the loops take the keep weights as they come
 
-    def forward(self, params, P, states, alive):
+    def _keeps(self, mix, shapes, like):
+        """``(binary, keep per state)``: each keep (T, B, S) contiguous, or an empty array for none."""
+        empty = np.zeros((0, 1, 1), like)
+        if mix is None:
+            return (True, *[empty for _ in shapes])
+        keep, binary = mix
+        arrays = [empty if k is None else np.ascontiguousarray(k.detach().numpy() if isinstance(k, torch.Tensor)
+                                                               else k) for k in keep]
+        return (binary, *arrays)
+
+    def forward(self, params, P, states, mix):
         T = P.shape[0]
         params_ = [np.ascontiguousarray(self._in(t)) for t in params]
         s0 = [np.ascontiguousarray(self._in(t)) for t in states]
         histories = [torch.empty((T, *s.shape), dtype=s.dtype) for s in states]
         K = [np.empty((T, *shape), _NUMPY[dtype]) for shape, dtype in self.saved_shapes]
-        self.module.forward_all(self._in(P), *self._alive(alive, [s.shape for s in s0]), *s0,
+        self.module.forward_all(self._in(P), *self._keeps(mix, s0, s0[0].dtype), *s0,
                                 *[self._in(h) for h in histories], *K, *params_)
         saved = _Saved([k[t] for k in K] for t in range(T))
         saved.buffers = K
         return histories, saved
 
-    def _serial(self, params_, s0, Z, saved, alive_, dZ, T):
+    def _serial(self, params_, s0, Z, saved, mix_, dZ, T):
         m = self.graphs.n_states
         K = getattr(saved, "buffers", None)
         if K is None:
@@ -317,7 +326,7 @@ class CompiledProgram(Program):
         S = [np.empty((T, *shape), _NUMPY[dtype]) for shape, dtype in self.stash_shapes]
         D = [np.empty_like(z[0]) for z in Z]
         dZ = [np.zeros_like(z) if d is None else np.ascontiguousarray(d) for z, d in zip(Z, dZ)]
-        self.module.serial_all(*self._alive(alive_, [z.shape[1:] for z in Z]),
+        self.module.serial_all(*self._keeps(mix_, Z, Z[0].dtype),
                                *[np.ascontiguousarray(s) for s in s0], *Z, *dZ, *K, *S, *D,
                                *[np.ascontiguousarray(p) for p in params_])
         return D[:m], [[s[t] for s in S] for t in range(T)]
@@ -376,16 +385,11 @@ def compile_program(program: Program, P, states, params):
     source, n_saved, n_stash = made
     try:
         compiled = CompiledProgram(program, _load(source), n_saved, n_stash)
-        with torch.no_grad():                      # compile both loops now, on one step
+        with torch.no_grad():          # compile both loops now, on one step (every later call has the same types)
             histories, saved = compiled.forward(params, P[:1], states, None)
-            ones = [torch.ones_like(h) for h in histories]
             compiled._serial([np.ascontiguousarray(compiled._in(t)) for t in params],
                              [compiled._in(s) for s in states], [compiled._in(h) for h in histories], saved, None,
-                             [compiled._in(o) for o in ones], 1)
-            compiled.forward(params, P[:1], states, torch.ones(1, P.shape[1], dtype=torch.bool))
-            compiled._serial([np.ascontiguousarray(compiled._in(t)) for t in params],
-                             [compiled._in(s) for s in states], [compiled._in(h) for h in histories], saved,
-                             np.ones((1, P.shape[1], 1), bool), [compiled._in(o) for o in ones], 1)
+                             [compiled._in(torch.ones_like(h)) for h in histories], 1)
     except Exception:                              # numba's typing refused something: keep NumPy
         return None
     return compiled

@@ -20,7 +20,7 @@ import weakref
 import torch
 from torch import Tensor, nn
 
-from ...cells.base import Cell, State, state_tensors
+from ...cells.base import Cell, State, recurrent_mask, state_tensors
 from ...cells.wrapper import unwrap_cell
 from .graph import NotTraceable, StepGraphs, trace_step
 from .lowering import SETTINGS, lowered
@@ -36,7 +36,10 @@ class _Step(nn.Module):
         super().__init__()
         self.cell = cell
 
-    def forward(self, p, state):
+    def forward(self, p, state, hidden_mask=None):
+        if hidden_mask is not None:             # variational dropout where h enters weight_hh
+            with recurrent_mask(self.cell, hidden_mask):
+                return self.forward(p, state)
         return self.cell.step(p, state) if self.cell.has_projection() else self.cell(p, state)
 
 
@@ -85,19 +88,22 @@ def _tensors(step: nn.Module):
     return names, tensors
 
 
-def _graphs_for(cell: Cell, p: Tensor, states: list):
-    """The traced graphs of ``cell`` at these shapes (traced on first use), or a NotTraceable."""
+def _graphs_for(cell: Cell, p: Tensor, states: list, dropped: dict, consts: list):
+    """The traced graphs of ``cell`` at these shapes (traced on first use), or a NotTraceable; and the
+    step's tensors (parameters, with ``dropped`` in place of those a wrapper drops, and buffers)."""
     entry = _CACHE.get(cell)
     if entry is None:
         entry = _CACHE[cell] = _Traced(cell)
     names, tensors = _tensors(entry.step)
+    tensors = [dropped.get(name[len("cell."):], t) for name, t in zip(names, tensors)]
     key = (tuple((tuple(t.shape), t.dtype) for t in tensors), tuple(p.shape), p.dtype, p.device,
-           tuple(tuple(s.shape) for s in states), _fingerprint(cell), SETTINGS.numpy)
+           tuple(tuple(s.shape) for s in states), tuple(tuple(c.shape) for c in consts), _fingerprint(cell),
+           SETTINGS.numpy)
     found = entry.graphs.get(key)
     if found is None:
         try:
             graphs = trace_step(entry.step, names, [t.detach() for t in tensors], p.detach(),
-                                [s.detach() for s in states])
+                                [s.detach() for s in states], [c.detach() for c in consts])
             found = _Compiled(graphs, lowered(graphs, p))
         except NotTraceable as error:
             found = error
@@ -129,16 +135,18 @@ class _Compiled:
 
 
 class _TracedRun(torch.autograd.Function):
-    """(graphs, alive, P, *initial states, *params) -> state histories (T, B, S) per component."""
+    """(graphs, mix, P, *initial states, *params) -> state histories (T, B, S) per component. ``mix`` is
+    None or ``(keep, binary)``: per state None or the weight (T, B, S) of the old state in the new one
+    (zoneout's draws, a finished sequence's 1), selected (``binary``) or interpolated."""
 
     @staticmethod
-    def forward(ctx, program, alive, P, *rest):
+    def forward(ctx, program, mix, P, *rest):
         graphs, code = program
         m = graphs.n_states
         states, params = list(rest[:m]), rest[m:]
         with torch.no_grad():
-            histories, saved = code.forward(params, P, states, alive)
-        ctx.program, ctx.alive, ctx.saved = program, alive, saved
+            histories, saved = code.forward(params, P, states, mix)
+        ctx.program, ctx.mix, ctx.saved = program, mix, saved
         ctx.save_for_backward(P, *states, *params, *histories)
         return tuple(histories)
 
@@ -153,7 +161,7 @@ class _TracedRun(torch.autograd.Function):
         states, params, histories = rest[:m], rest[m:m + graphs.n_params], rest[m + graphs.n_params:]
         with torch.no_grad():
             dP, d_states, d_params = code.backward(params, P, list(states), list(histories), ctx.saved,
-                                                   ctx.alive, list(d_histories), ctx.needs_input_grad[2:])
+                                                   ctx.mix, list(d_histories), ctx.needs_input_grad[2:])
         return (None, None, dP, *d_states, *d_params)
 
 
@@ -166,9 +174,10 @@ class TracedEngine:
 
     def supports(self, cell: Cell) -> str | None:
         base, wrappers = unwrap_cell(cell)
-        if wrappers:
-            return (f"{type(wrappers[0]).__name__}: the traced engine does not run cell wrappers yet "
-                    f"(fused runs dropout, zoneout and weight drop on its cells; loop runs every wrapper)")
+        for w in wrappers:
+            if w.run_masks(1, torch.zeros(())) is None:
+                return (f"{type(w).__name__} is a cell wrapper the traced engine does not know (it runs wrappers "
+                        f"that describe their masks, as VariationalDropout, Zoneout and WeightDrop do)")
         return None
 
     def run(self, cell: Cell, x: Tensor, state: State, lengths: Tensor | None):
@@ -179,32 +188,65 @@ class TracedEngine:
             # where the loops cannot be seen through (compile, export, torch.func) or autocast picks each
             # operation's precision: the step loop, which every tool handles
             return LoopEngine().run(cell, x, state, lengths)
-        P = cell.project_inputs(x) if cell.has_projection() else x           # autograd tracks it
+        base, wrappers = unwrap_cell(cell)
+        T, B = x.shape[1], x.shape[0]
+        in_mask, hidden_mask, keep, dropped, binary = _masks(base, wrappers, T, x)
+        given = x
+        if in_mask is not None:
+            x = x * in_mask.unsqueeze(1)
+        P = base.project_inputs(x) if base.has_projection() else x           # autograd tracks it
         P = P.transpose(0, 1).contiguous()                                     # (T, B, G)
         states = list(state_tensors(state))
-        found, tensors = _graphs_for(cell, P[0], states)
+        consts = [] if hidden_mask is None else [hidden_mask]
+        found, tensors = _graphs_for(base, P[0], states, dropped, consts)
         if isinstance(found, NotTraceable):
-            if cell not in _REASONS:
-                _REASONS[cell] = f"{type(cell).__name__}: step not traceable ({found}); ran on the loop engine"
+            if base not in _REASONS:
+                _REASONS[base] = f"{type(base).__name__}: step not traceable ({found}); ran on the loop engine"
                 if self.warn:
-                    warnings.warn(_REASONS[cell], stacklevel=3)
-            return LoopEngine().run(cell, x, state, lengths)
-        T, B = P.shape[:2]
+                    warnings.warn(_REASONS[base], stacklevel=3)
+            return LoopEngine().run(cell, given, state, lengths)
         alive = None
         if lengths is not None:
             alive = torch.arange(T, device=x.device).unsqueeze(1) < lengths.to(x.device)   # (T, B)
-        found.tier_up(P, states, tensors)
-        histories = _TracedRun.apply(tuple(found), alive, P, *states, *tensors)
+            dead = (~alive).unsqueeze(-1)
+            keep = [torch.where(dead, 1.0, k if k is not None else 0.0).to(x.dtype) for k in keep]
+        mix = None
+        if any(k is not None for k in keep):
+            sizes = [s.shape[-1] for s in states]
+            mix = ([None if k is None else k.expand(T, B, n).contiguous() for k, n in zip(keep, sizes)], binary)
+        found.tier_up(P, states, [*tensors, *consts])
+        histories = _TracedRun.apply(tuple(found), mix, P, *states, *tensors, *consts)
         finals = tuple(h[-1] for h in histories)
         final = finals[0] if isinstance(state, Tensor) else finals
-        if type(cell).output is Cell.output:
+        if type(base).output is Cell.output:
             out = histories[0]
         else:                                   # a cell's own output, step by step (autograd records it)
-            out = torch.stack([cell.output(histories[0][t] if len(histories) == 1 else
+            out = torch.stack([base.output(histories[0][t] if len(histories) == 1 else
                                            tuple(z[t] for z in histories)) for t in range(T)])
         if alive is not None:
             out = out * alive.unsqueeze(-1).to(out.dtype)
         return out.transpose(0, 1), final
+
+
+def _masks(base: Cell, wrappers: list, T: int, x: Tensor):
+    """What the wrappers do to this run (outermost first), combined as the fused engine combines them:
+    ``(input mask, hidden mask, keep per state, dropped weights by name, binary)``."""
+    sizes = base.state_sizes
+    m = 1 if isinstance(sizes, int) else len(sizes)
+    in_mask, hidden_mask, keep, dropped, binary = None, None, [None] * m, {}, True
+    for w in wrappers:
+        masks = w.run_masks(T, x)
+        if masks.input is not None:
+            in_mask = masks.input if in_mask is None else in_mask * masks.input
+        if masks.hidden is not None:
+            hidden_mask = masks.hidden if hidden_mask is None else hidden_mask * masks.hidden
+        binary &= masks.binary
+        for j, k in enumerate(masks.keep):
+            if k is not None:                                             # nested: 1 - Π(1 - k)
+                keep[j] = k if keep[j] is None else 1 - (1 - keep[j]) * (1 - k)
+        for name, mask in masks.weights.items():
+            dropped[name] = (dropped[name] if name in dropped else getattr(base, name)) * mask
+    return in_mask, hidden_mask, keep, dropped, binary
 
 
 def _inside_transform() -> bool:

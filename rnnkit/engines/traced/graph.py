@@ -65,13 +65,14 @@ def _mutates(node: fx.Node) -> bool:
 
 
 def _joint_fn(module, names: list, n_states: int):
-    def step(params, p, states):
-        new = functional_call(module, dict(zip(names, params)), (p, states[0] if n_states == 1 else tuple(states)),
-                              strict=False)
+    def step(params, consts, p, states):
+        new = functional_call(module, dict(zip(names, params)),
+                              (p, states[0] if n_states == 1 else tuple(states), *consts), strict=False)
         return (new,) if isinstance(new, Tensor) else tuple(new)
 
-    def joint(params, p, states, d_new):
-        new, pullback = vjp(lambda params, p, states: step(params, p, states), params, p, states)
+    def joint(params, consts, p, states, d_new):
+        # consts (a run's dropout mask) are inputs of the step, fixed over the run, not differentiated
+        new, pullback = vjp(lambda params, p, states: step(params, consts, p, states), params, p, states)
         d_params, d_p, d_states = pullback(tuple(d_new))
         return (*new, *d_params, d_p, *d_states)
 
@@ -117,16 +118,17 @@ def _subgraph(nodes_in_order, inputs: list, outputs: list) -> fx.GraphModule:
     return fx.GraphModule(torch.nn.Module(), g)
 
 
-def trace_step(module, names: list, params: list, p: Tensor, states: list) -> StepGraphs:
-    """Trace ``module(p, state)`` (the cell's step as a module whose parameters and buffers are named
-    ``names``, given as ``params``) at the shapes of ``p`` and ``states``; raises :class:`NotTraceable`."""
-    n_params, n_states = len(params), len(states)
+def trace_step(module, names: list, params: list, p: Tensor, states: list, consts: list = ()) -> StepGraphs:
+    """Trace ``module(p, state, *consts)`` (the cell's step as a module whose parameters and buffers are
+    named ``names``, given as ``params``) at the shapes of ``p`` and ``states``; raises
+    :class:`NotTraceable`. In the graphs the ``consts`` follow the parameters (their gradient: None)."""
+    n_grads, n_params, n_states = len(params), len(params) + len(consts), len(states)
     joint = _joint_fn(module, names, n_states)
     d_new = [torch.empty_like(s) for s in states]
     try:
         # functionalized: an in-place update of an intermediate becomes an out-of-place one; an update of
         # an input stays visible (a copy_ into it) and is refused below
-        gm = make_fx(functionalize(joint), tracing_mode="fake")(list(params), p, list(states), d_new)
+        gm = make_fx(functionalize(joint), tracing_mode="fake")(list(params), list(consts), p, list(states), d_new)
     except Exception as error:                          # anything the tracer refuses, in one line
         raise NotTraceable(_explain(error)) from None
     graph = gm.graph
@@ -145,9 +147,9 @@ def trace_step(module, names: list, params: list, p: Tensor, states: list) -> St
     (out_node,) = [n for n in nodes if n.op == "output"]
     outs = list(out_node.args[0])
     new_states = outs[:n_states]
-    d_params = outs[n_states:n_states + n_params]
-    d_p = outs[n_states + n_params]
-    d_states = outs[n_states + n_params + 1:]
+    d_params = outs[n_states:n_states + n_grads] + [None] * (n_params - n_grads)
+    d_p = outs[n_states + n_grads]
+    d_states = outs[n_states + n_grads + 1:]
     if any(not isinstance(n, fx.Node) for n in new_states):
         raise NotTraceable("the step returns a state that is not computed from its inputs")
     order = {n: i for i, n in enumerate(nodes)}
@@ -215,7 +217,7 @@ def trace_step(module, names: list, params: list, p: Tensor, states: list) -> St
     params_used = tuple(i for i, n in enumerate(d_params) if n is not None)
     graphs = StepGraphs(forward, serial, deferred, n_params, n_states, serial_saved, serial_states,
                         deferred_saved, deferred_rows, len(stash), False, params_used)
-    return graphs._replace(stacked=_stacking_holds(graphs, params, p, states))
+    return graphs._replace(stacked=_stacking_holds(graphs, [*params, *consts], p, states))
 
 
 def _append(items: list, item) -> int:

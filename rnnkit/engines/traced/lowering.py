@@ -249,12 +249,20 @@ class Program:
     def _out(self, a):
         return None if a is None else (torch.from_numpy(np.ascontiguousarray(a)) if self.numpy else a)
 
-    def forward(self, params, P: Tensor, states: list, alive):
+    def _mix(self, mix):
+        """Per state None or ``(keep (T, B, S), binary)``: with ``binary`` the keep mask as booleans
+        (select the old state), else its weights (interpolate)."""
+        if mix is None:
+            return [None] * self.graphs.n_states
+        keep, binary = mix
+        return [None if k is None else ((self._in(k) > 0.5) if binary else self._in(k), binary) for k in keep]
+
+    def forward(self, params, P: Tensor, states: list, mix):
         g, lib = self.graphs, (np if self.numpy else torch)
         m, T = g.n_states, P.shape[0]
         params = [self._in(t) for t in params]
         P_ = self._in(P)
-        alive_ = None if alive is None else self._in(alive.unsqueeze(-1))
+        mix_ = self._mix(mix)
         histories = [torch.empty((T, *s.shape), dtype=s.dtype, device=s.device) for s in states]
         Z = [self._in(h) for h in histories]
         s = [self._in(t) for t in states]
@@ -264,12 +272,14 @@ class Program:
             out = fw(*params, P_[t], *s)
             saved.append(out[m:])
             for i in range(m):
-                new = out[i] if alive_ is None else lib.where(alive_[t], out[i], s[i])
+                new, k = out[i], mix_[i]
+                if k is not None:
+                    new = lib.where(k[0][t], s[i], new) if k[1] else new + k[0][t] * (s[i] - new)
                 Z[i][t] = new
                 s[i] = Z[i][t]
         return histories, saved
 
-    def backward(self, params, P: Tensor, states: list, histories: list, saved: list, alive, d_histories: list,
+    def backward(self, params, P: Tensor, states: list, histories: list, saved: list, mix, d_histories: list,
                  needs):
         m, T = self.graphs.n_states, P.shape[0]
         params_ = [self._in(t) for t in params]
@@ -277,13 +287,12 @@ class Program:
         s0 = [self._in(t) for t in states]
         Z = [self._in(h) for h in histories]
         dZ = [None if d is None else self._in(d) for d in d_histories]
-        alive_ = None if alive is None else self._in(alive.unsqueeze(-1))
-        d, stash = self._serial(params_, s0, Z, saved, alive_, dZ, T)
+        d, stash = self._serial(params_, s0, Z, saved, self._mix(mix), dZ, T)
         d_params, dP = self._deferred(params_, P_, s0, Z, saved, stash, T)
         d_params = [None if not needs[1 + m + i] else self._out(dp) for i, dp in enumerate(d_params)]
         return (self._out(dP) if needs[0] else None), [self._out(di) for di in d], d_params
 
-    def _serial(self, params_, s0, Z, saved, alive_, dZ, T):
+    def _serial(self, params_, s0, Z, saved, mix_, dZ, T):
         """The adjoint of every state, last step first: ``(∂s_0 of the initial states, stash by step)``."""
         g, lib = self.graphs, (np if self.numpy else torch)
         m = g.n_states
@@ -292,15 +301,16 @@ class Program:
         serial = self.serial
         for t in range(T - 1, -1, -1):
             prev = [Z[i][t - 1] if t > 0 else s0[i] for i in range(m)]
-            if alive_ is not None:
-                keep = [di * ~alive_[t] for di in d]
-                d = [di * alive_[t] for di in d]
+            keep = [None] * m                      # the adjoint a kept old state passes on
+            for i, k in enumerate(mix_):
+                if k is not None:
+                    kt = k[0][t]
+                    keep[i], d[i] = (d[i] * kt, d[i] * ~kt) if k[1] else (d[i] * kt, d[i] - d[i] * kt)
             ins = [saved[t][j] for j in g.serial_saved] + [prev[i] for i in g.serial_states]
             out = serial(*params_, *ins, *d)
             stash[t] = out[m:]
             d = [lib.zeros_like(prev[i]) if out[i] is None else out[i] for i in range(m)]
-            if alive_ is not None:
-                d = [di + ki for di, ki in zip(d, keep)]
+            d = [di if ki is None else di + ki for di, ki in zip(d, keep)]
             if t > 0:
                 d = [di if dz is None else di + dz[t - 1] for di, dz in zip(d, dZ)]
         return d, stash
