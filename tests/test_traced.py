@@ -10,15 +10,18 @@ from hypothesis import strategies as st
 
 import rnnkit
 from rnnkit.cells import (Cell, ElmanCell, GatedCell, GRUCell, IndRNNCell, JordanCell, LayerNormGRUCell,
-                          LayerNormLSTMCell, LeakyCell, LSTMCell, MinGRUCell, MinimalGatedCell, PeepholeLSTMCell,
-                          PlainGRUCell, RateCell, state_tensors)
+                          LayerNormLSTMCell, LeakyCell, LinearLeakyCell, LSTMCell, MinGRUCell, MinimalGatedCell,
+                          MinLSTMCell, NTMCell, PeepholeLSTMCell, PlainGRUCell, ProjectedLSTMCell, RateCell,
+                          ReservoirCell, state_tensors)
 from rnnkit.engines import traced
 from rnnkit.engines.traced.engine import _CACHE
 from rnnkit.regularizers import VariationalDropout, WeightDrop, Zoneout
 
 USER_CELLS = (PlainGRUCell, PeepholeLSTMCell, IndRNNCell, MinimalGatedCell)
-BUILT_IN = (LSTMCell, GRUCell, ElmanCell, GatedCell, LeakyCell, RateCell, MinGRUCell, LayerNormLSTMCell,
-            LayerNormGRUCell, lambda x, h: JordanCell(x, h, 3))
+BUILT_IN = (LSTMCell, GRUCell, ElmanCell, GatedCell, LeakyCell, RateCell, MinGRUCell, MinLSTMCell, LinearLeakyCell,
+            LayerNormLSTMCell, LayerNormGRUCell, lambda x, h: JordanCell(x, h, 3),
+            lambda x, h: ProjectedLSTMCell(x, h + 1, h), lambda x, h: ReservoirCell(x, h, leak_rate=0.5, sparsity=0.0, seed=1),
+            lambda x, h: NTMCell(x, h, controller_size=5, memory_slots=4, memory_width=3))
 
 
 @pytest.fixture(params=[True, False], ids=["numpy", "torch"])
@@ -56,11 +59,11 @@ def assert_equal(reference, ours, tol=1e-10):
             torch.testing.assert_close(b, a, rtol=tol, atol=tol)
 
 
-@settings(max_examples=12, deadline=None)
-@given(kind=st.sampled_from(USER_CELLS), batch=st.integers(1, 4), steps=st.integers(1, 7),
+@settings(max_examples=30, deadline=None)
+@given(kind=st.sampled_from(USER_CELLS + BUILT_IN[:12]), batch=st.integers(1, 4), steps=st.integers(1, 7),
        sizes=st.tuples(st.integers(1, 5), st.integers(1, 6)), reverse=st.booleans(), ragged=st.booleans(),
        seed=st.integers(0, 2 ** 16))
-def test_user_cells_equal_the_loop_in_float64(kind, batch, steps, sizes, reverse, ragged, seed):
+def test_user_and_built_in_cells_equal_the_loop_in_float64(kind, batch, steps, sizes, reverse, ragged, seed):
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     cell = kind(*sizes).double()
@@ -79,7 +82,8 @@ def test_every_cell_equals_the_loop_on_both_codes(kind, code):
     x = torch.randn(3, 6, 5, dtype=torch.float64, requires_grad=True)
     assert_equal(*run_both(cell, x, lengths=torch.tensor([6, 4, 1])))
     graphs, program = program_of(cell)
-    assert program.numpy == (code and kind not in (LayerNormLSTMCell, LayerNormGRUCell))   # layer norm: torch
+    torch_ops = (LayerNormLSTMCell, LayerNormGRUCell, BUILT_IN[-1])     # layer norm, the NTM's addressing: torch
+    assert program.numpy == (code and kind not in torch_ops)
     assert traced.reason(cell) is None
 
 
@@ -261,7 +265,7 @@ def compile_at_once(tmp_path_factory, monkeypatch):
     monkeypatch.setattr(traced.SETTINGS, "compile_after", 0)
 
 
-@pytest.mark.parametrize("kind", [PlainGRUCell, PeepholeLSTMCell, IndRNNCell])
+@pytest.mark.parametrize("kind", [PlainGRUCell, PeepholeLSTMCell, IndRNNCell, MinLSTMCell])
 def test_compiled_loops_equal_the_numpy_twin_and_the_loop(kind, compile_at_once):
     from rnnkit.engines.traced.compiled import CompiledProgram
 

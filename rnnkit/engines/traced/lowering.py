@@ -91,6 +91,17 @@ def _slice_backward(g, sizes, dim, start, end, step):
     return out
 
 
+def _softplus(x, beta=1, threshold=20):
+    """torch's softplus: ``log(1 + e^{βx}) / β``, ``x`` itself where ``βx > threshold``."""
+    bx = x * beta
+    return np.where(bx > threshold, x, np.logaddexp(0, bx) / beta)
+
+
+def _softplus_backward(g, x, beta=1, threshold=20):
+    bx = x * beta
+    return np.where(bx > threshold, g, g * _sigmoid(bx))
+
+
 def _sigmoid(x):
     return np.tanh(x * 0.5) * 0.5 + 0.5
 
@@ -133,7 +144,8 @@ NUMPY_OPS = {
     "aten.mul.Tensor": operator.mul, "aten.div.Tensor": operator.truediv,
     "aten.add.Scalar": operator.add, "aten.mul.Scalar": operator.mul,
     "aten.neg.default": operator.neg, "aten.reciprocal.default": np.reciprocal,
-    "aten.sigmoid.default": _sigmoid, "aten.tanh.default": np.tanh, "aten.exp.default": np.exp,
+    "aten.sigmoid.default": _sigmoid, "aten.softplus.default": _softplus,
+    "aten.softplus_backward.default": _softplus_backward, "aten.tanh.default": np.tanh, "aten.exp.default": np.exp,
     "aten.log.default": np.log, "aten.sqrt.default": np.sqrt, "aten.rsqrt.default": lambda a: 1 / np.sqrt(a),
     "aten.abs.default": np.abs, "aten.sin.default": np.sin, "aten.cos.default": np.cos,
     "aten.pow.Tensor_Scalar": np.power, "aten.sign.default": np.sign,
