@@ -311,3 +311,30 @@ def test_a_program_compiles_after_its_steps_and_not_for_large_steps_or_without_n
     monkeypatch.setitem(__import__("sys").modules, "numba", None)            # numba not installed
     assert compiled.compile_program(program_of(small).program, torch.randn(2, 2, 12), [torch.zeros(2, 4)],
                                     list(small.parameters())) is None
+
+
+def test_the_trainer_trains_a_language_model_whose_cell_runs_traced(tmp_path):
+    from rnnkit.models import LanguageModel, LanguageModelConfig
+    from rnnkit.train import TrainConfig, Trainer
+
+    torch.manual_seed(0)
+    data = torch.arange(4000) % 7                          # a cycle: learnable to a loss near 0
+    model = LanguageModel(LanguageModelConfig(vocab_size=7, cell="gru", hidden_size=16, embedding_size=8))
+    (layer,) = [m for m in model.modules() if isinstance(m, rnnkit.Recurrent)]
+    layer.cell = PlainGRUCell(8, 16)                       # a user's cell in place of the built-in GRU
+    assert layer.set_engine("auto").engine == "traced"
+    config = TrainConfig(batch_size=8, truncation=16, lr=1e-2, max_steps=150, eval_every=50, max_minutes=None)
+    summary = Trainer(model, config, tmp_path, progress=False).fit(data[:3600], data[3600:])
+    assert summary["validation_loss"] < 0.1                # chance is ln 7 = 1.95
+
+
+def test_compiled_and_exported_traced_layers_equal_eager():
+    torch.manual_seed(0)
+    layer = rnnkit.Recurrent(PeepholeLSTMCell(3, 4).double(), engine="traced")
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    want, (h, c) = layer(x)
+    got, (h2, c2) = torch.compile(layer, backend="aot_eager")(x)
+    torch.testing.assert_close((got, h2, c2), (want, h, c), rtol=1e-12, atol=1e-12)
+    with pytest.warns(UserWarning, match="exported as the step loop"):
+        program = torch.export.export(layer.eval(), (x,))
+    torch.testing.assert_close(program.module()(x)[0], want, rtol=1e-12, atol=1e-12)
