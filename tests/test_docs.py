@@ -1,4 +1,4 @@
-"""The examples people read must run: every docstring example and the README's code."""
+"""The examples people read must run: every docstring example, the README's code and the site's."""
 import doctest
 import importlib
 import pkgutil
@@ -11,6 +11,7 @@ import rnnkit
 
 MODULES = sorted(m.name for m in pkgutil.walk_packages(rnnkit.__path__, "rnnkit."))
 README = Path(__file__).resolve().parents[1] / "README.md"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -26,6 +27,15 @@ def test_readme_python_blocks_run():
     namespace = {}
     for block in blocks:
         exec(compile(block, str(README), "exec"), namespace)
+
+
+@pytest.mark.parametrize("page", sorted(str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md")
+                                        if "```python" in p.read_text()))
+def test_the_sites_python_blocks_run(page):
+    blocks = re.findall(r"```python\n(.*?)```", (DOCS / page).read_text(), flags=re.S)
+    namespace = {}
+    for block in blocks:
+        exec(compile(block, page, "exec"), namespace)
 
 
 def test_every_public_name_is_exported():

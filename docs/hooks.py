@@ -1,0 +1,44 @@
+"""MkDocs hooks: the command-line reference is generated from rnnkit's own argparse parser at build
+time (``<!-- cli-reference -->`` in docs/cli.md), so it cannot drift from the code."""
+from __future__ import annotations
+
+import argparse
+
+
+def _section(parser: argparse.ArgumentParser, title: str, level: int) -> list:
+    lines = [f"{'#' * level} `{title}`", ""]
+    if parser.description:
+        lines += [parser.description, ""]
+    lines += ["```text", parser.format_usage().strip(), "```", ""]
+    rows = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) or action.help == argparse.SUPPRESS:
+            continue
+        names = ", ".join(f"`{o}`" for o in action.option_strings) or f"`{action.dest}`"
+        default = "" if action.default in (None, argparse.SUPPRESS, False) else f" (default: `{action.default}`)"
+        text = (action.help or "").replace("|", "\\|").replace("\n", " ")
+        if "%(default)" in text:
+            text = text.replace("%(default)s", str(action.default)).replace("%(default)r", repr(action.default))
+            default = ""
+        rows.append(f"| {names} | {text}{default} |")
+    if rows:
+        lines += ["| option | meaning |", "|---|---|", *rows, ""]
+    return lines
+
+
+def cli_reference() -> str:
+    from rnnkit.cli import build_parser
+
+    parser = build_parser()
+    lines = _section(parser, "rnnkit", 2)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                lines += _section(sub, f"rnnkit {name}", 3)
+    return "\n".join(lines)
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    if "<!-- cli-reference -->" in markdown:
+        markdown = markdown.replace("<!-- cli-reference -->", cli_reference())
+    return markdown
