@@ -237,12 +237,22 @@ def _tokens(owner: str, model: nn.Module, vocab, prime_ids: list, length: int, s
     device = next((t.device for t in chain(model.parameters(), model.buffers())), torch.device("cpu"))
     generator = None
 
+    # never drawn: <start> (no text follows from it), and at the character and subword levels <unk>
+    # (it stands for characters the training text did not have, and would print as the literal
+    # "<unk>"; at the word level "<unk>" is a word of the corpus, as in Penn Treebank)
+    banned = [i for i in (getattr(vocab, "start_id", None),
+                          None if getattr(vocab, "level", None) == "word" else getattr(vocab, "unk_id", None))
+              if i is not None and 0 <= i < vocab_size]
+
     def draw(logits) -> Tensor:                                              # (1, 1) next token
         nonlocal generator
         _check_model_logits(owner, logits, vocab_size)
         if seed is not None and generator is None:
             generator = torch.Generator(device=logits.device).manual_seed(seed)
-        return _sample(logits[:, -1], *sampling, generator).view(1, 1)
+        last = logits[:, -1]
+        if banned and len(banned) < vocab_size:
+            last = last.index_fill(-1, torch.tensor(banned, device=last.device), -math.inf)
+        return _sample(last, *sampling, generator).view(1, 1)
 
     modes = [(module, module.training) for module in model.modules()]
     model.eval()

@@ -334,9 +334,17 @@ def test_cyclic_model_greedy_output_is_exact():
     model = cyclic(vocab)
     assert generate(model, vocab, "abc", length=5, greedy=True) == "abcdefgh"
     assert list(stream(model, vocab, "f", length=2, greedy=True)) == ["g", "h"]
-    # h wraps to <start> (id 0), then <end> (id 1) stops the text
-    assert generate(model, vocab, "f", length=100, greedy=True) == "fgh<start>"
-    assert generate(model, vocab, "g", length=5, greedy=True, stop_at_end=False) == "gh<start><end><unk>a"
+    # h's successor is <start> (id 0), which is never drawn: the best of the rest, <end> (id 1), stops
+    assert generate(model, vocab, "f", length=100, greedy=True) == "fgh"
+
+
+@pytest.mark.parametrize("vocab, allowed", [(CharVocab("abc"), {"a", "b", "c", "<end>"}),
+                                            (WordVocab(["the", "cat"]), {"the", "cat", "<end>", "<unk>"})])
+def test_start_is_never_drawn_and_unk_only_at_the_word_level(vocab, allowed):
+    # uniform logits, as a huge temperature makes them: before, <start> and <unk> were printed literally
+    model = FixedModel([0.0] * len(vocab))
+    text = list(stream(model, vocab, length=400, temperature=1e30, seed=0, stop_at_end=False))
+    assert {t.strip() for t in text} == allowed
 
 
 def test_end_token_stops_generation():
