@@ -312,3 +312,36 @@ def test_cpu_masks_are_the_plain_uniform_draws(dtype):
     want = (torch.rand((7, 3, 5), generator=torch.Generator().manual_seed(2)) < 0.3).to(dtype)
     assert got.dtype == dtype and torch.equal(got, want)
     assert 0.15 < got.mean().item() < 0.45
+
+
+@pytest.mark.parametrize("wrap", [lambda c: VariationalDropout(c, input_dropout=0.5, hidden_dropout=0.5),
+                                  lambda c: Zoneout(c, 0.3), lambda c: WeightDrop(c, 0.5)],
+                         ids=["variational", "zoneout", "weightdrop"])
+def test_two_threads_training_one_wrapped_cell_each_keep_their_own_masks(wrap):
+    """A run begun in one thread is not disturbed by another thread's run of another batch size (before:
+    "the masks were drawn for a batch of 8" in the first thread)."""
+    import threading
+
+    cell = wrap(GRUCell(3, 4)).train()
+    began, other_done, errors, results = threading.Event(), threading.Event(), [], {}
+
+    def first():
+        try:
+            torch.manual_seed(1)
+            cell.begin_sequence(16, 5)                    # this thread's run: batch 16 ...
+            began.set()
+            other_done.wait(30)                           # ... while the other thread runs batch 8
+            x, h = torch.randn(16, 5, 3), cell.initial_state(16)
+            for t in range(5):
+                h = cell(x[:, t], h)
+            results["first"] = h
+        except Exception as error:                        # reported below, in the main thread
+            errors.append(error)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    began.wait(30)
+    out, _ = rnnkit.Recurrent(cell, engine="loop")(torch.randn(8, 5, 3))
+    other_done.set()
+    thread.join(30)
+    assert errors == [] and results["first"].shape == (16, 4) and out.shape == (8, 5, 4)

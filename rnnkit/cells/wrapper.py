@@ -3,6 +3,8 @@
 wrapper does (:class:`RunMasks`) without knowing its class."""
 from __future__ import annotations
 
+import threading
+
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
@@ -42,14 +44,46 @@ def unwrap_cell(cell: Cell) -> Tuple[Cell, list]:
     return cell, wrappers
 
 
+def _per_thread(name: str):
+    """An attribute of the current run, kept per thread: two threads training one model each draw
+    and read their own masks (one thread's begin_sequence cannot change another's run)."""
+    def get(self):
+        return self._run().get(name)
+
+    def set(self, value):
+        self._run()[name] = value
+    return property(get, set, doc=f"``{name}`` of this thread's current run")
+
+
 class CellWrapper(Cell):
     """A cell around a cell: same sizes, same state, same output; subclasses change the step.
 
     Subclasses draw their masks in ``_draw(batch_size, steps, like)`` (called in
     training mode only) and read them in ``forward``. One whose ``run_masks`` may give
-    ``weights`` sets ``drops_weights = True``.
+    ``weights`` sets ``drops_weights = True``. A run's masks and counters belong to the thread
+    that began it.
     """
     drops_weights = False
+    masks = _per_thread("masks")
+    _batch_size = _per_thread("_batch_size")
+    _step = _per_thread("_step")
+    _steps = _per_thread("_steps")
+
+    def _run(self) -> dict:
+        """This thread's run state (masks, counters), cleared on another thread's first use."""
+        runs = self.__dict__.setdefault("_runs", {})
+        ident = threading.get_ident()
+        run = runs.get(ident)
+        if run is None:
+            constructed = bool(runs)                        # the first run is the constructor's own
+            if len(runs) >= 8:                              # forget the runs of threads that have ended
+                alive = {t.ident for t in threading.enumerate()}
+                for key in [k for k in runs if k not in alive]:
+                    del runs[key]
+            run = runs[ident] = {}
+            if constructed:
+                self._clear()
+        return run
 
     def __init__(self, cell: Cell, *, generator: torch.Generator | None = None):
         super().__init__()
