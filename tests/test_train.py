@@ -197,6 +197,11 @@ def test_train_config_rejects_bad_values():
         for bad in (float("nan"), float("inf")):
             with pytest.raises(ValueError, match=rf"^TrainConfig: {name} must be a positive number, got {bad}$"):
                 TrainConfig(**{name: bad})
+    for bad in (float("nan"), float("inf"), -1.0, 1.0):                   # found by tests/test_cli_fuzz.py
+        with pytest.raises(ValueError, match=rf"^TrainConfig: momentum must be in \[0, 1\), got {bad}$"):
+            TrainConfig(momentum=bad)
+    with pytest.raises(ValueError, match=r"^TrainConfig: weight_decay must be in \[0, inf\), got nan$"):
+        TrainConfig(weight_decay=float("nan"))
     with pytest.raises(ValueError, match=r"^LanguageModel: unknown cell 'transformer'; choose one of"):
         LanguageModelConfig(vocab_size=5, cell="transformer")
     with pytest.raises(ValueError, match=r"^LanguageModelConfig: unknown keys \['colour'\]"):

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._arguments import check_number
 from .._config import DictConfig
 from ..data.batching import ContiguousBatches, evaluation_batches
 from ..init import SCHEMES, init_recurrent_
@@ -78,6 +79,8 @@ class TrainConfig(DictConfig):
         for name in ("lr", "max_minutes", "max_epochs", "clip_norm", "clip_value", "recurrent_gain",
                      "decay_factor"):
             positive(name, getattr(self, name), float)
+        check_number("TrainConfig", "momentum", self.momentum, low=0.0, high=1.0, high_closed=False)
+        check_number("TrainConfig", "weight_decay", self.weight_decay, low=0.0, high_closed=False)
         weight = self.information_flow
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
             raise ValueError(f"TrainConfig: information_flow is the regularizer's weight, a number >= 0 "
