@@ -98,9 +98,13 @@ def _train(args) -> int:
             lm_run.check_resume(given, args, saved)
             model_config = LanguageModelConfig.from_dict(saved["model"])
             train_values = dict(saved["training"])
-            for limit in lm_run.LIMITS:                   # limits may be extended
-                if getattr(args, limit) is not None:
-                    train_values[limit] = getattr(args, limit)
+            for name in lm_run.RESUMABLE:                 # limits may be extended, the learning rate changed
+                asked = name in given if name == "lr" else getattr(args, name) is not None   # limits: no defaults
+                if asked and getattr(args, name) != train_values.get(name):
+                    if name == "lr" and main_process:
+                        print(f"resuming with --lr {args.lr:g} (the run had {train_values['lr']:g}); the "
+                              f"schedule continues from its step with it, and the next checkpoint records it")
+                    train_values[name] = getattr(args, name)
             train_config = TrainConfig.from_dict(train_values)
             record = lm_run.saved_data_record(saved)
             files = share_from_main(lambda: lm_run.find_files(record, vocab, cache=args.cache_dir,

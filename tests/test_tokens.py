@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from rnnkit.cli import main
+from rnnkit.train import read_checkpoint
 from rnnkit.data import ContiguousBatches, Vocabulary
 from rnnkit.data import tokens as token_files
 from rnnkit.data import vocab as vocab_module
@@ -342,24 +343,30 @@ def test_resume_refuses_changed_options_and_a_changed_source(tmp_path, capsys):
                  *TINY]) == 0
     assert run_error(capsys, "train", "--resume", "--level", "word", "--out", str(out)) == (
         "rnnkit train: error: --level word differs from this run's char: a resumed run keeps its data, model "
-        "and optimizer; drop --level (only --max-minutes, --max-epochs and --max-steps may change), or start "
-        "a new run with --out NEW_DIRECTORY")
-    assert run_error(capsys, "train", "--resume", "--lr", "5", "--out", str(out)).startswith(
-        "rnnkit train: error: --lr 5.0 differs from this run's 0.01")
-    assert main(["train", "--resume", "--data", str(path), "--max-steps", "6", "--out", str(out),
+        "and optimizer; drop --level (only --max-minutes, --max-epochs, --max-steps and --lr may change), or "
+        "start a new run with --out NEW_DIRECTORY")
+    assert run_error(capsys, "train", "--resume", "--momentum", "0.5", "--out", str(out)).startswith(
+        "rnnkit train: error: --momentum 0.5 differs from this run's 0.9")
+    # the learning rate is applied and recorded (the schedule reads it at every step)
+    assert main(["train", "--resume", "--lr", "0.002", "--max-steps", "6", "--out", str(out), "--cache-dir",
+                 str(cache), "--quiet"]) == 0
+    assert "resuming with --lr 0.002 (the run had 0.01)" in capsys.readouterr().out
+    assert read_checkpoint(out, "latest")[1]["training"]["lr"] == 0.002
+    assert main(["train", "--resume", "--data", str(path), "--max-steps", "7", "--out", str(out),
                  "--cache-dir", str(cache), "--quiet"]) == 0                  # the same data may be named
+    assert read_checkpoint(out, "latest")[1]["training"]["lr"] == 0.002      # kept by a later resume
     import shutil
     shutil.rmtree(cache)                                          # the cache cleared: made again
-    assert main(["train", "--resume", "--max-steps", "7", "--out", str(out), "--quiet"]) == 0
+    assert main(["train", "--resume", "--max-steps", "8", "--out", str(out), "--quiet"]) == 0
     path.write_text(PTB.replace("cat", "dog") * 2)                # and now the text changed too
     shutil.rmtree(tmp_path / "cache", ignore_errors=True)
     for folder in (token_files.cache_dir() / "tokens").glob("a.txt-*"):
         shutil.rmtree(folder)
-    message = run_error(capsys, "train", "--resume", "--max-steps", "8", "--out", str(out))
+    message = run_error(capsys, "train", "--resume", "--max-steps", "9", "--out", str(out))
     assert message.startswith("rnnkit train: error: cannot resume: the run's train tokens are gone (")
     assert message.endswith(f"'{path}' has changed since the run started, so they cannot be made again; "
                             f"start a new run (--out NEW_DIRECTORY)")
-    assert (out / "latest").read_text().strip().endswith("step-00000007")        # nothing lost
+    assert (out / "latest").read_text().strip().endswith("step-00000008")        # nothing lost
 
 
 def test_old_word_vocabularies_are_refused_clearly():

@@ -34,6 +34,9 @@ DATA_OPTIONS = ("data", "level", "validation_fraction", "test_fraction", "valida
                 "min_count", "max_vocab")
 # may change on --resume
 LIMITS = ("max_minutes", "max_epochs", "max_steps")
+# options a resumed run applies (and records in its next checkpoint): the limits, and the learning rate,
+# which the schedule reads afresh at every step (the optimizer's moments do not depend on it)
+RESUMABLE = LIMITS + ("lr",)
 
 DEFAULTS = {
     # data
@@ -228,7 +231,7 @@ def check_resume(given: set, args, saved: dict) -> None:
     model, training, data = saved["model"], saved["training"], saved.get("data") or {}
     record = data_record(args) if isinstance(data, dict) else {}
     for name in sorted(given):
-        if name in LIMITS:
+        if name in RESUMABLE:
             continue
         if name in MODEL_OPTIONS:
             before, now = model.get(name, DEFAULTS[name]), getattr(args, name)
@@ -247,7 +250,7 @@ def check_resume(given: set, args, saved: dict) -> None:
             shown = f"data ({before})" if name == "data" else f"{before}"
             raise ValueError(f"{option} {getattr(args, name)} differs from this run's {shown}: a resumed run "
                              f"keeps its data, model and optimizer; drop {option} (only --max-minutes, "
-                             f"--max-epochs and --max-steps may change), or start a new run with --out "
+                             f"--max-epochs, --max-steps and --lr may change), or start a new run with --out "
                              f"NEW_DIRECTORY")
 
 
