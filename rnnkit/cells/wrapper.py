@@ -71,12 +71,14 @@ class CellWrapper(Cell):
 
     def _run(self) -> dict:
         """This thread's run state (masks, counters), cleared on another thread's first use."""
-        runs = self.__dict__.setdefault("_runs", {})
-        ident = threading.get_ident()
+        runs = self._runs
+        # inside torch.compile one run state serves the compiled graph (it draws and reads its own masks),
+        # and asking for the thread would break the graph
+        ident = "compiled" if torch.compiler.is_compiling() else threading.get_ident()
         run = runs.get(ident)
         if run is None:
             constructed = bool(runs)                        # the first run is the constructor's own
-            if len(runs) >= 8:                              # forget the runs of threads that have ended
+            if len(runs) >= 8 and not torch.compiler.is_compiling():   # forget the runs of ended threads
                 alive = {t.ident for t in threading.enumerate()}
                 for key in [k for k in runs if k not in alive]:
                     del runs[key]
@@ -87,6 +89,7 @@ class CellWrapper(Cell):
 
     def __init__(self, cell: Cell, *, generator: torch.Generator | None = None):
         super().__init__()
+        self._runs = {}                          # per thread: its run's masks and counters (see _run)
         if not isinstance(cell, Cell):
             raise TypeError(f"{type(self).__name__}: expected an rnnkit.cells.Cell to wrap, got "
                             f"{type(cell).__name__}")
