@@ -35,6 +35,28 @@ class RunMasks:
     weights: dict = field(default_factory=dict)
 
 
+def combined_masks(base: Cell, wrappers: list, steps: int, like: Tensor):
+    """What ``wrappers`` (outermost first) do to one run of ``base``, combined for a whole-sequence engine:
+    ``(input mask, hidden mask, keep per state tensor, dropped weights by name, binary)``. Masks of nested
+    wrappers multiply; keep weights combine as ``1 - Π(1 - k)``; dropped weights multiply the parameter."""
+    sizes = base.state_sizes
+    m = 1 if isinstance(sizes, int) else len(sizes)
+    in_mask, hidden_mask, keep, dropped, binary = None, None, [None] * m, {}, True
+    for w in wrappers:
+        masks = w.run_masks(steps, like)
+        if masks.input is not None:
+            in_mask = masks.input if in_mask is None else in_mask * masks.input
+        if masks.hidden is not None:
+            hidden_mask = masks.hidden if hidden_mask is None else hidden_mask * masks.hidden
+        binary &= masks.binary
+        for j, k in enumerate(masks.keep):
+            if k is not None:
+                keep[j] = k if keep[j] is None else 1 - (1 - keep[j]) * (1 - k)
+        for name, mask in masks.weights.items():
+            dropped[name] = (dropped[name] if name in dropped else getattr(base, name)) * mask
+    return in_mask, hidden_mask, keep, dropped, binary
+
+
 def unwrap_cell(cell: Cell) -> Tuple[Cell, list]:
     """The innermost cell under any :class:`CellWrapper` layers, and the wrappers, outermost first."""
     wrappers = []

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ..._torch_private import can_swap_parameters, inside_functorch, swapped_parameters
 from ...cells.base import Cell, State, state_tensors
-from ...cells.wrapper import unwrap_cell
+from ...cells.wrapper import combined_masks, unwrap_cell
 from ._cpu import ops_for
 from .adjoint import Run
 from .gru import GRUKernel
@@ -126,21 +126,7 @@ class FusedEngine:
         kernel = _kernel_for(base)
         B, T = x.shape[:2]
         xs = x.transpose(0, 1)                                                # (T, B, X)
-        sizes = base.state_sizes
-        m = 1 if isinstance(sizes, int) else len(sizes)
-        in_mask, hidden_mask, keep, dropped, binary = None, None, [None] * m, {}, True
-        for w in wrappers:                                                    # outermost first
-            masks = w.run_masks(T, x)
-            if masks.input is not None:
-                in_mask = masks.input if in_mask is None else in_mask * masks.input
-            if masks.hidden is not None:
-                hidden_mask = masks.hidden if hidden_mask is None else hidden_mask * masks.hidden
-            binary &= masks.binary
-            for j, k in enumerate(masks.keep):
-                if k is not None:                                             # nested: 1 - Π(1 - k)
-                    keep[j] = k if keep[j] is None else 1 - (1 - keep[j]) * (1 - k)
-            for name, mask in masks.weights.items():
-                dropped[name] = (dropped[name] if name in dropped else getattr(base, name)) * mask
+        in_mask, hidden_mask, keep, dropped, binary = combined_masks(base, wrappers, T, x)
         if in_mask is not None:
             xs = xs * in_mask
         alive = None

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ...cells.base import Cell, State, recurrent_mask, state_tensors
-from ...cells.wrapper import unwrap_cell
+from ...cells.wrapper import combined_masks, unwrap_cell
 from .graph import NotTraceable, StepGraphs, trace_step
 from .lowering import SETTINGS, lowered
 
@@ -190,7 +190,7 @@ class TracedEngine:
             return LoopEngine().run(cell, x, state, lengths)
         base, wrappers = unwrap_cell(cell)
         T, B = x.shape[1], x.shape[0]
-        in_mask, hidden_mask, keep, dropped, binary = _masks(base, wrappers, T, x)
+        in_mask, hidden_mask, keep, dropped, binary = combined_masks(base, wrappers, T, x)
         given = x
         if in_mask is not None:
             x = x * in_mask.unsqueeze(1)
@@ -226,27 +226,6 @@ class TracedEngine:
         if alive is not None:
             out = out * alive.unsqueeze(-1).to(out.dtype)
         return out.transpose(0, 1), final
-
-
-def _masks(base: Cell, wrappers: list, T: int, x: Tensor):
-    """What the wrappers do to this run (outermost first), combined as the fused engine combines them:
-    ``(input mask, hidden mask, keep per state, dropped weights by name, binary)``."""
-    sizes = base.state_sizes
-    m = 1 if isinstance(sizes, int) else len(sizes)
-    in_mask, hidden_mask, keep, dropped, binary = None, None, [None] * m, {}, True
-    for w in wrappers:
-        masks = w.run_masks(T, x)
-        if masks.input is not None:
-            in_mask = masks.input if in_mask is None else in_mask * masks.input
-        if masks.hidden is not None:
-            hidden_mask = masks.hidden if hidden_mask is None else hidden_mask * masks.hidden
-        binary &= masks.binary
-        for j, k in enumerate(masks.keep):
-            if k is not None:                                             # nested: 1 - Π(1 - k)
-                keep[j] = k if keep[j] is None else 1 - (1 - keep[j]) * (1 - k)
-        for name, mask in masks.weights.items():
-            dropped[name] = (dropped[name] if name in dropped else getattr(base, name)) * mask
-    return in_mask, hidden_mask, keep, dropped, binary
 
 
 def _inside_transform() -> bool:
