@@ -271,9 +271,3 @@ def _stacking_holds(graphs: StepGraphs, params: list, p: Tensor, states: list) -
         return True
     except Exception:
         return False
-
-
-def shapes_key(params: list, p: Tensor, states: list) -> tuple:
-    return (tuple((tuple(t.shape), t.dtype) for t in params), tuple(p.shape), p.dtype, p.device,
-            tuple(tuple(s.shape) for s in states))
-
