@@ -15,7 +15,6 @@ Writes results/any_cell.json.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._timing import interleaved_medians, write_results  # noqa: E402
+from benchmarks.engines import equal_flops_hidden, forward_backward  # noqa: E402
 import rnnkit  # noqa: E402
 from rnnkit.cells import GRUCell, IndRNNCell, MinimalGatedCell, PeepholeLSTMCell, PlainGRUCell  # noqa: E402
 from rnnkit.engines import traced  # noqa: E402
@@ -38,19 +38,6 @@ FIRST_CALL_BOUND = 20.0
 # name: (cell class, input gate blocks a, recurrent gate blocks b, built-in peer or None for torch.nn.LSTM)
 CELLS = {"gru (plain torch)": (PlainGRUCell, 3, 3, GRUCell), "peephole lstm": (PeepholeLSTMCell, 4, 4, None),
          "indrnn": (IndRNNCell, 1, 0, None), "minimal gated": (MinimalGatedCell, 2, 2, None)}
-
-
-def equal_flops_hidden(X: int, H: int, a: int, b: int) -> int:
-    """The H' with 4 H' (X + H') = H (a X + b H)."""
-    return max(1, round((-X + math.sqrt(X * X + H * (a * X + b * H))) / 2))
-
-
-def training_step(module, x):
-    def run():
-        module.zero_grad(set_to_none=True)
-        out, _ = module(x)
-        out.sum().backward()
-    return run
 
 
 def main() -> None:
@@ -78,11 +65,11 @@ def main() -> None:
             if builtin is not None:
                 peer_name, peer = f"{builtin.__name__} (fused)", rnnkit.Recurrent(builtin(X, H), engine="fused")
             else:
-                hidden = equal_flops_hidden(X, H, a, b)
+                hidden = equal_flops_hidden(a, X, H, recurrent_blocks=b)
                 peer_name, peer = f"torch.nn.LSTM({X}, {hidden})", nn.LSTM(X, hidden, batch_first=True)
-            jobs = {"peer": training_step(peer, x),
-                    "traced": training_step(rnnkit.Recurrent(cell, engine="traced"), x),
-                    "loop": training_step(rnnkit.Recurrent(cell, engine="loop"), x)}
+            jobs = {"peer": forward_backward(peer, x),
+                    "traced": forward_backward(rnnkit.Recurrent(cell, engine="traced"), x),
+                    "loop": forward_backward(rnnkit.Recurrent(cell, engine="loop"), x)}
             times = interleaved_medians(jobs, args.repeats if T < 1000 else max(3, args.repeats - 2), warmup=1)
             ratio = times["traced"] / times["peer"]
             rows.append({"cell": name, "shape": list(shape), "peer": peer_name, "program": program,

@@ -68,9 +68,11 @@ BOUNDED = ("gated", "leaky", "layernorm-lstm", "lstm+zoneout", "lstm+variational
 BOUNDS = {(32, 128, 64, 256): 1.5, (1, 1000, 32, 128): 3.0}
 
 
-def equal_flops_hidden(blocks: int, X: int, H: int) -> int:
-    """The H' with 4 H' (X + H') = blocks H (X + H)."""
-    return max(1, round((-X + math.sqrt(X * X + blocks * H * (X + H))) / 2))
+def equal_flops_hidden(blocks: int, X: int, H: int, recurrent_blocks: int | None = None) -> int:
+    """The H' with 4 H' (X + H') = H (a X + b H): an LSTM doing as many multiply-adds per step as a cell
+    with ``a = blocks`` input and ``b = recurrent_blocks`` (default: ``blocks``) gate blocks."""
+    b = blocks if recurrent_blocks is None else recurrent_blocks
+    return max(1, round((-X + math.sqrt(X * X + H * (blocks * X + b * H))) / 2))
 
 
 def forward_backward(module, x):

@@ -35,6 +35,16 @@ class RunMasks:
     weights: dict = field(default_factory=dict)
 
 
+def unknown_wrapper(wrappers: list, engine: str) -> str | None:
+    """Why a whole-sequence ``engine`` cannot run these wrappers: the first one that does not describe
+    its masks (``run_masks`` gives None: it rewrote its step), or None when every one does."""
+    for w in wrappers:
+        if w.run_masks(1, torch.zeros(())) is None:
+            return (f"{type(w).__name__} is a cell wrapper {engine} does not know (it runs wrappers that "
+                    f"describe their masks, as VariationalDropout, Zoneout and WeightDrop do)")
+    return None
+
+
 def combined_masks(base: Cell, wrappers: list, steps: int, like: Tensor):
     """What ``wrappers`` (outermost first) do to one run of ``base``, combined for a whole-sequence engine:
     ``(input mask, hidden mask, keep per state tensor, dropped weights by name, binary)``. Masks of nested

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ..._torch_private import can_swap_parameters, inside_functorch, swapped_parameters
 from ...cells.base import Cell, State, state_tensors
-from ...cells.wrapper import combined_masks, unwrap_cell
+from ...cells.wrapper import combined_masks, unknown_wrapper, unwrap_cell
 from ._cpu import ops_for
 from .adjoint import Run
 from .gru import GRUKernel
@@ -92,10 +92,10 @@ class FusedEngine:
 
     def supports(self, cell: Cell) -> str | None:
         base, wrappers = unwrap_cell(cell)
+        unknown = unknown_wrapper(wrappers, "fused")
+        if unknown is not None:
+            return unknown
         for w in wrappers:
-            if w.run_masks(1, torch.zeros(())) is None:
-                return (f"{type(w).__name__} is a cell wrapper fused does not know (it runs wrappers that "
-                        f"describe their masks, as VariationalDropout, Zoneout and WeightDrop do)")
             if w.drops_weights and not can_swap_parameters():
                 return (f"{type(w).__name__} drops weights, which fused runs through a private torch API "
                         f"that is unavailable or turned off (RNNKIT_TORCH_PRIVATE=0)")

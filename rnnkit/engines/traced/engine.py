@@ -20,8 +20,9 @@ import weakref
 import torch
 from torch import Tensor, nn
 
+from ..._torch_private import inside_functorch
 from ...cells.base import Cell, State, recurrent_mask, state_tensors
-from ...cells.wrapper import combined_masks, unwrap_cell
+from ...cells.wrapper import combined_masks, unknown_wrapper, unwrap_cell
 from .graph import NotTraceable, StepGraphs, trace_step
 from .lowering import SETTINGS, lowered
 
@@ -173,18 +174,13 @@ class TracedEngine:
         self.warn = warn
 
     def supports(self, cell: Cell) -> str | None:
-        base, wrappers = unwrap_cell(cell)
-        for w in wrappers:
-            if w.run_masks(1, torch.zeros(())) is None:
-                return (f"{type(w).__name__} is a cell wrapper the traced engine does not know (it runs wrappers "
-                        f"that describe their masks, as VariationalDropout, Zoneout and WeightDrop do)")
-        return None
+        return unknown_wrapper(unwrap_cell(cell)[1], "the traced engine")
 
     def run(self, cell: Cell, x: Tensor, state: State, lengths: Tensor | None):
         from ..loop import LoopEngine
 
         if (x.shape[0] == 0 or x.shape[1] == 0 or torch.compiler.is_exporting() or torch.compiler.is_compiling()
-                or _inside_transform() or torch.is_autocast_enabled(x.device.type)):
+                or inside_functorch() or torch.is_autocast_enabled(x.device.type)):
             # where the loops cannot be seen through (compile, export, torch.func) or autocast picks each
             # operation's precision: the step loop, which every tool handles
             return LoopEngine().run(cell, x, state, lengths)
@@ -226,8 +222,3 @@ class TracedEngine:
         if alive is not None:
             out = out * alive.unsqueeze(-1).to(out.dtype)
         return out.transpose(0, 1), final
-
-
-def _inside_transform() -> bool:
-    from ..._torch_private import inside_functorch
-    return inside_functorch()
