@@ -1,7 +1,8 @@
 """torch.compile of rnnkit models computes what eager computes: outputs and gradients.
 
-The fast paths that torch.compile cannot trace (the fused engine's NumPy loops, torch's own
-sequence kernels) run eagerly between compiled graphs; everything else is compiled. Most cases
+The fused engine's recurrence enters the graph as one custom operator (rnnkit::fused_recurrence,
+with its backward as another); torch's own sequence kernels run eagerly between compiled graphs;
+everything else is compiled. Most cases
 use the ``aot_eager`` backend (dynamo's capture and AOTAutograd, where a wrong trace would show)
 to keep the suite fast; the models the issue found wrong go through inductor as a user's would.
 """
@@ -97,3 +98,59 @@ def test_regularizers_compile_to_what_eager_computes_in_training(engine):
 def test_a_loop_layer_compiles_into_one_graph():
     explained = torch._dynamo.explain(rnnkit.Recurrent(GRUCell(8, 16), engine="loop"))(torch.randn(3, 7, 8))
     assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+
+
+@pytest.mark.parametrize("make", [lambda: rnnkit.Recurrent(GRUCell(8, 16), engine="fused"),
+                                  lambda: rnnkit.GRU(8, 16, num_layers=2, batch_first=True),
+                                  lambda: LanguageModel(LanguageModelConfig(vocab_size=50, hidden_size=16,
+                                                                            embedding_size=8, cell="gru"))],
+                         ids=["fused-layer", "two-layer-gru", "language-model"])
+def test_fused_layers_compile_into_one_graph(make):
+    """The fused recurrence is one operator (rnnkit::fused_recurrence) inside the graph, no graph break."""
+    model = make()
+    x = torch.randint(50, (2, 7)) if isinstance(model, LanguageModel) else torch.randn(3, 7, 8)
+    explained = torch._dynamo.explain(model)(x)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+    ops = {str(node.target) for graph in explained.graphs for node in graph.graph.nodes
+           if node.op == "call_function"}
+    assert "rnnkit.fused_recurrence.default" in ops, sorted(ops)
+
+
+@pytest.mark.parametrize("kind", ["elman-tanh", "leaky-learned", "rate-softplus-dale", "gated", "gru",
+                                  "layernorm-gru", "lstm", "layernorm-lstm"])
+def test_every_fused_kernel_compiles_to_what_eager_computes_under_every_regularizer(kind):
+    from test_fused import CELLS, WRAPPERS
+
+    def make():
+        torch.manual_seed(3)
+        return rnnkit.Recurrent(WRAPPERS["all"](CELLS[kind](8, 6, True), kind).float(), engine="fused")
+    _assert_compiled_equals_eager(make, torch.randn(3, 7, 8), train=True)
+
+
+@pytest.mark.parametrize("kind", ["leaky-learned", "layernorm-lstm", "gru"])
+def test_the_fused_operators_pass_torchs_operator_checks(kind):
+    """torch.library.opcheck: schema, fake (meta) kernel against the real one, autograd registration."""
+    from rnnkit.engines.fused.ops import fused_recurrence
+    from test_fused import CELLS, WRAPPERS
+
+    torch.manual_seed(0)
+    cell = WRAPPERS["zoneout"](CELLS[kind](4, 5, True), kind).train()
+    layer = rnnkit.Recurrent(cell, engine="fused")
+    captured = []
+    real = fused_recurrence._opoverload
+
+    def spy(*args):
+        captured.append(args)
+        return real(*args)
+    import rnnkit.engines.fused.ops as ops_module
+    original = ops_module.fused_recurrence
+    ops_module.fused_recurrence = spy
+    try:
+        torch.compile(layer, backend="eager")(torch.randn(2, 3, 4, dtype=torch.float64))
+    finally:
+        ops_module.fused_recurrence = original
+    assert captured
+    args = [a.detach().requires_grad_(a.is_floating_point() and a.numel() > 0) if isinstance(a, torch.Tensor) else
+            [t.detach().requires_grad_(t.numel() > 0 and t.dim() < 3) for t in a] if isinstance(a, list) else a
+            for a in captured[0]]
+    torch.library.opcheck(fused_recurrence, args)

@@ -338,3 +338,20 @@ def test_compiled_and_exported_traced_layers_equal_eager():
     with pytest.warns(UserWarning, match="exported as the step loop"):
         program = torch.export.export(layer.eval(), (x,))
     torch.testing.assert_close(program.module()(x)[0], want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", [PlainGRUCell, PeepholeLSTMCell])
+def test_step_graphs_compiled_by_inductor_equal_the_loop(kind, monkeypatch):
+    """The path of CUDA (torch graphs, the per-step ones compiled by torch.compile), forced on the CPU."""
+    monkeypatch.setattr(traced.SETTINGS, "numpy", False)
+    monkeypatch.setattr(traced.SETTINGS, "inductor", "on")
+    torch.manual_seed(2)
+    cell = kind(3, 4).double()
+    x = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reference, ours = run_both(cell, x, lengths=torch.tensor([5, 3]))
+    assert not [w for w in caught if "traced engine" in str(w.message)]   # a compile failure warns
+    assert_equal(reference, ours)
+    found = program_of(cell)
+    assert type(found.program.fw).__name__ == "_Inductor" and found.program.fw.run is not found.program.fw.graph

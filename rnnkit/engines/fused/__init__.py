@@ -23,7 +23,13 @@ CPUs with AVX-512), in float64 in torch's BLAS; both follow ``torch.set_num_thre
 Buffers come from NumPy blocks reused between training steps. With numba installed the LSTM
 kernels run their pointwise steps compiled (:mod:`.lstm_compiled`). On every other device or
 dtype the loops run on torch operations: they are written once, against the few operations
-of ``NumpyOps`` and ``TorchOps``. :func:`configured` selects any of these paths (their twins).
+of ``NumpyOps`` and ``TorchOps``. On CUDA, with Triton installed (``pip install "rnnkit[gpu]"``),
+the forward and adjoint recursions run as Triton kernels instead, one launch per sequence
+(:mod:`.gpu`; :func:`triton_status` says whether they can run). :func:`configured` selects any
+of these paths (their twins).
+
+**Under torch.compile** a run is one custom operator, ``rnnkit::fused_recurrence`` (:mod:`.ops`),
+running the same kernels: a compiled model keeps its fused layers inside one graph.
 
 Every result equals the ``loop`` engine's to rounding (tests/test_fused.py checks outputs,
 final states and all gradients in float64). Double backward (``create_graph=True``) is
@@ -32,8 +38,9 @@ refused with an error; the ``loop`` engine does it.
 from ._cpu import SETTINGS, configured, onednn
 from .buffers import POOL
 from .engine import KERNELS, FusedEngine
+from .gpu import triton_status
 
-__all__ = ["FusedEngine", "KERNELS", "SETTINGS", "configured", "onednn", "POOL", "release_memory"]
+__all__ = ["FusedEngine", "KERNELS", "SETTINGS", "configured", "onednn", "POOL", "release_memory", "triton_status"]
 
 
 def release_memory() -> int:

@@ -28,7 +28,7 @@ NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}     # the 
 
 
 class Settings:
-    """Which paths the fused engine takes on the CPU. Every default is the fast choice; each other
+    """Which paths the fused engine takes. Every default is the fast choice; each other
     value selects a slow twin or forces a path, for the tests that compare them.
 
     - ``numpy_gemm_max``: a step's GEMM with at most this many multiply-adds (B·G·H) runs in
@@ -43,8 +43,13 @@ class Settings:
     - ``compiled``: ``"auto"`` (numba's LSTM steps where numba is installed and they pay),
       ``"off"`` (the NumPy loops, their twin) or ``"stepwise"`` (a compiled step after each GEMM,
       in every dtype, never the whole-sequence loop).
+    - ``triton``: ``"auto"`` (the Triton kernels of :mod:`.gpu` on CUDA where Triton imports),
+      ``"off"`` (the loops on torch operations on every device: their twin) or ``"on"`` (Triton on
+      any device: on the CPU under Triton's interpreter, ``TRITON_INTERPRET=1``, for the tests).
+    - ``triton_blocks``: None (the kernels' own tile sizes) or ``(rows, hidden, inner)`` powers of
+      two of at least 16, to force the tiled paths in the tests.
     """
-    CHOICES = {"backend": ("auto", "torch"), "compiled": ("auto", "off", "stepwise")}
+    CHOICES = {"backend": ("auto", "torch"), "compiled": ("auto", "off", "stepwise"), "triton": ("auto", "off", "on")}
 
     def __init__(self):
         self.numpy_gemm_max = 2 ** 20
@@ -52,6 +57,8 @@ class Settings:
         self.backend = "auto"
         self.onednn = "auto"
         self.compiled = "auto"
+        self.triton = "auto"
+        self.triton_blocks = None
 
     def __repr__(self) -> str:
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in vars(self).items()) + ")"

@@ -157,6 +157,8 @@ def adjoint_single(ops, coefficients, W: Tensor, dZ: Tensor, ln_weight=None):
     Returns ``DU`` (T, B, G), ``DV`` (T, B, G) (``DU`` itself without layer norm), ``DZ``
     (T, B, H) the adjoints of ``z_t``, and ``dz_{-1}``.
     """
+    if hasattr(ops, "adjoint_single"):            # the whole recursion in one call (the Triton kernels)
+        return ops.adjoint_single(coefficients, W, dZ, ln_weight)
     T, B, H = dZ.shape
     G = W.shape[0]
     DU, DZ = empty(dZ, T, B, G), empty(dZ, T, B, H)

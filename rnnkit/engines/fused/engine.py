@@ -12,6 +12,7 @@ from ...cells.base import Cell, State, state_tensors
 from ...cells.wrapper import combined_masks, unknown_wrapper, unwrap_cell
 from ._cpu import ops_for
 from .adjoint import Run
+from .gpu import twin, uses_triton
 from .gru import GRUKernel
 from .leaky import GatedKernel, LeakyKernel, RateKernel
 from .lstm import LSTMKernel
@@ -53,12 +54,14 @@ class _FusedRun(torch.autograd.Function):
         return (None, None, dP, dW, *d_states, *d_extras)
 
 
-@torch.compiler.disable
-def _run_opaque(kernel, run, P, W, *rest):
-    """The run, kept out of ``torch.compile``'s graphs: dynamo would otherwise trace into the NumPy
-    loops (whose in-place writes into reused buffers it cannot follow) and compile a different
-    computation. Inside a compiled model the run executes eagerly, between two graphs."""
-    return _FusedRun.apply(kernel, run, P, W, *rest)
+def _run_opaque(name: str, kernel, run, P, W, states, extras):
+    """The run: the autograd Function eagerly; inside ``torch.compile`` the operator of :mod:`.ops`,
+    which the compiled graph holds as one node (dynamo must not trace into the NumPy loops, whose
+    in-place writes into reused buffers it cannot follow)."""
+    if torch.compiler.is_compiling():
+        from .ops import run_as_operator
+        return run_as_operator(name, run, P, W, states, extras)
+    return _FusedRun.apply(kernel, run, P, W, *states, *extras)
 
 
 def _traceable(cell: Cell, loop_only: bool = False):
@@ -123,7 +126,7 @@ class FusedEngine:
 
     def _run(self, cell: Cell, x: Tensor, state: State, lengths: Tensor | None):
         base, wrappers = unwrap_cell(cell)
-        kernel = _kernel_for(base)
+        kernel = twin(base.fused_kernel()) if uses_triton(x) else _kernel_for(base)
         B, T = x.shape[:2]
         xs = x.transpose(0, 1)                                                # (T, B, X)
         in_mask, hidden_mask, keep, dropped, binary = combined_masks(base, wrappers, T, x)
@@ -138,7 +141,7 @@ class FusedEngine:
         with swap:
             P, W, extras, options = kernel.prepare(base, xs)
         run = Run(tuple(keep), hidden_mask, binary, **options)
-        histories = _run_opaque(kernel, run, P.contiguous(), W, *state_tensors(state), *extras)
+        histories = _run_opaque(base.fused_kernel(), kernel, run, P.contiguous(), W, state_tensors(state), extras)
         Z0 = histories[0]
         finals = (Z0[-1], *histories[1:])
         out = kernel.emitted(base, Z0)

@@ -99,7 +99,7 @@ def _graphs_for(cell: Cell, p: Tensor, states: list, dropped: dict, consts: list
     tensors = [dropped.get(name[len("cell."):], t) for name, t in zip(names, tensors)]
     key = (tuple((tuple(t.shape), t.dtype) for t in tensors), tuple(p.shape), p.dtype, p.device,
            tuple(tuple(s.shape) for s in states), tuple(tuple(c.shape) for c in consts), _fingerprint(cell),
-           SETTINGS.numpy)
+           SETTINGS.numpy, SETTINGS.inductor)
     found = entry.graphs.get(key)
     if found is None:
         try:

@@ -24,9 +24,13 @@ class _Settings:
     """``numpy``: generate NumPy code where possible (True), or always run the torch graphs (False,
     the twin; the tests switch it). ``compile_after``: the time steps a NumPy program runs before its
     loops are compiled with numba (:mod:`.compiled`; None: never), so that a long job pays the
-    seconds of compilation and a short one does not."""
+    seconds of compilation and a short one does not. ``inductor``: where the torch graphs of the
+    forward and serial steps (those run ``T`` times) are compiled with ``torch.compile``: ``"auto"``
+    on CUDA (a step becomes a few fused Triton kernels instead of a launch per operation), ``"on"``
+    on every device (the tests, on the CPU), ``"off"`` never (the twin)."""
     numpy = True
     compile_after = 50_000
+    inductor = "auto"
 
 
 SETTINGS = _Settings()
@@ -357,11 +361,38 @@ class Program:
         return d_params, (None if rows[0] is None else (np.stack(rows) if self.numpy else torch.stack(rows)))
 
 
+class _Inductor:
+    """A step graph compiled by ``torch.compile`` on its first call (shapes fixed: a program serves one
+    shape); the graph itself, with a warning, if compiling fails."""
+
+    def __init__(self, graph):
+        self.graph, self.run = graph, None
+
+    def __call__(self, *args):
+        if self.run is None:
+            compiled = torch.compile(self.graph, dynamic=False, fullgraph=True)
+            try:
+                out = compiled(*args)
+            except Exception as error:  # noqa: BLE001 - any compiler failure: run the graph as traced
+                import warnings
+                first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+                warnings.warn(f"traced engine: torch.compile failed on a step graph ({first}); it runs "
+                              f"uncompiled", stacklevel=2)
+                self.run = self.graph
+                return self.graph(*args)
+            self.run = compiled
+            return out
+        return self.run(*args)
+
+
 def lowered(graphs: StepGraphs, like: Tensor) -> Program:
     """The graphs as NumPy code where the settings, ``like``'s device and dtype and every operation
-    allow it; else as the torch graphs."""
+    allow it; else as the torch graphs, the per-step ones compiled by inductor where
+    ``SETTINGS.inductor`` says so."""
     if SETTINGS.numpy and like.device.type == "cpu" and like.dtype in (torch.float32, torch.float64):
         code = [to_numpy_code(gm) for gm in (graphs.forward, graphs.serial, graphs.deferred)]
         if all(c is not None for c in code):
             return Program(graphs, *code, numpy=True)
+    if SETTINGS.inductor == "on" or (SETTINGS.inductor == "auto" and like.device.type == "cuda"):
+        return Program(graphs, _Inductor(graphs.forward), _Inductor(graphs.serial), graphs.deferred, numpy=False)
     return Program(graphs, graphs.forward, graphs.serial, graphs.deferred, numpy=False)

@@ -1,0 +1,159 @@
+"""The fused recurrence as one opaque operator for ``torch.compile``: ``rnnkit::fused_recurrence`` and
+its backward ``rnnkit::fused_recurrence_backward`` (``torch.library.custom_op``, with fake kernels that
+give the shapes and ``register_autograd``), so that a compiled model holds each fused layer as one
+node of one graph (no graph break) and AOTAutograd places the hand-derived backward as one node of
+the backward graph. Both run the very kernels the eager path runs (:mod:`.engine`'s autograd
+Function, the twin the tests hold them to), so a compiled model computes what eager computes.
+
+Eager calls keep the autograd Function (a custom operator's dispatch costs tens of microseconds a
+call). Exported programs and ``torch.func`` transforms do not see these operators: ONNX has no
+kernel for them, so there the engine hands over to torch's kernels or the step loop (:mod:`.engine`).
+
+What crosses the operator: the kernel's name, the run's options as text, the tensors. A kernel's
+saved intermediates are outputs of the forward operator (AOTAutograd keeps them for the backward),
+laid out by :func:`layout`; outputs never alias each other or an input.
+"""
+from __future__ import annotations
+
+import ast
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ._cpu import ops_for
+from .adjoint import Run
+from .gpu import twin, uses_triton
+from .lstm import compiled_for
+
+__all__ = ["fused_recurrence", "layout", "run_as_operator"]
+
+
+def _kernel(name: str, like: Tensor):
+    from .engine import KERNELS
+    return twin(name) if uses_triton(like) else KERNELS[name]
+
+
+def _decode(config: str, extras, keep, mask):
+    """The run's options, the extras and keep masks with None where absent (the operators carry
+    absent tensors as empty ones, flagged in ``config``)."""
+    options = dict((k, ast.literal_eval(v)) for k, v in (item.split("=", 1) for item in config.split(";")))
+    binary, present = options.pop("binary"), options.pop("present")
+    extras = [e if p else None for e, p in zip(extras, present["extras"])]
+    keep = [k if p else None for k, p in zip(keep, present["keep"])]
+    return Run(tuple(keep), mask if present["mask"] else None, binary, **options), extras
+
+
+def layout(name: str, run: Run, extras, H: int, G: int) -> list:
+    """``[(name, width)]`` of the forward operator's outputs, each (T, B, width): the state history
+    first (``Z``, or the LSTM's ``Hs``), then the intermediates the backward reads."""
+    if name in ("elman", "leaky", "rate"):
+        has_beta = extras[0] is not None or run.alpha_value is not None or run.keep[0] is not None
+        return [("Z", H)] + ([("Y", H)] if has_beta else [])     # without β, Y is Z itself
+    if name == "gated":
+        return [("Z", H), ("A", G)]
+    if name in ("gru", "layernorm-gru"):
+        return [("Z", H), ("U", G), ("RZ", 2 * H), ("N", H)] + ([("V", G), ("S", 1)] if "layernorm" in name else [])
+    return ([("Hs", H), ("A", G), ("TC", H), ("C", H)]
+            + ([("V", G), ("S", 1), ("Cc", H), ("Sc", 1)] if "layernorm" in name else []))
+
+
+@torch.library.custom_op("rnnkit::fused_recurrence", mutates_args=())
+def fused_recurrence(kernel: str, config: str, P: Tensor, W: Tensor, states: list[Tensor],
+                     extras: list[Tensor], keep: list[Tensor], mask: Tensor) -> list[Tensor]:
+    run, extras = _decode(config, extras, keep, mask)
+    k = _kernel(kernel, P)
+    outputs, saved = k.forward(ops_for(P, W), run, P, W, tuple(states), tuple(extras))
+    found = {"Z": outputs[0], "Hs": outputs[0], **saved}
+    return [found[name] for name, _ in layout(kernel, run, extras, states[0].shape[-1], P.shape[-1])]
+
+
+@fused_recurrence.register_fake
+def _(kernel, config, P, W, states, extras, keep, mask):
+    T, B, G = P.shape
+    run, extras = _decode(config, extras, keep, mask)
+    return [P.new_empty(T, B, width) for _, width in layout(kernel, run, extras, states[0].shape[-1], G)]
+
+
+def _none_to_empty(t: Tensor | None, like: Tensor) -> Tensor:
+    return like.new_empty(0) if t is None else t
+
+
+@torch.library.custom_op("rnnkit::fused_recurrence_backward", mutates_args=())
+def fused_recurrence_backward(kernel: str, config: str, W: Tensor, states: list[Tensor], extras: list[Tensor],
+                              keep: list[Tensor], mask: Tensor, outs: list[Tensor], grads: list[Optional[Tensor]],
+                              needs: list[bool]) -> list[Tensor]:
+    """``[dP, dW, *d_states, *d_extras]``; an empty tensor where ``needs`` says no gradient is wanted."""
+    run, extras = _decode(config, extras, keep, mask)
+    T, B = outs[0].shape[:2]
+    H, G = states[0].shape[-1], W.shape[0]
+    names = [name for name, _ in layout(kernel, run, extras, H, G)]
+    saved = dict(zip(names, outs))
+    k = _kernel(kernel, outs[0])
+    ops = ops_for(outs[0], W)
+    hist = outs[0]
+    d_hist = grads[0] if grads[0] is not None else torch.zeros_like(hist)
+    if kernel in ("lstm", "layernorm-lstm"):
+        C = saved["C"]
+        dC = grads[names.index("C")]
+        outputs, d_outputs = (hist, C[-1]), (d_hist, torch.zeros_like(C[-1]) if dC is None else dC[-1])
+        saved["compiled"] = compiled_for(ops, B, G, H) and not uses_triton(hist)
+    else:
+        outputs, d_outputs = (hist,), (d_hist,)
+        if kernel in ("elman", "leaky", "rate"):
+            saved["beta"] = k._beta(run, extras[0], hist)
+            saved.setdefault("Y", hist)
+    dP, dW, d_states, d_extras = k.backward(ops, run, saved, W, tuple(states), tuple(extras), outputs, d_outputs,
+                                            tuple(needs))
+    result = [dP, dW, *d_states, *d_extras]
+    return [_none_to_empty(g if want else None, hist) for g, want in zip(result, needs)]
+
+
+@fused_recurrence_backward.register_fake
+def _(kernel, config, W, states, extras, keep, mask, outs, grads, needs):
+    T, B = outs[0].shape[:2]
+    shapes = [(T, B, W.shape[0]), W.shape, *[s.shape for s in states], *[e.shape for e in extras]]
+    return [outs[0].new_empty(shape if want else (0,)) for shape, want in zip(shapes, needs)]
+
+
+def _setup_context(ctx, inputs, output):
+    kernel, config, P, W, states, extras, keep, mask = inputs
+    ctx.kernel, ctx.config, ctx.keep, ctx.mask = kernel, config, keep, mask
+    ctx.needs = [P.requires_grad, W.requires_grad, *[s.requires_grad for s in states],
+                 *[e.requires_grad for e in extras]]
+    ctx.n_states, ctx.n_extras = len(states), len(extras)
+    ctx.save_for_backward(W, *states, *extras, *output)
+
+
+def _backward(ctx, grads):
+    if torch.is_grad_enabled():
+        raise RuntimeError("fused engine: the hand-derived backward cannot itself be differentiated "
+                           "(backward with create_graph=True); run this layer with engine='loop'")
+    W, *rest = ctx.saved_tensors
+    m = ctx.n_states
+    states, extras, outs = rest[:m], rest[m:m + ctx.n_extras], rest[m + ctx.n_extras:]
+    result = fused_recurrence_backward(ctx.kernel, ctx.config, W, list(states), list(extras), list(ctx.keep),
+                                       ctx.mask, list(outs), list(grads), ctx.needs)
+    result = [g if want else None for g, want in zip(result, ctx.needs)]
+    dP, dW, d_states, d_extras = result[0], result[1], result[2:2 + m], result[2 + m:]
+    return None, None, dP, dW, d_states, d_extras, [None] * len(ctx.keep), None
+
+
+fused_recurrence.register_autograd(_backward, setup_context=_setup_context)
+
+
+def run_as_operator(name: str, run: Run, P: Tensor, W: Tensor, states, extras):
+    """The histories the autograd Function returns, through the operators: ``(Z,)``, or ``(Hs, c_T)``."""
+    options = {k: v for k, v in vars(run).items() if k not in ("keep", "mask", "binary")}
+    present = {"extras": [e is not None for e in extras], "keep": [k is not None for k in run.keep],
+               "mask": run.mask is not None}
+    # "name=repr;...": plain string work that dynamo traces (json's C encoder it cannot)
+    config = ";".join(f"{k}={v!r}" for k, v in sorted({"binary": bool(run.binary), "present": present,
+                                                        **options}.items()))
+    absent = P.new_empty(0)
+    outs = fused_recurrence(name, config, P, W, list(states), [absent if e is None else e for e in extras],
+                            [absent if k is None else k for k in run.keep], absent if run.mask is None else run.mask)
+    if name in ("lstm", "layernorm-lstm"):
+        names = [n for n, _ in layout(name, run, extras, states[0].shape[-1], P.shape[-1])]
+        return outs[0], outs[names.index("C")][-1]
+    return (outs[0],)
