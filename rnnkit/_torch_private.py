@@ -12,6 +12,10 @@ either way rnnkit keeps working on public APIs only, as stated below.
 - :func:`inside_functorch`: whether a ``torch.func`` transform (vmap, grad, jacrev, ...) is
   running (``torch._C._functorch``), so that the NumPy kernels, which no transform can see
   through, hand over to torch's ops. Without it: a clear error from torch inside a transform.
+- :func:`flatten_for_cudnn`: one layer's weights laid out in one block of GPU memory
+  (``torch._cudnn_rnn_flatten_weight``, what ``torch.nn.LSTM.flatten_parameters()`` calls), so
+  that cuDNN takes them as they are. Without it: cuDNN copies them into one block at every call
+  (and warns that they are "not part of single contiguous chunk of memory"); the numbers are the same.
 
 torch's sequence and step kernels (``torch.lstm``, ``torch.gru_cell``, ...; the functions
 ``torch.nn.LSTM`` calls) are public names of the ``torch`` namespace and need no fence.
@@ -23,7 +27,7 @@ import os
 import torch
 
 __all__ = ["sequence_kernels", "step_kernels", "onednn_matmul", "swapped_parameters", "can_swap_parameters",
-           "inside_functorch", "enabled"]
+           "inside_functorch", "flatten_for_cudnn", "enabled"]
 
 sequence_kernels = {"LSTM": torch.lstm, "GRU": torch.gru, "RNN_TANH": torch.rnn_tanh, "RNN_RELU": torch.rnn_relu}
 step_kernels = {"LSTM": torch.lstm_cell, "GRU": torch.gru_cell, "RNN_TANH": torch.rnn_tanh_cell,
@@ -78,4 +82,30 @@ def inside_functorch() -> bool:
     try:
         return torch._C._functorch.peek_interpreter_stack() is not None
     except Exception:
+        return False
+
+
+def flatten_for_cudnn(weights, mode: str, input_size: int, hidden_size: int, proj_size: int = 0) -> bool:
+    """Lay out ``weights`` (one layer and direction of a ``mode`` kernel, "LSTM", "GRU", "RNN_TANH" or
+    "RNN_RELU", in torch's order: ``w_ih, w_hh[, b_ih, b_hh][, w_hr]``) in one block of GPU memory, in
+    place and under ``torch.no_grad()``, as ``torch.nn.LSTM.flatten_parameters()`` does; True when done.
+
+    The tensors keep their identity and values (an optimizer holding them is unaffected); only their
+    storage moves. Does nothing and returns False on the CPU, without cuDNN, for tensors cuDNN does not
+    take (mixed dtypes, aliases), when turned off, or when the private API fails: never an error."""
+    if not enabled() or not weights:
+        return False
+    try:
+        first = weights[0]
+        if not all(isinstance(w, torch.Tensor) and w.is_cuda and w.dtype == first.dtype
+                   and torch.backends.cudnn.is_acceptable(w) for w in weights):
+            return False
+        if len({w.data_ptr() for w in weights}) != len(weights) or not torch._use_cudnn_rnn_flatten_weight():
+            return False
+        from torch.backends.cudnn import rnn as cudnn_rnn
+        with torch.cuda.device_of(first), torch.no_grad():
+            torch._cudnn_rnn_flatten_weight(list(weights), len(weights), input_size, cudnn_rnn.get_cudnn_mode(mode),
+                                            hidden_size, proj_size, 1, False, False)
+        return True
+    except Exception:                      # any failure of a private API means: do without it
         return False

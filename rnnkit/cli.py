@@ -12,6 +12,7 @@ import torch
 from . import __version__
 from ._arguments import check_int, check_number, check_positive
 from .models.language_model import CELL_NETWORKS
+from .train.distributed import DEVICES
 from .train.recipes import PRESETS
 
 __all__ = ["main"]
@@ -79,12 +80,12 @@ def _train(args) -> int:
     from .models import LanguageModel, LanguageModelConfig
     from .train import TrainConfig, Trainer, TrainingDiverged, read_checkpoint
     from .train import lm_run
-    from .train.distributed import is_main, setup, share_from_main, teardown
+    from .train.distributed import is_main, mixed_precision, setup, share_from_main, teardown
     from .train.recipes import describe_preset, preset_values
 
     out = Path(args.out)
     given = {name for name in lm_run.DEFAULTS if getattr(args, name, None) is not None}
-    rank, world, device = setup()
+    rank, world, device = setup(args.device, option="--device")
     main_process = is_main()                     # asked now: after teardown every process looks like rank 0
     try:
         if args.resume:
@@ -136,8 +137,9 @@ def _train(args) -> int:
                 warmup=args.warmup, decay_start=args.decay_start, decay_factor=args.decay_factor,
                 nonmono=args.nonmono, max_minutes=args.max_minutes, max_epochs=args.max_epochs,
                 max_steps=args.max_steps, eval_every=args.eval_every, eval_tokens=args.eval_tokens or None,
-                early_stopping=args.early_stopping, seed=args.seed)
+                early_stopping=args.early_stopping, seed=args.seed, precision=args.precision)
             model_config = None
+        mixed_precision(device, train_config.precision)        # a precision this device lacks: refused now
         record["files"] = files
         splits, vocab = lm_run.load(files)
         if model_config is None:
@@ -164,13 +166,14 @@ def _train(args) -> int:
             params = sum(p.numel() for p in model.parameters())
             print(f"model: {model_config.cell} x{model_config.num_layers}, hidden {model_config.hidden_size}, "
                   f"{params:,} parameters, engine {model.rnn.engine}, on {device}"
+                  f"{'' if train_config.precision == 'fp32' else ' in ' + train_config.precision}"
                   f"{f', {world} processes' if world > 1 else ''}")
         loggers = []
         if args.tensorboard is not None and is_main():
             from .train import TensorBoardLogger
 
             loggers.append(TensorBoardLogger(args.tensorboard or Path(out) / "tensorboard"))
-        trainer = Trainer(model, train_config, out, progress=not args.quiet, loggers=loggers,
+        trainer = Trainer(model, train_config, out, progress=not args.quiet, loggers=loggers, device=device,
                           checkpoint_config={"model": model_config.to_dict(), "vocabulary": vocab.to_dict(),
                                              "data": record, "preset": args.preset,
                                              "rnnkit_version": __version__})
@@ -183,35 +186,13 @@ def _train(args) -> int:
     finally:
         teardown()
     if main_process:
-        _print_summary(summary, splits, vocab, out)
+        lm_run.print_summary(summary, splits, vocab, out)
     if str(summary["stopped_by"]).startswith("interrupted"):
         if main_process:
             print(f"{summary['stopped_by']} at step {summary['steps']:,}; the checkpoint is saved; continue with: "
                   f"rnnkit train --resume --out {shlex.quote(str(out))}")
         return 130
     return 0
-
-
-def _print_summary(summary, splits, vocab, out) -> None:
-    from .train.lm_run import split_report
-
-    evaluated = summary["evaluated_tokens"]
-    step = summary["best_step"]
-    print(f"\nafter {summary['steps']:,} steps, {summary['tokens']:,} tokens, {summary['seconds']:.0f} s "
-          f"({summary['tokens_per_second'] / 1e3:.1f}k tokens/s); best checkpoint: step {step}")
-    print(split_report("validation", summary["best_validation_loss"], splits["validation"], vocab.level,
-                       evaluated.get("validation", 0)) + " -- chose the checkpoint")
-    if summary["test_loss"] is not None:
-        print(split_report("test", summary["test_loss"], splits["test"], vocab.level, evaluated["test"]))
-    else:
-        print("test:       none (--test-fraction 0 and no --test-data): the validation figure chose the "
-              "checkpoint, so it is optimistic")
-    print(f"run directory: {out}")
-    if summary["plot"]:
-        print(f"loss plot:     {summary['plot']}")
-    else:
-        print(f"loss plot:     not written ({summary['plot_note']})")
-    print(f"sample from it: rnnkit sample {shlex.quote(str(out))} --length 500")
 
 
 def _prepare(args) -> int:
@@ -247,7 +228,7 @@ def _sample(args) -> int:
     if args.greedy and (args.top_k is not None or args.top_p is not None):
         raise ValueError("--greedy takes the most likely token, so --top-k and --top-p would do nothing; "
                          "drop one or the other")
-    model, vocab, _ = load_language_model(args.run_dir, args.checkpoint)
+    model, vocab, _ = load_language_model(args.run_dir, args.checkpoint, device=_device(args))
     # stream() checks the options and the prime when called, before anything is printed
     pieces = stream(model, vocab, args.prime, length=args.length, temperature=args.temperature,
                     top_k=args.top_k, top_p=args.top_p, greedy=args.greedy, seed=args.seed)
@@ -294,7 +275,7 @@ def _evaluate(args) -> int:
     from .train.evaluation import token_nll
     from .train.lm_run import split_report
 
-    model, vocab, config = load_language_model(args.run_dir, args.checkpoint)
+    model, vocab, config = load_language_model(args.run_dir, args.checkpoint, device=_device(args))
     if is_token_file(args.data):
         tokens = TokenFile(args.data)
         if tokens.vocab != vocab:
@@ -347,6 +328,12 @@ def _bench_tasks(args) -> int:
                      progress=None if args.quiet else print)
     print("\n" + format_table(runs))
     return 0
+
+
+def _device(args) -> torch.device:
+    from .train.distributed import choose_device
+
+    return choose_device(args.device, option="--device")
 
 
 def _int_list(text: str) -> list:
@@ -476,6 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tensorboard", nargs="?", const="", metavar="DIR",
                      help="also log to TensorBoard, in DIR (default OUT/tensorboard); needs "
                           "pip install 'rnnkit[tensorboard]'")
+    run.add_argument("--device", choices=DEVICES, default="auto", help="where to train: auto (CUDA when torch "
+                     "finds a GPU, each process its own under torchrun, else the CPU), cpu or cuda; a run may "
+                     "resume on another device (default auto)")
+    run.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="the forward pass and the loss in "
+                     "float32, or under autocast in bfloat16 (CPU or GPU) or float16 (GPU only, with gradient "
+                     "scaling); a resumed run keeps its precision (default fp32)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(run=_train)
 
@@ -501,6 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--greedy", action="store_true", help="always take the most likely token")
     sample.add_argument("--seed", type=int, default=None, help="random seed for reproducible samples")
     sample.add_argument("--checkpoint", choices=["best", "latest"], default="best")
+    sample.add_argument("--device", choices=DEVICES, default="cpu", help="cpu, cuda, or auto: CUDA when "
+                        "torch finds a GPU (default cpu)")
     sample.set_defaults(run=_sample)
 
     evaluate = commands.add_parser(
@@ -514,6 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, help="parallel rows (default: the run's batch size)")
     evaluate.add_argument("--cache-dir", metavar="DIR", help="where token files are kept (default "
                           "$RNNKIT_CACHE_DIR or ~/.cache/rnnkit)")
+    evaluate.add_argument("--device", choices=DEVICES, default="cpu", help="cpu, cuda, or auto: CUDA when "
+                          "torch finds a GPU (default cpu)")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
     evaluate.set_defaults(run=_evaluate)
 

@@ -96,7 +96,8 @@ class Recurrent(nn.Module):
         owner, cell = self._name, self.cell
         like = next(cell.parameters(), None)
         check_input(owner, x, cell.input_size, like, self.batch_first)
-        if x.is_inference() and torch.is_grad_enabled() and not torch.is_inference_mode_enabled():
+        if (not torch.compiler.is_compiling() and x.is_inference() and torch.is_grad_enabled()
+                and not torch.is_inference_mode_enabled()):
             x = x.clone()           # made under inference_mode, used where autograd records: every engine takes it
         unbatched = x.dim() == 2
         if unbatched:
@@ -120,6 +121,9 @@ class Recurrent(nn.Module):
         if state is None:
             state = cell.initial_state(batch, device=x.device, dtype=x.dtype)
         else:
+            if x.is_floating_point() and torch.is_autocast_enabled(x.device.type):
+                # under autocast the state may come in the lower precision a layer returned it in
+                state = map_state(lambda s: s.to(x.dtype) if s.is_floating_point() else s, state)
             check_state(owner, state, cell.state_sizes, batch, x)
         if self.reverse:
             x = reverse_padded(x, lengths)

@@ -20,6 +20,7 @@ from ._checks import check_tensor_like
 from ._torch_private import sequence_kernels
 from .cells import ElmanCell, GatedCell, GRUCell, LeakyCell, LSTMCell, ProjectedLSTMCell
 from .cells.base import check_sizes, state_tensors
+from .engines.native import flatten_cell
 from .layers import Bidirectional, Recurrent, Stack
 
 __all__ = ["LSTM", "GRU", "ElmanRNN", "GatedRNN", "LeakyRNN", "cell_networks"]
@@ -111,8 +112,18 @@ class _StackedRNN(nn.Module):
         return PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices), final
 
     def flatten_parameters(self) -> None:
-        """Nothing to do: kept so that code written for ``torch.nn.LSTM`` runs unchanged (torch
-        compacts its weights for cuDNN here; rnnkit's engines take them as they are)."""
+        """On CUDA, lay each layer's weights (each direction's) out in one block of memory, so that
+        cuDNN takes them as they are instead of copying them at every call (and warning that they are
+        "not part of single contiguous chunk of memory"), as ``torch.nn.LSTM.flatten_parameters()``
+        does. Done again after ``.to()``/``.cuda()``, and by the native engine itself when the weights
+        have moved; nothing to do on the CPU. The parameters stay the same tensors, with the same values."""
+        for runner in self._runners():
+            flatten_cell(runner.cell)
+
+    def _apply(self, fn, recurse=True):
+        result = super()._apply(fn, recurse)            # .to(), .cuda(), .half(): the weights moved
+        self.flatten_parameters()
+        return result
 
     # an exported program gets every layer in one call of torch's multi-layer kernel: the exporters
     # keep a length-free op for that call, where a chain of single-layer calls loses it
@@ -145,6 +156,7 @@ class _StackedRNN(nn.Module):
         unbatched = x.dim() == 2 if isinstance(x, Tensor) else False
         batch = () if unbatched else (x.shape[0 if self.batch_first else 1],)
         sizes = (self.proj_size or self.hidden_size, self.hidden_size)      # h (projected), c
+        tensors = _autocast_like(tensors, x)
         for label, tensor, size in zip(self.state_names, tensors, sizes):
             shape = (self.num_layers * directions, *batch, size)
             check_tensor_like(name, f"hidden state {label}", tensor, shape, x)
@@ -229,6 +241,15 @@ class _StackedRNN(nn.Module):
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
                 f"{f'proj_size={self.proj_size}, ' if self.proj_size else ''}"
                 f"bidirectional={self.bidirectional}, engine={self.engine!r}")
+
+
+def _autocast_like(tensors: tuple, x) -> tuple:
+    """Under autocast, a state in another floating dtype than the input (the lower precision torch's
+    kernels returned it in, say, carried to the next chunk) is taken in the input's, as torch.nn.LSTM
+    takes it; outside autocast a dtype mismatch stays an error."""
+    if not (isinstance(x, Tensor) and x.is_floating_point() and torch.is_autocast_enabled(x.device.type)):
+        return tensors
+    return tuple(t.to(x.dtype) if isinstance(t, Tensor) and t.is_floating_point() else t for t in tensors)
 
 
 def _accept_torch_names(module, state_dict, prefix, *_):

@@ -1,7 +1,14 @@
+import os
 import zlib
 
 import pytest
 import torch
+
+# Triton decides at its first import whether its kernels run compiled or under its interpreter; torch
+# imports it early (torch._dynamo does), so the choice is made here, before anything imports rnnkit:
+# without a GPU, tests/test_triton.py runs the fused engine's Triton kernels on the CPU
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 F64 = torch.float64
 

@@ -355,3 +355,33 @@ def test_step_graphs_compiled_by_inductor_equal_the_loop(kind, monkeypatch):
     assert_equal(reference, ours)
     found = program_of(cell)
     assert type(found.program.fw).__name__ == "_Inductor" and found.program.fw.run is not found.program.fw.graph
+
+
+def test_a_step_graph_that_does_not_compile_runs_uncompiled_with_a_warning():
+    from rnnkit.engines.traced.lowering import _Inductor
+
+    def breaks(x):                                   # a graph break: fullgraph compilation refuses it
+        return (torch.tensor(x.tolist()) * 2,)
+    runner = _Inductor(breaks, cuda_graphs=True)
+    x = torch.arange(3.0)
+    with pytest.warns(UserWarning, match=r"^traced engine: torch.compile failed on a step graph \(.*\); it runs "
+                                         r"uncompiled$"):
+        (first,) = runner(x)
+    (second,) = runner(x + 1)
+    assert runner.run is breaks and first.tolist() == [0.0, 2.0, 4.0] and second.tolist() == [2.0, 4.0, 6.0]
+
+
+def test_outputs_of_graphs_replayed_as_cuda_graphs_are_copies(monkeypatch):
+    """On CUDA a replay writes into the same output buffers every time; the loops keep every step's
+    outputs, so they get copies. Simulated here: a stand-in for the compiled graph that reuses its buffer."""
+    from rnnkit.engines.traced.lowering import _Inductor
+
+    buffer = torch.empty(5)
+
+    def replay(x):
+        return (torch.sin(x, out=buffer),)
+    monkeypatch.setattr(torch, "compile", lambda graph, **options: replay)
+    runner = _Inductor(lambda x: (x.sin(),), cuda_graphs=True)
+    x = torch.linspace(0, 1, 5)
+    (a,), (b,) = runner(x), runner(x + 1)
+    assert torch.equal(a, x.sin()) and torch.equal(b, (x + 1).sin())       # the first survives the second

@@ -1,12 +1,9 @@
 """The fused engine's Triton kernels (rnnkit/engines/fused/gpu) equal the ``loop`` engine: outputs,
 final states and every gradient, for every fused cell under every regularizer, in float64 and
 float32. On a machine without a GPU they run under Triton's interpreter (``TRITON_INTERPRET=1``,
-set here before Triton is first imported), which executes the same kernels with NumPy; on a GPU
-machine benchmarks/gpu.py runs the CUDA parity checks."""
-import os
+set by conftest.py before Triton is first imported), which executes the same kernels with NumPy; on
+a GPU machine benchmarks/gpu.py runs the CUDA parity checks."""
 import sys
-
-os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -6,16 +6,39 @@ Cells that compute exactly what one of torch's kernels computes say so through
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from .._torch_private import inside_functorch, sequence_kernels
+from .._torch_private import flatten_for_cudnn, inside_functorch, sequence_kernels
 from ..cells.base import Cell, State, state_tensors
 
-__all__ = ["NativeEngine"]
+__all__ = ["NativeEngine", "flatten_cell"]
 
 _KERNELS = sequence_kernels
+_GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+_FLATTENED = weakref.WeakKeyDictionary()        # cell -> its weights' addresses when last flattened (or tried)
+
+
+def flatten_cell(cell: Cell) -> bool:
+    """On CUDA, ``cell``'s weights in one block of memory for cuDNN (:func:`~rnnkit._torch_private.
+    flatten_for_cudnn`), once: again only when they have moved since (``.to()``, ``.cuda()``). True when
+    they were laid out now. Nothing on the CPU, for a cell without a torch kernel, or for weights made
+    for one run (DropConnect's masked copies): cuDNN copies those at every call anyway."""
+    mode = cell.native_mode()
+    weights = cell.flat_weights() if mode in _GATES else ()
+    if not weights or not weights[0].is_cuda or not all(isinstance(w, torch.nn.Parameter) for w in weights):
+        return False
+    addresses = tuple(w.data_ptr() for w in weights)
+    if _FLATTENED.get(cell) == addresses:
+        return False
+    projected = len(weights) in (3, 5)                 # (w_ih, w_hh[, b_ih, b_hh], w_hr)
+    done = flatten_for_cudnn(weights, mode, weights[0].shape[1], weights[0].shape[0] // _GATES[mode],
+                             weights[-1].shape[0] if projected else 0)
+    _FLATTENED[cell] = tuple(w.data_ptr() for w in weights)
+    return done
 
 
 @torch.compiler.disable
@@ -53,6 +76,8 @@ class NativeEngine:
         mode = cell.native_mode()
         kernel = _KERNELS[mode]
         weights = cell.flat_weights()
+        if weights[0].is_cuda and not (torch.compiler.is_compiling() or torch.compiler.is_exporting()):
+            flatten_cell(cell)                              # once: cuDNN then takes the weights as they are
         has_biases = len(weights) >= 4                     # (w_ih, w_hh[, b_ih, b_hh][, w_hr])
         hx = tuple(s.unsqueeze(0) for s in state_tensors(state))      # (1, B, H) each
         hx = hx if mode == "LSTM" else hx[0]

@@ -10,18 +10,24 @@ Kept apart from the argument parser so that each rule is one small function:
   them as train / validation / test :class:`~rnnkit.data.tokens.TokenSplit`.
 - :func:`check_resume`: a resumed run keeps its model, data and optimizer; an option that
   would change them is refused, naming it.
-- :func:`split_report`: one summary line per split (loss, perplexity, bits per character).
+- :func:`split_report`: one summary line per split (loss, perplexity, bits per character);
+  :func:`print_summary`: what a finished run prints.
+
+``--device`` is not among these options: where a run trains is no part of it, so a run trained
+on a GPU may resume on the CPU. ``--precision`` is: a resumed run keeps it.
 """
 from __future__ import annotations
 
 import math
+import shlex
 from pathlib import Path
 
 from ..data.tokens import TokenFile, TokenFileError, is_token_file, prepare
 from ..models.language_model import perplexity
 
 __all__ = ["DEFAULTS", "LEVEL_DEFAULTS", "MODEL_OPTIONS", "TRAINING_OPTIONS", "DATA_OPTIONS", "resolve",
-           "prepare_files", "find_files", "saved_data_record", "load", "check_resume", "split_report"]
+           "prepare_files", "find_files", "saved_data_record", "load", "check_resume", "split_report",
+           "print_summary"]
 
 MODEL_OPTIONS = ("cell", "hidden_size", "num_layers", "embedding_size", "dropout", "tie_weights",
                  "embedding_dropout", "input_dropout", "layer_dropout", "weight_drop", "activation_penalty",
@@ -29,7 +35,7 @@ MODEL_OPTIONS = ("cell", "hidden_size", "num_layers", "embedding_size", "dropout
 TRAINING_OPTIONS = ("batch_size", "truncation", "optimizer", "lr", "momentum", "weight_decay", "clip_norm",
                     "clip_value", "information_flow", "recurrent_init", "recurrent_gain", "schedule", "warmup",
                     "decay_start", "decay_factor", "nonmono", "eval_every", "eval_tokens", "early_stopping",
-                    "seed")
+                    "seed", "precision")
 DATA_OPTIONS = ("data", "level", "validation_fraction", "test_fraction", "validation_data", "test_data",
                 "min_count", "max_vocab")
 # may change on --resume
@@ -52,6 +58,7 @@ DEFAULTS = {
     "clip_norm": 1.0, "clip_value": None, "information_flow": 0.0, "recurrent_init": None,
     "recurrent_gain": 1.0, "schedule": "cosine", "warmup": 0.02, "decay_start": 1, "decay_factor": 0.5,
     "nonmono": 5, "eval_every": 500, "eval_tokens": 50_000, "early_stopping": None, "seed": 0,
+    "precision": "fp32",
 }
 
 # Word corpora are small in tokens and large in kinds: a small tied model, regularized on every
@@ -236,7 +243,7 @@ def check_resume(given: set, args, saved: dict) -> None:
         if name in MODEL_OPTIONS:
             before, now = model.get(name, DEFAULTS[name]), getattr(args, name)
         elif name in TRAINING_OPTIONS:
-            before, now = training.get(name), getattr(args, name)
+            before, now = training.get(name, DEFAULTS[name]), getattr(args, name)   # absent: saved before it existed
             if name == "clip_norm" and now == 0:
                 now = None
             if name == "eval_tokens" and now == 0:
@@ -264,3 +271,25 @@ def split_report(name: str, loss: float, split, level: str, counted: int) -> str
     scope = f"{counted:,} tokens" if counted >= total else f"first {counted:,} of {total:,} tokens"
     return (f"{name + ':':12}loss {loss:.4f} nats/{unit}, perplexity {perplexity(loss):.2f}{per}, "
             f"{bits:.3f} bits/char ({scope})")
+
+
+def print_summary(summary, splits, vocab, out) -> None:
+    """What ``rnnkit train`` prints at the end: the run's size and speed, the validation (and test)
+    figures of the best checkpoint, and where the run and its plot are."""
+    evaluated = summary["evaluated_tokens"]
+    step = summary["best_step"]
+    print(f"\nafter {summary['steps']:,} steps, {summary['tokens']:,} tokens, {summary['seconds']:.0f} s "
+          f"({summary['tokens_per_second'] / 1e3:.1f}k tokens/s); best checkpoint: step {step}")
+    print(split_report("validation", summary["best_validation_loss"], splits["validation"], vocab.level,
+                       evaluated.get("validation", 0)) + " -- chose the checkpoint")
+    if summary["test_loss"] is not None:
+        print(split_report("test", summary["test_loss"], splits["test"], vocab.level, evaluated["test"]))
+    else:
+        print("test:       none (--test-fraction 0 and no --test-data): the validation figure chose the "
+              "checkpoint, so it is optimistic")
+    print(f"run directory: {out}")
+    if summary["plot"]:
+        print(f"loss plot:     {summary['plot']}")
+    else:
+        print(f"loss plot:     not written ({summary['plot_note']})")
+    print(f"sample from it: rnnkit sample {shlex.quote(str(out))} --length 500")

@@ -64,6 +64,7 @@ class TrainConfig(DictConfig):
     eval_tokens: int | None = None        # tokens each evaluation predicts at most (None: all of them)
     early_stopping: int | None = None     # stop after this many validations without improvement
     seed: int = 0
+    precision: str = "fp32"               # fp32 | bf16 | fp16: autocast's dtype for the forward pass and loss
 
     def __post_init__(self):
         def positive(name, value, kind=int):
@@ -93,6 +94,8 @@ class TrainConfig(DictConfig):
         if self.schedule not in ("cosine", "plateau", "constant", "step"):
             raise ValueError(f"TrainConfig: schedule must be 'cosine', 'plateau', 'constant' or 'step', got "
                              f"{self.schedule!r}")
+        if self.precision not in distributed.PRECISIONS:
+            raise ValueError(f"TrainConfig: precision must be 'fp32', 'bf16' or 'fp16', got {self.precision!r}")
         if not 0 <= self.warmup < 1:
             raise ValueError(f"TrainConfig: warmup is a fraction of the run in [0, 1), got {self.warmup}")
         if self.max_minutes is None and self.max_epochs is None and self.max_steps is None:
@@ -132,10 +135,12 @@ def _is_token_stream(data) -> bool:
 
 
 def _to_device(value, device):
-    """Move a tensor, or the tensors in nested tuples/lists, to ``device``."""
-    if value is None or isinstance(value, Tensor):
-        return None if value is None else value.to(device)
-    return type(value)(_to_device(v, device) for v in value)
+    """Move a tensor, or the tensors in nested tuples, lists and dicts, to ``device``."""
+    if isinstance(value, Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    return type(value)(_to_device(v, device) for v in value) if isinstance(value, (tuple, list)) else value
 
 
 class Trainer:
@@ -159,6 +164,11 @@ class Trainer:
             "train", "validation", "test", "event" or "summary", and the figures
             ``metrics.jsonl`` gets), on the main process: :class:`~rnnkit.train.TensorBoardLogger`,
             or a few lines that forward them to another tracker.
+        device: where to train: ``None`` or "auto" (CUDA when torch finds it, each process's own GPU
+            under ``torchrun``, else the CPU), "cpu", "cuda" or a :class:`torch.device`. Not a
+            training choice: a run may resume on another device. ``config.precision`` is one: the
+            forward pass and the loss (in training and evaluation) run under ``torch.autocast`` in
+            bfloat16 (CPU or GPU) or float16 (GPU only, with a ``GradScaler``).
 
     Remedies for vanishing and exploding gradients, all in :class:`TrainConfig`:
     ``clip_norm`` and ``clip_value`` (clipping); ``recurrent_init`` (orthogonal or identity
@@ -177,9 +187,10 @@ class Trainer:
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, run_dir, *,
                  checkpoint_config: dict | None = None, progress: bool = True,
-                 on_step: Callable[["Trainer"], None] | None = None, loggers=()):
+                 on_step: Callable[["Trainer"], None] | None = None, loggers=(), device=None):
         self.config, self.run_dir = config, Path(run_dir)
-        self.rank, self.world_size, self.device = distributed.setup()
+        self.rank, self.world_size, self.device = distributed.setup(device)
+        self._autocast, self.scaler = distributed.mixed_precision(self.device, config.precision)
         self.model = model.to(self.device)
         if config.recurrent_init is not None:
             init_recurrent_(self.model, config.recurrent_init, config.recurrent_gain)
@@ -282,7 +293,7 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         try:
-            with self.averaged():
+            with self.averaged(), self._autocast():
                 total, count = self._evaluate(data, max_tokens)
         finally:
             self.model.train(was_training)
@@ -324,12 +335,15 @@ class Trainer:
 
     # ----- checkpoints -----------------------------------------------------------
     def _trainer_state(self, batches, state) -> dict:
-        saved = {"optimizer": self.optimizer.state_dict(), "batches": batches.state_dict(),
+        # on the CPU, so that a run trained on a GPU resumes anywhere (the optimizer moves its state back)
+        saved = {"optimizer": _to_device(self.optimizer.state_dict(), "cpu"), "batches": batches.state_dict(),
                  "step": self.step, "tokens": self.tokens, "elapsed": self.elapsed,
                  "best_validation": self.best_validation, "best_step": self.best_step,
                  "bad_validations": self.bad_validations, "plateau_scale": self.plateau_scale,
                  "validation_history": list(self.validation_history), "rng": torch.get_rng_state(),
                  "carried_state": _to_device(state, "cpu"), "world_size": self.world_size}
+        if self.scaler.is_enabled():
+            saved["scaler"] = self.scaler.state_dict()
         if self.average is not None:        # the weights file holds the average: keep the iterate here
             saved["iterate"] = [p.detach().cpu().clone() for p in self._parameters()]
             saved["averaged_steps"] = self.averaged_steps
@@ -356,6 +370,8 @@ class Trainer:
             setattr(self, key, saved[key])
         self.best_step = saved.get("best_step")
         self.validation_history = list(saved.get("validation_history", []))
+        if "scaler" in saved and self.scaler.is_enabled():
+            self.scaler.load_state_dict(saved["scaler"])
         if "iterate" in saved:               # averaging: the weights were the average
             params = self._parameters()
             self.average = [p.detach().clone() for p in params]
@@ -456,7 +472,7 @@ class Trainer:
                 lr = self.learning_rate(progress, batches.epoch)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                with record_states(self.model) if regularize else nullcontext() as recording:
+                with self._autocast(), record_states(self.model) if regularize else nullcontext() as recording:
                     loss, state, extra = step_module(_to_device(inputs, self.device), targets.to(self.device),
                                                      state if carry else None)
                 penalty = information_flow_penalty(loss, recording) if regularize else None
@@ -471,12 +487,15 @@ class Trainer:
                 if extra is not None:
                     objective = objective + extra
                 self.optimizer.zero_grad(set_to_none=True)
-                objective.backward()
+                self.scaler.scale(objective).backward()        # fp16: scaled, so that no gradient underflows
+                if c.clip_value or c.clip_norm:
+                    self.scaler.unscale_(self.optimizer)         # clipped as they are (a no-op unless fp16)
                 if c.clip_value:
                     torch.nn.utils.clip_grad_value_(params, c.clip_value)
                 grad_norm = (torch.nn.utils.clip_grad_norm_(params, c.clip_norm) if c.clip_norm
                              else None)
-                self.optimizer.step()
+                self.scaler.step(self.optimizer)                 # fp16: skipped when a gradient is not finite
+                self.scaler.update()
                 if self.average is not None:
                     self._update_average()
                 self.step += 1

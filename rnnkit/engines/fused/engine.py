@@ -13,16 +13,10 @@ from ...cells.wrapper import combined_masks, unknown_wrapper, unwrap_cell
 from ._cpu import ops_for
 from .adjoint import Run
 from .gpu import twin, uses_triton
-from .gru import GRUKernel
-from .leaky import GatedKernel, LeakyKernel, RateKernel
-from .lstm import LSTMKernel
+from .registry import KERNELS
 
 __all__ = ["FusedEngine", "KERNELS"]
 
-# the kernel of each name a cell's fused_kernel() may give
-KERNELS = {"elman": LeakyKernel(leaky=False), "leaky": LeakyKernel(leaky=True), "rate": RateKernel(),
-           "gated": GatedKernel(), "gru": GRUKernel(layer_norm=False), "layernorm-gru": GRUKernel(layer_norm=True),
-           "lstm": LSTMKernel(layer_norm=False), "layernorm-lstm": LSTMKernel(layer_norm=True)}
 
 
 class _FusedRun(torch.autograd.Function):

@@ -25,12 +25,12 @@ from ._cpu import ops_for
 from .adjoint import Run
 from .gpu import twin, uses_triton
 from .lstm import compiled_for
+from .registry import KERNELS
 
 __all__ = ["fused_recurrence", "layout", "run_as_operator"]
 
 
 def _kernel(name: str, like: Tensor):
-    from .engine import KERNELS
     return twin(name) if uses_triton(like) else KERNELS[name]
 
 

@@ -26,7 +26,8 @@ class _Settings:
     loops are compiled with numba (:mod:`.compiled`; None: never), so that a long job pays the
     seconds of compilation and a short one does not. ``inductor``: where the torch graphs of the
     forward and serial steps (those run ``T`` times) are compiled with ``torch.compile``: ``"auto"``
-    on CUDA (a step becomes a few fused Triton kernels instead of a launch per operation), ``"on"``
+    on CUDA (a step becomes a few fused Triton kernels replayed as one CUDA graph, instead of a
+    launch per operation), ``"on"``
     on every device (the tests, on the CPU), ``"off"`` never (the twin)."""
     numpy = True
     compile_after = 50_000
@@ -363,14 +364,23 @@ class Program:
 
 class _Inductor:
     """A step graph compiled by ``torch.compile`` on its first call (shapes fixed: a program serves one
-    shape); the graph itself, with a warning, if compiling fails."""
+    shape); the graph itself, with a warning, if compiling fails. On CUDA in inductor's
+    ``reduce-overhead`` mode: each step replays one CUDA graph instead of launching its kernels one by
+    one; a replay reuses its output buffers, so the outputs, which the loops keep, are copied out."""
 
-    def __init__(self, graph):
-        self.graph, self.run = graph, None
+    def __init__(self, graph, cuda_graphs: bool = False):
+        self.graph, self.run, self.cuda_graphs = graph, None, cuda_graphs
 
     def __call__(self, *args):
+        out = self._call(*args)
+        if self.cuda_graphs and self.run is not self.graph:
+            out = tuple(o.clone() if isinstance(o, Tensor) else o for o in out)
+        return out
+
+    def _call(self, *args):
         if self.run is None:
-            compiled = torch.compile(self.graph, dynamic=False, fullgraph=True)
+            compiled = torch.compile(self.graph, dynamic=False, fullgraph=True,
+                                     mode="reduce-overhead" if self.cuda_graphs else None)
             try:
                 out = compiled(*args)
             except Exception as error:  # noqa: BLE001 - any compiler failure: run the graph as traced
@@ -394,5 +404,7 @@ def lowered(graphs: StepGraphs, like: Tensor) -> Program:
         if all(c is not None for c in code):
             return Program(graphs, *code, numpy=True)
     if SETTINGS.inductor == "on" or (SETTINGS.inductor == "auto" and like.device.type == "cuda"):
-        return Program(graphs, _Inductor(graphs.forward), _Inductor(graphs.serial), graphs.deferred, numpy=False)
+        cuda_graphs = like.device.type == "cuda"
+        return Program(graphs, _Inductor(graphs.forward, cuda_graphs), _Inductor(graphs.serial, cuda_graphs),
+                       graphs.deferred, numpy=False)
     return Program(graphs, graphs.forward, graphs.serial, graphs.deferred, numpy=False)
