@@ -154,3 +154,14 @@ def test_the_fused_operators_pass_torchs_operator_checks(kind):
             [t.detach().requires_grad_(t.numel() > 0 and t.dim() < 3) for t in a] if isinstance(a, list) else a
             for a in captured[0]]
     torch.library.opcheck(fused_recurrence, args)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_inductor_takes_the_fused_operators_outputs_at_their_promised_strides(kind):
+    """Large float32 weight gradients come from oneDNN as transposed views; inductor checks every
+    operator output against the fake kernel's strides (forced here at a small size)."""
+    from rnnkit.engines.fused import configured
+    cell = {"lstm": rnnkit.cells.LSTMCell, "gru": GRUCell}[kind]
+    with configured(numpy_gemm_max=-1):
+        _assert_compiled_equals_eager(lambda: rnnkit.Recurrent(cell(8, 16), engine="fused"), torch.randn(3, 7, 8),
+                                      backend="inductor")

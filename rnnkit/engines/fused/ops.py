@@ -65,7 +65,7 @@ def fused_recurrence(kernel: str, config: str, P: Tensor, W: Tensor, states: lis
     k = _kernel(kernel, P)
     outputs, saved = k.forward(ops_for(P, W), run, P, W, tuple(states), tuple(extras))
     found = {"Z": outputs[0], "Hs": outputs[0], **saved}
-    return [found[name] for name, _ in layout(kernel, run, extras, states[0].shape[-1], P.shape[-1])]
+    return [found[name].contiguous() for name, _ in layout(kernel, run, extras, states[0].shape[-1], P.shape[-1])]
 
 
 @fused_recurrence.register_fake
@@ -106,7 +106,8 @@ def fused_recurrence_backward(kernel: str, config: str, W: Tensor, states: list[
     dP, dW, d_states, d_extras = k.backward(ops, run, saved, W, tuple(states), tuple(extras), outputs, d_outputs,
                                             tuple(needs))
     result = [dP, dW, *d_states, *d_extras]
-    return [_none_to_empty(g if want else None, hist) for g, want in zip(result, needs)]
+    # contiguous, as the fake kernel promises (a weight gradient may come as a transposed view)
+    return [_none_to_empty(g if want else None, hist).contiguous() for g, want in zip(result, needs)]
 
 
 @fused_recurrence_backward.register_fake
