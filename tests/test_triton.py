@@ -3,21 +3,22 @@ final states and every gradient, for every fused cell under every regularizer, i
 float32. On a machine without a GPU they run under Triton's interpreter (``TRITON_INTERPRET=1``,
 set by conftest.py before Triton is first imported), which executes the same kernels with NumPy; on
 a GPU machine benchmarks/gpu.py runs the CUDA parity checks."""
+import os
 import sys
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from hypothesis import given, settings, strategies as st  # noqa: E402
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
 
-import rnnkit  # noqa: E402
-from rnnkit.cells import LSTMCell  # noqa: E402
-from rnnkit.engines.fused import configured  # noqa: E402
-from rnnkit.engines.fused.gpu import triton_status, twin, uses_triton  # noqa: E402
-from rnnkit.engines.fused.gpu import twins  # noqa: E402
-from rnnkit.regularizers import Zoneout  # noqa: E402
+import rnnkit
+from rnnkit.cells import LSTMCell
+from rnnkit.engines.fused import configured
+from rnnkit.engines.fused.gpu import triton_status, twin, uses_triton
+from rnnkit.engines.fused.gpu import twins
+from rnnkit.regularizers import Zoneout
 
-from conftest import F64, assert_close  # noqa: E402
-from test_fused import CELLS, WRAPPERS, check_fused_equals_loop  # noqa: E402
+from conftest import F64, assert_close
+from test_fused import CELLS, WRAPPERS, check_fused_equals_loop
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="Triton's wheels are for Linux")
 
@@ -149,3 +150,17 @@ def test_bfloat16_weights_compute_in_float32(cell_class):
     assert got.dtype == torch.bfloat16
     assert (got.float() - want).abs().max() < 0.02
     assert ((g_got.float() - g_want).abs().max() / g_want.abs().max()) < 0.05
+
+
+def test_every_kernel_compiles_for_a_hopper_gpu(tmp_path):
+    """The interpreter runs the kernels' arithmetic; Triton's compiler (with its own ptxas) checks that
+    they build for an H100: the fullest and the barest variant of each kernel, in float32 (all variants
+    and dtypes, 384 of them: ``python tests/triton_sm90.py --all``)."""
+    import subprocess
+    from pathlib import Path
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path)                  # compiled here, not taken from a cache
+    script = Path(__file__).with_name("triton_sm90.py")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "12 of 12 variants compiled for sm_90"

@@ -172,7 +172,7 @@ def gru_forward(P, W, Z, U, RZ, N, V, S, LnW, LnB, Bias, Keep, sk_t, sk_b, sk_h,
                                    HAS_MASK, 0, IS64, PREC, BB, BH, BK)
                     tl.store(V + gate + q * H, v, mask=tile)
                     ssq += tl.sum(v * v, axis=1)
-            s = 1.0 / tl.sqrt(ssq + _ld(Eps, True, IS64))
+            s = 1.0 / tl.sqrt(ssq + tl.load(Eps).to(tl.float64 if IS64 else tl.float32))
             tl.store(S + t * B + rows, s, mask=rm)
             tl.debug_barrier()
         for j0 in range(0, H, BH):
@@ -247,7 +247,7 @@ def lstm_forward(P, W, Hs, Cs, A, TC, V, S, Cc, Sc, LnH, LnC, LnCB, Kh, sh_t, sh
                                    HAS_MASK, 0, IS64, PREC, BB, BH, BK)
                     tl.store(V + gate + q * H, v, mask=tile)
                     ssq += tl.sum(v * v, axis=1)
-            s = 1.0 / tl.sqrt(ssq + _ld(Eps, True, IS64))
+            s = 1.0 / tl.sqrt(ssq + tl.load(Eps).to(tl.float64 if IS64 else tl.float32))
             tl.store(S + t * B + rows, s, mask=rm)
             tl.debug_barrier()
         csum = zero
@@ -309,7 +309,7 @@ def lstm_forward(P, W, Hs, Cs, A, TC, V, S, Cc, Sc, LnH, LnC, LnCB, Kh, sh_t, sh
                 xc = _ld(Cc + at, tile, IS64) - mean[:, None]
                 tl.store(Cc + at, xc, mask=tile)
                 csq += tl.sum(tl.where(tile, xc * xc, 0.0), axis=1)
-            sc = 1.0 / tl.sqrt(csq + _ld(Eps + 1, True, IS64))
+            sc = 1.0 / tl.sqrt(csq + tl.load(Eps + 1).to(tl.float64 if IS64 else tl.float32))
             tl.store(Sc + t * B + rows, sc, mask=rm)
             tl.debug_barrier()
             for j0 in range(0, H, BH):
