@@ -91,6 +91,35 @@ def _recurrent(Z, z_off, W, w_row0, rows, rm, cols, cm, H, Mask, sm_t, sm_b, sm_
 
 
 @triton.jit
+def _recurrent_statistics(Z, W, V, S, Eps, Mask, sm_t, sm_b, sm_h, t, rows, rm, B, H, NG: tl.constexpr,
+                          HAS_MASK: tl.constexpr, IS64: tl.constexpr, PREC: tl.constexpr,
+                          BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr):
+    """A layer-normalized recurrent part, first pass: ``v = W_c (h ⊙ m)`` for all ``NG`` gate blocks into
+    ``V``, and the row scale ``s = (Σv² + G ε)^(-1/2)`` into ``S`` (``W_c`` has zero-mean rows: no mean)."""
+    G = NG * H
+    ssq = tl.zeros((BB,), dtype=tl.float64 if IS64 else tl.float32)
+    for j0 in range(0, H, BH):
+        cols = j0 + tl.arange(0, BH)
+        cm = cols < H
+        tile = rm[:, None] & cm[None, :]
+        gate = t * B * G + rows[:, None] * G + cols[None, :]
+        for q in range(NG):
+            v = _recurrent(Z, t * B * H, W, q * H, rows, rm, cols, cm, H, Mask, sm_t, sm_b, sm_h, t,
+                           HAS_MASK, 0, IS64, PREC, BB, BH, BK)
+            tl.store(V + gate + q * H, v, mask=tile)
+            ssq += tl.sum(v * v, axis=1)
+    s = 1.0 / tl.sqrt(ssq + tl.load(Eps).to(tl.float64 if IS64 else tl.float32))
+    tl.store(S + t * B + rows, s, mask=rm)
+    return s
+
+
+@triton.jit
+def _normalized(V, gate, q, H, s, LnW, cols, cm, tile, IS64: tl.constexpr):
+    """Gate block ``q`` of the normalized recurrent part: ``v s γ`` (γ scaled by √G beforehand)."""
+    return _ld(V + gate + q * H, tile, IS64) * s[:, None] * _ld(LnW + q * H + cols, cm, IS64)[None, :]
+
+
+@triton.jit
 def leaky_forward(P, W, Z, Y, Beta, sb_t, sb_b, sb_h, Mask, sm_t, sm_b, sm_h, T, B, H,
                   ACT: tl.constexpr, PHI: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MASK: tl.constexpr,
                   IS64: tl.constexpr, PREC: tl.constexpr, BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr):
@@ -160,20 +189,9 @@ def gru_forward(P, W, Z, U, RZ, N, V, S, LnW, LnB, Bias, Keep, sk_t, sk_b, sk_h,
     rm = rows < B
     G = 3 * H
     for t in range(T):
-        ssq = tl.zeros((BB,), dtype=tl.float64 if IS64 else tl.float32)
         if LN:                                  # the statistics of the recurrent part first
-            for j0 in range(0, H, BH):
-                cols = j0 + tl.arange(0, BH)
-                cm = cols < H
-                tile = rm[:, None] & cm[None, :]
-                gate = t * B * G + rows[:, None] * G + cols[None, :]
-                for q in range(3):
-                    v = _recurrent(Z, t * B * H, W, q * H, rows, rm, cols, cm, H, Mask, sm_t, sm_b, sm_h, t,
-                                   HAS_MASK, 0, IS64, PREC, BB, BH, BK)
-                    tl.store(V + gate + q * H, v, mask=tile)
-                    ssq += tl.sum(v * v, axis=1)
-            s = 1.0 / tl.sqrt(ssq + tl.load(Eps).to(tl.float64 if IS64 else tl.float32))
-            tl.store(S + t * B + rows, s, mask=rm)
+            s = _recurrent_statistics(Z, W, V, S, Eps, Mask, sm_t, sm_b, sm_h, t, rows, rm, B, H, 3,
+                                      HAS_MASK, IS64, PREC, BB, BH, BK)
             tl.debug_barrier()
         for j0 in range(0, H, BH):
             cols = j0 + tl.arange(0, BH)
@@ -182,10 +200,9 @@ def gru_forward(P, W, Z, U, RZ, N, V, S, LnW, LnB, Bias, Keep, sk_t, sk_b, sk_h,
             here = rows[:, None] * H + cols[None, :]
             gate = t * B * G + rows[:, None] * G + cols[None, :]
             if LN:
-                scale = s[:, None]                     # LnW comes scaled by √G
-                ur = _ld(V + gate, tile, IS64) * scale * _ld(LnW + cols, cm, IS64)[None, :]
-                uz = _ld(V + gate + H, tile, IS64) * scale * _ld(LnW + H + cols, cm, IS64)[None, :]
-                un = _ld(V + gate + 2 * H, tile, IS64) * scale * _ld(LnW + 2 * H + cols, cm, IS64)[None, :]
+                ur = _normalized(V, gate, 0, H, s, LnW, cols, cm, tile, IS64)
+                uz = _normalized(V, gate, 1, H, s, LnW, cols, cm, tile, IS64)
+                un = _normalized(V, gate, 2, H, s, LnW, cols, cm, tile, IS64)
                 if HAS_BIAS:
                     ur += _ld(LnB + cols, cm, IS64)[None, :]
                     uz += _ld(LnB + H + cols, cm, IS64)[None, :]
@@ -235,20 +252,9 @@ def lstm_forward(P, W, Hs, Cs, A, TC, V, S, Cc, Sc, LnH, LnC, LnCB, Kh, sh_t, sh
     G = 4 * H
     for t in range(T):
         zero = tl.zeros((BB,), dtype=tl.float64 if IS64 else tl.float32)
-        ssq = zero
-        if LN:
-            for j0 in range(0, H, BH):
-                cols = j0 + tl.arange(0, BH)
-                cm = cols < H
-                tile = rm[:, None] & cm[None, :]
-                gate = t * B * G + rows[:, None] * G + cols[None, :]
-                for q in range(4):
-                    v = _recurrent(Hs, t * B * H, W, q * H, rows, rm, cols, cm, H, Mask, sm_t, sm_b, sm_h, t,
-                                   HAS_MASK, 0, IS64, PREC, BB, BH, BK)
-                    tl.store(V + gate + q * H, v, mask=tile)
-                    ssq += tl.sum(v * v, axis=1)
-            s = 1.0 / tl.sqrt(ssq + tl.load(Eps).to(tl.float64 if IS64 else tl.float32))
-            tl.store(S + t * B + rows, s, mask=rm)
+        if LN:                                  # the statistics of the recurrent part first
+            s = _recurrent_statistics(Hs, W, V, S, Eps, Mask, sm_t, sm_b, sm_h, t, rows, rm, B, H, 4,
+                                      HAS_MASK, IS64, PREC, BB, BH, BK)
             tl.debug_barrier()
         csum = zero
         for j0 in range(0, H, BH):
@@ -258,11 +264,10 @@ def lstm_forward(P, W, Hs, Cs, A, TC, V, S, Cc, Sc, LnH, LnC, LnCB, Kh, sh_t, sh
             here = rows[:, None] * H + cols[None, :]
             gate = t * B * G + rows[:, None] * G + cols[None, :]
             if LN:
-                scale = s[:, None]                     # LnH comes scaled by √G
-                ao = _ld(V + gate, tile, IS64) * scale * _ld(LnH + cols, cm, IS64)[None, :]
-                ai = _ld(V + gate + H, tile, IS64) * scale * _ld(LnH + H + cols, cm, IS64)[None, :]
-                af = _ld(V + gate + 2 * H, tile, IS64) * scale * _ld(LnH + 2 * H + cols, cm, IS64)[None, :]
-                ag = _ld(V + gate + 3 * H, tile, IS64) * scale * _ld(LnH + 3 * H + cols, cm, IS64)[None, :]
+                ao = _normalized(V, gate, 0, H, s, LnH, cols, cm, tile, IS64)
+                ai = _normalized(V, gate, 1, H, s, LnH, cols, cm, tile, IS64)
+                af = _normalized(V, gate, 2, H, s, LnH, cols, cm, tile, IS64)
+                ag = _normalized(V, gate, 3, H, s, LnH, cols, cm, tile, IS64)
             else:
                 ao = _recurrent(Hs, t * B * H, W, 0, rows, rm, cols, cm, H, Mask, sm_t, sm_b, sm_h, t,
                                 HAS_MASK, 0, IS64, PREC, BB, BH, BK)
@@ -347,6 +352,21 @@ def _back_gemm(DV, dv_off, W, rows, rm, cols, cm, G, H, IS64: tl.constexpr, PREC
 
 
 @triton.jit
+def _norm_backward_rows(DU, DV, X, LnW, Rstd, R2, s, t, rows, rm, B, G, IS64: tl.constexpr, BK: tl.constexpr):
+    """The layer norm's backward over the row, without the mean term (its input was centred):
+    ``dv = (du γ - x s r²) r`` for the row sums ``s = Σ du γ x``, scale ``r`` and ``r² / G``."""
+    r2 = _ld(R2 + t * B + rows, rm, IS64)
+    rstd = _ld(Rstd + t * B + rows, rm, IS64)
+    for k0 in range(0, G, BK):
+        ks = k0 + tl.arange(0, BK)
+        tile = rm[:, None] & (ks < G)[None, :]
+        at = t * B * G + rows[:, None] * G + ks[None, :]
+        dn = _ld(DU + at, tile, IS64) * _ld(LnW + ks, ks < G, IS64)[None, :]
+        dv = (dn - _ld(X + at, tile, IS64) * (s * r2)[:, None]) * rstd[:, None]
+        tl.store(DV + at, dv, mask=tile)
+
+
+@triton.jit
 def single_backward(R, E, se_t, se_b, se_h, Rho, sr_t, sr_b, sr_h, X, Rstd, R2, LnW, W, dZ, DU, DV, DZ,
                     T, B, H, G,
                     HAS_E: tl.constexpr, HAS_RHO: tl.constexpr, LN: tl.constexpr,
@@ -372,15 +392,7 @@ def single_backward(R, E, se_t, se_b, se_h, Rho, sr_t, sr_b, sr_h, X, Rstd, R2, 
                 srow += tl.sum(dn * _ld(X + at, tile, IS64), axis=1)
         if LN:
             tl.debug_barrier()
-            r2 = _ld(R2 + t * B + rows, rm, IS64)
-            rstd = _ld(Rstd + t * B + rows, rm, IS64)
-            for k0 in range(0, G, BK):
-                ks = k0 + tl.arange(0, BK)
-                tile = rm[:, None] & (ks < G)[None, :]
-                at = t * B * G + rows[:, None] * G + ks[None, :]
-                dn = _ld(DU + at, tile, IS64) * _ld(LnW + ks, ks < G, IS64)[None, :]
-                dv = (dn - _ld(X + at, tile, IS64) * (srow * r2)[:, None]) * rstd[:, None]
-                tl.store(DV + at, dv, mask=tile)
+            _norm_backward_rows(DU, DV, X, LnW, Rstd, R2, srow, t, rows, rm, B, G, IS64, BK)
         tl.debug_barrier()
         for j0 in range(0, H, BH):
             cols = j0 + tl.arange(0, BH)
@@ -475,15 +487,7 @@ def lstm_backward(Ro, Ac, Rc, F, sf_t, sf_b, sf_h, Kh, sh_t, sh_b, sh_h, Kc, sc_
                 s_h += tl.sum(du_g * _ld(LnH + 3 * H + cols, cm, IS64)[None, :] * _ld(x + 3 * H, tile, IS64), axis=1)
         tl.debug_barrier()
         if LN:
-            rs_h = _ld(RsH + t * B + rows, rm, IS64)
-            r2_h = _ld(R2H + t * B + rows, rm, IS64)
-            for k0 in range(0, G, BK):
-                ks = k0 + tl.arange(0, BK)
-                tile = rm[:, None] & (ks < G)[None, :]
-                at = t * B * G + rows[:, None] * G + ks[None, :]
-                dn = _ld(DU + at, tile, IS64) * _ld(LnH + ks, ks < G, IS64)[None, :]
-                dv = (dn - _ld(Xh + at, tile, IS64) * (s_h * r2_h)[:, None]) * rs_h[:, None]
-                tl.store(DV + at, dv, mask=tile)
+            _norm_backward_rows(DU, DV, Xh, LnH, RsH, R2H, s_h, t, rows, rm, B, G, IS64, BK)
             tl.debug_barrier()
         for j0 in range(0, H, BH):
             cols = j0 + tl.arange(0, BH)
