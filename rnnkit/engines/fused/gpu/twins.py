@@ -44,11 +44,8 @@ def _common(P: Tensor, H: int) -> dict:
 
 
 def _grid(B: int, options: dict):
-    return (triton_cdiv(B, options["BB"]),)
-
-
-def triton_cdiv(a: int, b: int) -> int:
-    return -(-a // b)
+    """One program per block of rows."""
+    return (-(-B // options["BB"]),)
 
 
 def _history(first: Tensor, T: int) -> Tensor:
