@@ -90,8 +90,8 @@ def fused_recurrence_backward(kernel: str, config: str, W: Tensor, states: list[
     names = [name for name, _ in layout(kernel, run, extras, H, G)]
     saved = dict(zip(names, outs))
     k = _kernel(kernel, outs[0])
-    ops = ops_for(outs[0], W)
     hist = outs[0]
+    ops = ops_for(hist.new_empty(()).expand(T, B, G), W)        # the forward's choice, made from P's shape
     d_hist = grads[0] if grads[0] is not None else torch.zeros_like(hist)
     if kernel in ("lstm", "layernorm-lstm"):
         C = saved["C"]
