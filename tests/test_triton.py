@@ -110,6 +110,14 @@ def test_runs_go_through_the_kernels(counted):
     assert counted == ["gru_forward", "single_backward"]
 
 
+def test_a_run_too_large_for_32_bit_offsets_takes_the_torch_loops():
+    from rnnkit.engines.fused import gpu
+    fits, too_large = torch.empty(()).expand(1000, 512, 4096), torch.empty(()).expand(1024, 512, 4096)
+    with configured(triton="on"):
+        assert (fits.shape[0] + 1) * 512 * 4096 <= gpu.MAX_ELEMENTS < (too_large.shape[0] + 1) * 512 * 4096
+        assert uses_triton(fits) and not uses_triton(too_large)
+
+
 def test_dispatch_takes_triton_on_cuda_only_unless_asked():
     cpu = torch.zeros(1)
     assert not uses_triton(cpu)                          # auto: CUDA only

@@ -120,7 +120,7 @@ class FusedEngine:
 
     def _run(self, cell: Cell, x: Tensor, state: State, lengths: Tensor | None):
         base, wrappers = unwrap_cell(cell)
-        kernel = twin(base.fused_kernel()) if uses_triton(x) else _kernel_for(base)
+        kernel = _kernel_for(base)
         B, T = x.shape[:2]
         xs = x.transpose(0, 1)                                                # (T, B, X)
         in_mask, hidden_mask, keep, dropped, binary = combined_masks(base, wrappers, T, x)
@@ -134,6 +134,8 @@ class FusedEngine:
         swap = swapped_parameters(base, dropped) if dropped else contextlib.nullcontext()
         with swap:
             P, W, extras, options = kernel.prepare(base, xs)
+        if uses_triton(P):                        # the same kernel with its recursions on Triton
+            kernel = twin(base.fused_kernel())
         run = Run(tuple(keep), hidden_mask, binary, **options)
         histories = _run_opaque(base.fused_kernel(), kernel, run, P.contiguous(), W, state_tensors(state), extras)
         Z0 = histories[0]

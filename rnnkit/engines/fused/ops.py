@@ -89,15 +89,15 @@ def fused_recurrence_backward(kernel: str, config: str, W: Tensor, states: list[
     H, G = states[0].shape[-1], W.shape[0]
     names = [name for name, _ in layout(kernel, run, extras, H, G)]
     saved = dict(zip(names, outs))
-    k = _kernel(kernel, outs[0])
     hist = outs[0]
-    ops = ops_for(hist.new_empty(()).expand(T, B, G), W)        # the forward's choice, made from P's shape
+    like_P = hist.new_empty(()).expand(T, B, G)                 # the forward's choices were made from P's shape
+    k, ops = _kernel(kernel, like_P), ops_for(like_P, W)
     d_hist = grads[0] if grads[0] is not None else torch.zeros_like(hist)
     if kernel in ("lstm", "layernorm-lstm"):
         C = saved["C"]
         dC = grads[names.index("C")]
         outputs, d_outputs = (hist, C[-1]), (d_hist, torch.zeros_like(C[-1]) if dC is None else dC[-1])
-        saved["compiled"] = compiled_for(ops, B, G, H) and not uses_triton(hist)
+        saved["compiled"] = compiled_for(ops, B, G, H) and not uses_triton(like_P)
     else:
         outputs, d_outputs = (hist,), (d_hist,)
         if kernel in ("elman", "leaky", "rate"):

@@ -30,16 +30,22 @@ def triton_status() -> str | None:
     return _import_problem()
 
 
-def uses_triton(like) -> bool:
-    """Whether a run on tensors like ``like`` takes the Triton kernels: on CUDA where Triton
-    imports (``SETTINGS.triton == "auto"``), anywhere when ``"on"``."""
-    if SETTINGS.triton == "off":
+# the kernels index with 32-bit offsets: a run whose (T + 1, B, G) histories hold more numbers takes
+# the torch loops instead
+MAX_ELEMENTS = 2 ** 31 - 1
+
+
+def uses_triton(P) -> bool:
+    """Whether a run whose input side is ``P`` (T, B, G) takes the Triton kernels: on CUDA where
+    Triton imports (``SETTINGS.triton == "auto"``), anywhere when ``"on"``; never for a run too
+    large for the kernels' 32-bit offsets."""
+    if SETTINGS.triton == "off" or (P.dim() == 3 and (P.shape[0] + 1) * P.shape[1] * P.shape[2] > MAX_ELEMENTS):
         return False
     if SETTINGS.triton == "on":
         if _import_problem() is not None:
             raise RuntimeError(f"fused engine: configured(triton='on') but {_import_problem()}")
         return True
-    return like.device.type == "cuda" and _import_problem() is None
+    return P.device.type == "cuda" and _import_problem() is None
 
 
 def twin(name: str):
