@@ -71,6 +71,15 @@ def _lerp(a, b, w):
 
 
 @triton.jit
+def _columns(j0, rows, rm, H, BH: tl.constexpr):
+    """Hidden units ``j0 .. j0 + BH`` of rows ``rows``: their indices, which exist, the (rows, units)
+    mask and the offsets of the tile in a (B, H) block."""
+    cols = j0 + tl.arange(0, BH)
+    cm = cols < H
+    return cols, cm, rm[:, None] & cm[None, :], rows[:, None] * H + cols[None, :]
+
+
+@triton.jit
 def _recurrent(Z, z_off, W, w_row0, rows, rm, cols, cm, H, Mask, sm_t, sm_b, sm_h, t,
                HAS_MASK: tl.constexpr, PHI: tl.constexpr, IS64: tl.constexpr, PREC: tl.constexpr,
                BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr):
@@ -99,9 +108,7 @@ def _recurrent_statistics(Z, W, V, S, Eps, Mask, sm_t, sm_b, sm_h, t, rows, rm, 
     G = NG * H
     ssq = tl.zeros((BB,), dtype=tl.float64 if IS64 else tl.float32)
     for j0 in range(0, H, BH):
-        cols = j0 + tl.arange(0, BH)
-        cm = cols < H
-        tile = rm[:, None] & cm[None, :]
+        cols, cm, tile, _ = _columns(j0, rows, rm, H, BH)
         gate = t * B * G + rows[:, None] * G + cols[None, :]
         for q in range(NG):
             v = _recurrent(Z, t * B * H, W, q * H, rows, rm, cols, cm, H, Mask, sm_t, sm_b, sm_h, t,
@@ -129,10 +136,7 @@ def leaky_forward(P, W, Z, Y, Beta, sb_t, sb_b, sb_h, Mask, sm_t, sm_b, sm_h, T,
     rm = rows < B
     for t in range(T):
         for j0 in range(0, H, BH):
-            cols = j0 + tl.arange(0, BH)
-            cm = cols < H
-            tile = rm[:, None] & cm[None, :]
-            here = rows[:, None] * H + cols[None, :]
+            cols, cm, tile, here = _columns(j0, rows, rm, H, BH)
             u = _recurrent(Z, t * B * H, W, 0, rows, rm, cols, cm, H, Mask, sm_t, sm_b, sm_h, t,
                            HAS_MASK, PHI, IS64, PREC, BB, BH, BK)
             y = _act(_ld(P + t * B * H + here, tile, IS64) + u, ACT)
@@ -156,10 +160,7 @@ def gated_forward(P, W, Z, A, Omk, so_t, so_b, so_h, Mask, sm_t, sm_b, sm_h, T, 
     G = 2 * H
     for t in range(T):
         for j0 in range(0, H, BH):
-            cols = j0 + tl.arange(0, BH)
-            cm = cols < H
-            tile = rm[:, None] & cm[None, :]
-            here = rows[:, None] * H + cols[None, :]
+            cols, cm, tile, here = _columns(j0, rows, rm, H, BH)
             gate = rows[:, None] * G + cols[None, :]
             ug = _recurrent(Z, t * B * H, W, 0, rows, rm, cols, cm, H, Mask, sm_t, sm_b, sm_h, t,
                             HAS_MASK, 0, IS64, PREC, BB, BH, BK)
@@ -194,10 +195,7 @@ def gru_forward(P, W, Z, U, RZ, N, V, S, LnW, LnB, Bias, Keep, sk_t, sk_b, sk_h,
                                       HAS_MASK, IS64, PREC, BB, BH, BK)
             tl.debug_barrier()
         for j0 in range(0, H, BH):
-            cols = j0 + tl.arange(0, BH)
-            cm = cols < H
-            tile = rm[:, None] & cm[None, :]
-            here = rows[:, None] * H + cols[None, :]
+            cols, cm, tile, here = _columns(j0, rows, rm, H, BH)
             gate = t * B * G + rows[:, None] * G + cols[None, :]
             if LN:
                 ur = _normalized(V, gate, 0, H, s, LnW, cols, cm, tile, IS64)
@@ -258,10 +256,7 @@ def lstm_forward(P, W, Hs, Cs, A, TC, V, S, Cc, Sc, LnH, LnC, LnCB, Kh, sh_t, sh
             tl.debug_barrier()
         csum = zero
         for j0 in range(0, H, BH):
-            cols = j0 + tl.arange(0, BH)
-            cm = cols < H
-            tile = rm[:, None] & cm[None, :]
-            here = rows[:, None] * H + cols[None, :]
+            cols, cm, tile, here = _columns(j0, rows, rm, H, BH)
             gate = t * B * G + rows[:, None] * G + cols[None, :]
             if LN:
                 ao = _normalized(V, gate, 0, H, s, LnH, cols, cm, tile, IS64)
@@ -308,9 +303,8 @@ def lstm_forward(P, W, Hs, Cs, A, TC, V, S, Cc, Sc, LnH, LnC, LnCB, Kh, sh_t, sh
             mean = csum / H
             csq = zero
             for j0 in range(0, H, BH):
-                cols = j0 + tl.arange(0, BH)
-                tile = rm[:, None] & (cols < H)[None, :]
-                at = t * B * H + rows[:, None] * H + cols[None, :]
+                _, _, tile, here = _columns(j0, rows, rm, H, BH)
+                at = t * B * H + here
                 xc = _ld(Cc + at, tile, IS64) - mean[:, None]
                 tl.store(Cc + at, xc, mask=tile)
                 csq += tl.sum(tl.where(tile, xc * xc, 0.0), axis=1)
@@ -318,10 +312,7 @@ def lstm_forward(P, W, Hs, Cs, A, TC, V, S, Cc, Sc, LnH, LnC, LnCB, Kh, sh_t, sh
             tl.store(Sc + t * B + rows, sc, mask=rm)
             tl.debug_barrier()
             for j0 in range(0, H, BH):
-                cols = j0 + tl.arange(0, BH)
-                cm = cols < H
-                tile = rm[:, None] & cm[None, :]
-                here = rows[:, None] * H + cols[None, :]
+                cols, cm, tile, here = _columns(j0, rows, rm, H, BH)
                 gate = t * B * G + rows[:, None] * G + cols[None, :]
                 y = _ld(Cc + t * B * H + here, tile, IS64) * sc[:, None] * _ld(LnC + cols, cm, IS64)[None, :]
                 if HAS_CB:
@@ -395,10 +386,7 @@ def single_backward(R, E, se_t, se_b, se_h, Rho, sr_t, sr_b, sr_h, X, Rstd, R2, 
             _norm_backward_rows(DU, DV, X, LnW, Rstd, R2, srow, t, rows, rm, B, G, IS64, BK)
         tl.debug_barrier()
         for j0 in range(0, H, BH):
-            cols = j0 + tl.arange(0, BH)
-            cm = cols < H
-            tile = rm[:, None] & cm[None, :]
-            here = rows[:, None] * H + cols[None, :]
+            cols, cm, tile, here = _columns(j0, rows, rm, H, BH)
             d = _back_gemm(DV, t * B * G, W, rows, rm, cols, cm, G, H, IS64, PREC, BB, BH, BK)
             if HAS_RHO:
                 d = d * _ld(Rho + t * sr_t + rows[:, None] * sr_b + cols[None, :] * sr_h, tile, IS64)
@@ -432,10 +420,7 @@ def lstm_backward(Ro, Ac, Rc, F, sf_t, sf_b, sf_h, Kh, sh_t, sh_b, sh_h, Kc, sc_
         m_c = zero
         if LN:                                  # the cell norm's row sums first
             for j0 in range(0, H, BH):
-                cols = j0 + tl.arange(0, BH)
-                cm = cols < H
-                tile = rm[:, None] & cm[None, :]
-                here = rows[:, None] * H + cols[None, :]
+                cols, cm, tile, here = _columns(j0, rows, rm, H, BH)
                 l = _ld(DH + (t + 1) * B * H + here, tile, IS64) * _ld(Ac + t * B * H + here, tile, IS64)
                 tl.store(DLNC + t * B * H + here, l, mask=tile)
                 dn = l * _ld(LnC + cols, cm, IS64)[None, :]
@@ -447,10 +432,7 @@ def lstm_backward(Ro, Ac, Rc, F, sf_t, sf_b, sf_h, Kh, sh_t, sh_b, sh_h, Kc, sc_
             r2_c = _ld(R2C + t * B + rows, rm, IS64)
         s_h = zero
         for j0 in range(0, H, BH):
-            cols = j0 + tl.arange(0, BH)
-            cm = cols < H
-            tile = rm[:, None] & cm[None, :]
-            here = rows[:, None] * H + cols[None, :]
+            cols, cm, tile, here = _columns(j0, rows, rm, H, BH)
             dh = _ld(DH + (t + 1) * B * H + here, tile, IS64)
             dc = _ld(DC + (t + 1) * B * H + here, tile, IS64)
             if LN:
@@ -490,10 +472,7 @@ def lstm_backward(Ro, Ac, Rc, F, sf_t, sf_b, sf_h, Kh, sh_t, sh_b, sh_h, Kc, sc_
             _norm_backward_rows(DU, DV, Xh, LnH, RsH, R2H, s_h, t, rows, rm, B, G, IS64, BK)
             tl.debug_barrier()
         for j0 in range(0, H, BH):
-            cols = j0 + tl.arange(0, BH)
-            cm = cols < H
-            tile = rm[:, None] & cm[None, :]
-            here = rows[:, None] * H + cols[None, :]
+            cols, cm, tile, here = _columns(j0, rows, rm, H, BH)
             d = _back_gemm(DV, t * B * G, W, rows, rm, cols, cm, G, H, IS64, PREC, BB, BH, BK)
             if HAS_MASK:
                 d = d * _ld(Mask + t * sm_t + rows[:, None] * sm_b + cols[None, :] * sm_h, tile, IS64)
