@@ -34,6 +34,15 @@ def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
     return x.gather(1, index.unsqueeze(-1).expand_as(x))
 
 
+def autocast_state(state, x):
+    """Under autocast, a state in another floating dtype than the input (the lower precision a
+    layer or torch's kernel returned it in, carried to the next chunk) taken in the input's, as
+    torch.nn.LSTM takes it; outside autocast the state as given (a dtype mismatch stays an error)."""
+    if not (isinstance(x, Tensor) and x.is_floating_point() and torch.is_autocast_enabled(x.device.type)):
+        return state
+    return map_state(lambda s: s.to(x.dtype) if isinstance(s, Tensor) and s.is_floating_point() else s, state)
+
+
 class Recurrent(nn.Module):
     """Run ``cell`` over a sequence: many-to-many, ``(outputs, final_state)``.
 
@@ -121,9 +130,7 @@ class Recurrent(nn.Module):
         if state is None:
             state = cell.initial_state(batch, device=x.device, dtype=x.dtype)
         else:
-            if x.is_floating_point() and torch.is_autocast_enabled(x.device.type):
-                # under autocast the state may come in the lower precision a layer returned it in
-                state = map_state(lambda s: s.to(x.dtype) if s.is_floating_point() else s, state)
+            state = autocast_state(state, x)
             check_state(owner, state, cell.state_sizes, batch, x)
         if self.reverse:
             x = reverse_padded(x, lengths)

@@ -21,7 +21,7 @@ from ._torch_private import sequence_kernels
 from .cells import ElmanCell, GatedCell, GRUCell, LeakyCell, LSTMCell, ProjectedLSTMCell
 from .cells.base import check_sizes, state_tensors
 from .engines.native import flatten_cell
-from .layers import Bidirectional, Recurrent, Stack
+from .layers import Bidirectional, Recurrent, Stack, autocast_state
 
 __all__ = ["LSTM", "GRU", "ElmanRNN", "GatedRNN", "LeakyRNN", "cell_networks"]
 
@@ -156,7 +156,7 @@ class _StackedRNN(nn.Module):
         unbatched = x.dim() == 2 if isinstance(x, Tensor) else False
         batch = () if unbatched else (x.shape[0 if self.batch_first else 1],)
         sizes = (self.proj_size or self.hidden_size, self.hidden_size)      # h (projected), c
-        tensors = _autocast_like(tensors, x)
+        tensors = autocast_state(tuple(tensors), x)
         for label, tensor, size in zip(self.state_names, tensors, sizes):
             shape = (self.num_layers * directions, *batch, size)
             check_tensor_like(name, f"hidden state {label}", tensor, shape, x)
@@ -241,15 +241,6 @@ class _StackedRNN(nn.Module):
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
                 f"{f'proj_size={self.proj_size}, ' if self.proj_size else ''}"
                 f"bidirectional={self.bidirectional}, engine={self.engine!r}")
-
-
-def _autocast_like(tensors: tuple, x) -> tuple:
-    """Under autocast, a state in another floating dtype than the input (the lower precision torch's
-    kernels returned it in, say, carried to the next chunk) is taken in the input's, as torch.nn.LSTM
-    takes it; outside autocast a dtype mismatch stays an error."""
-    if not (isinstance(x, Tensor) and x.is_floating_point() and torch.is_autocast_enabled(x.device.type)):
-        return tensors
-    return tuple(t.to(x.dtype) if isinstance(t, Tensor) and t.is_floating_point() else t for t in tensors)
 
 
 def _accept_torch_names(module, state_dict, prefix, *_):
