@@ -30,7 +30,7 @@ from .buffers import dense, empty, times
 
 __all__ = ["Kernel", "Run", "adjoint_single", "weight_grad", "step_chunks", "previous_states", "per_step",
            "act_grad", "phi_grad", "phi_op", "PHI", "layer_norm_scales", "norm_weight_grad", "centred_rows",
-           "sigmoid_scale", "bias_sum", "dense", "empty", "times"]
+           "sigmoid_scale", "bias_sum", "dense", "empty", "times", "or_zeros"]
 
 
 def act_grad(name: str, y: Tensor) -> Tensor:
@@ -226,3 +226,20 @@ class Kernel:
     def emitted(self, cell: Cell, Z0: Tensor) -> Tensor:
         """The layer output for the history of the first state tensor, (T, B, O)."""
         return Z0
+
+    # the kernel as torch.compile's operator sees it (:mod:`.ops`): what crosses it, and back
+    def operator_outputs(self, run: Run, extras, H: int, G: int) -> list:
+        """``[(name, width)]`` of the operator's outputs, each (T, B, width): the first state tensor's
+        history (named as in ``saved``), then the intermediates of ``saved`` the backward reads."""
+        raise NotImplementedError
+
+    def operator_inputs(self, ops, run: Run, extras, saved: dict, grads: dict):
+        """From the operator's outputs ``saved`` and their gradients ``grads`` (None where none came;
+        both by name): ``(outputs, d_outputs)`` as :meth:`backward` takes them; completes ``saved``
+        with what the forward kept besides its outputs."""
+        (name, _), *_ = self.operator_outputs(run, extras, 1, 1)
+        return (saved[name],), (or_zeros(grads[name], saved[name]),)
+
+
+def or_zeros(grad: Tensor | None, like: Tensor) -> Tensor:
+    return torch.zeros_like(like) if grad is None else grad

@@ -24,6 +24,9 @@ class GRUKernel(Kernel):
     def __init__(self, layer_norm: bool):
         self.layer_norm = layer_norm
 
+    def operator_outputs(self, run, extras, H, G):
+        return [("Z", H), ("U", G), ("RZ", 2 * H), ("N", H)] + ([("V", G), ("S", 1)] if self.layer_norm else [])
+
     def prepare(self, cell, xs):
         H = cell.hidden_size
         if self.layer_norm:                                                           # = project_inputs

@@ -34,6 +34,16 @@ class LeakyKernel(Kernel):
     def emitted(self, cell, Z0):
         return cell.output(Z0)
 
+    def operator_outputs(self, run, extras, H, G):
+        has_beta = extras[0] is not None or run.alpha_value is not None or run.keep[0] is not None
+        return [("Z", H)] + ([("Y", H)] if has_beta else [])     # without β, Y is Z itself
+
+    def operator_inputs(self, ops, run, extras, saved, grads):
+        Z = saved["Z"]
+        saved["beta"] = self._beta(run, extras[0], Z)                # recomputed: a function of the inputs
+        saved.setdefault("Y", Z)
+        return super().operator_inputs(ops, run, extras, saved, grads)
+
     @staticmethod
     def _beta(run, alpha, like: Tensor):
         """β: None, (H,) or a 0-d tensor, or per step (T, B, H)."""
@@ -136,6 +146,9 @@ class GatedKernel(Kernel):
 
     Backward: ``R = [(tanh(c) - z_{t-1}) (1 - k) σ'(g), β (1 - tanh²(c))]``, ``E = 1 - β``, ``ρ = m``.
     """
+
+    def operator_outputs(self, run, extras, H, G):
+        return [("Z", H), ("A", G)]
 
     def prepare(self, cell, xs):
         P = linear(xs, cell.weight_ih, bias_sum(cell.bias_ih, cell.bias_hh))         # = project_inputs + b_hh

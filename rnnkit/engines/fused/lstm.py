@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 
 from ._cpu import SETTINGS, NumpyOps, compiled, numpy_or_none
-from .adjoint import (Kernel, bias_sum, centred_rows, dense, empty, norm_weight_grad, per_step, sigmoid_scale,
-                      step_chunks, weight_grad)
+from .adjoint import (Kernel, bias_sum, centred_rows, dense, empty, norm_weight_grad, or_zeros, per_step,
+                      sigmoid_scale, step_chunks, weight_grad)
 from .projection import linear, linear_layer_norm
 
 __all__ = ["LSTMKernel", "COMPILED_MAX"]
@@ -61,6 +61,16 @@ class LSTMKernel(Kernel):
 
     def __init__(self, layer_norm: bool):
         self.layer_norm = layer_norm
+
+    def operator_outputs(self, run, extras, H, G):
+        return ([("Hs", H), ("A", G), ("TC", H), ("C", H)]
+                + ([("V", G), ("S", 1), ("Cc", H), ("Sc", 1)] if self.layer_norm else []))
+
+    def operator_inputs(self, ops, run, extras, saved, grads):
+        Hs, C = saved["Hs"], saved["C"]
+        B, H = Hs.shape[1:]
+        saved["compiled"] = compiled_for(ops, B, 4 * H, H)      # the forward's choice, from the same facts
+        return (Hs, C[-1]), (or_zeros(grads["Hs"], Hs), or_zeros(None if grads["C"] is None else grads["C"][-1], C[-1]))
 
     def prepare(self, cell, xs):
         order = lstm_order(cell.hidden_size, xs.device)

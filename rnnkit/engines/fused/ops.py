@@ -24,7 +24,6 @@ from torch import Tensor
 from ._cpu import ops_for
 from .adjoint import Run
 from .gpu import twin, uses_triton
-from .lstm import compiled_for
 from .registry import KERNELS
 
 __all__ = ["fused_recurrence", "layout", "run_as_operator"]
@@ -45,17 +44,8 @@ def _decode(config: str, extras, keep, mask):
 
 
 def layout(name: str, run: Run, extras, H: int, G: int) -> list:
-    """``[(name, width)]`` of the forward operator's outputs, each (T, B, width): the state history
-    first (``Z``, or the LSTM's ``Hs``), then the intermediates the backward reads."""
-    if name in ("elman", "leaky", "rate"):
-        has_beta = extras[0] is not None or run.alpha_value is not None or run.keep[0] is not None
-        return [("Z", H)] + ([("Y", H)] if has_beta else [])     # without β, Y is Z itself
-    if name == "gated":
-        return [("Z", H), ("A", G)]
-    if name in ("gru", "layernorm-gru"):
-        return [("Z", H), ("U", G), ("RZ", 2 * H), ("N", H)] + ([("V", G), ("S", 1)] if "layernorm" in name else [])
-    return ([("Hs", H), ("A", G), ("TC", H), ("C", H)]
-            + ([("V", G), ("S", 1), ("Cc", H), ("Sc", 1)] if "layernorm" in name else []))
+    """``[(name, width)]`` of the forward operator's outputs (the kernel's ``operator_outputs``)."""
+    return KERNELS[name].operator_outputs(run, extras, H, G)
 
 
 @torch.library.custom_op("rnnkit::fused_recurrence", mutates_args=())
@@ -64,8 +54,8 @@ def fused_recurrence(kernel: str, config: str, P: Tensor, W: Tensor, states: lis
     run, extras = _decode(config, extras, keep, mask)
     k = _kernel(kernel, P)
     outputs, saved = k.forward(ops_for(P, W), run, P, W, tuple(states), tuple(extras))
-    found = {"Z": outputs[0], "Hs": outputs[0], **saved}
-    return [found[name].contiguous() for name, _ in layout(kernel, run, extras, states[0].shape[-1], P.shape[-1])]
+    _, *rest = layout(kernel, run, extras, states[0].shape[-1], P.shape[-1])
+    return [outputs[0].contiguous(), *[saved[name].contiguous() for name, _ in rest]]
 
 
 @fused_recurrence.register_fake
@@ -88,21 +78,11 @@ def fused_recurrence_backward(kernel: str, config: str, W: Tensor, states: list[
     T, B = outs[0].shape[:2]
     H, G = states[0].shape[-1], W.shape[0]
     names = [name for name, _ in layout(kernel, run, extras, H, G)]
-    saved = dict(zip(names, outs))
+    saved, by_name = dict(zip(names, outs)), dict(zip(names, grads))
     hist = outs[0]
     like_P = hist.new_empty(()).expand(T, B, G)                 # the forward's choices were made from P's shape
     k, ops = _kernel(kernel, like_P), ops_for(like_P, W)
-    d_hist = grads[0] if grads[0] is not None else torch.zeros_like(hist)
-    if kernel in ("lstm", "layernorm-lstm"):
-        C = saved["C"]
-        dC = grads[names.index("C")]
-        outputs, d_outputs = (hist, C[-1]), (d_hist, torch.zeros_like(C[-1]) if dC is None else dC[-1])
-        saved["compiled"] = compiled_for(ops, B, G, H) and not uses_triton(like_P)
-    else:
-        outputs, d_outputs = (hist,), (d_hist,)
-        if kernel in ("elman", "leaky", "rate"):
-            saved["beta"] = k._beta(run, extras[0], hist)
-            saved.setdefault("Y", hist)
+    outputs, d_outputs = k.operator_inputs(ops, run, extras, saved, by_name)
     dP, dW, d_states, d_extras = k.backward(ops, run, saved, W, tuple(states), tuple(extras), outputs, d_outputs,
                                             tuple(needs))
     result = [dP, dW, *d_states, *d_extras]
