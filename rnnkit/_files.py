@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
-__all__ = ["umask_mode", "cache_root"]
+__all__ = ["umask_mode", "cache_root", "write_text_atomic"]
 
 
 def cache_root() -> Path:
@@ -22,3 +23,16 @@ def umask_mode(path, directory: bool = False) -> None:
     mask = os.umask(0)
     os.umask(mask)
     os.chmod(path, (0o777 if directory else 0o666) & ~mask)
+
+
+def write_text_atomic(path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder, synced and then
+    renamed over it: a crash leaves the old file or the new one, never a part of either."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    umask_mode(tmp)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)

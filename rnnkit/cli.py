@@ -19,59 +19,9 @@ __all__ = ["main"]
 
 
 def _demo(args) -> int:
-    """Delayed recall: read a symbol, wait ``delay`` steps, say it again.
+    from .demo import delayed_recall
 
-    The vanishing-gradient story in seconds: to learn the task, the error signal
-    must travel back ``delay`` steps; an Elman RNN's gradient shrinks along the way,
-    so it stops learning as the delay grows, while gated cells keep a path open.
-    The summary line is computed from the measured accuracies.
-    """
-    from tqdm import tqdm
-
-    import rnnkit
-    from rnnkit.readouts import CategoricalReadout
-
-    torch.manual_seed(args.seed)
-    symbols, steps = 4, args.delay + 1
-
-    def batch(size):
-        first = torch.randint(symbols, (size,))
-        x = torch.zeros(size, steps, symbols + 1)
-        x[:, 0, :symbols] = torch.nn.functional.one_hot(first, symbols).float()
-        x[:, 1:, symbols] = torch.randn(size, steps - 1)            # distracting noise
-        return x, first
-
-    print(f"delayed recall of 1 of {symbols} symbols after {args.delay} noisy steps "
-          f"(chance accuracy {1 / symbols:.0%}); {args.steps} Adam steps per model")
-    results = {}
-    for name, cls in [("elman", rnnkit.ElmanRNN), ("gated", rnnkit.GatedRNN),
-                      ("gru", rnnkit.GRU), ("lstm", rnnkit.LSTM)]:
-        rnn, readout = cls(symbols + 1, args.hidden_size), CategoricalReadout(args.hidden_size, symbols)
-        params = list(rnn.parameters()) + list(readout.parameters())
-        opt = torch.optim.Adam(params, lr=args.lr)
-        start = time.perf_counter()
-        bar = tqdm(range(args.steps), desc=f"{name:5} ({rnn.engine})", leave=False, disable=True if args.quiet else None)
-        for _ in bar:
-            x, first = batch(64)
-            out, _ = rnn(x)
-            loss = -readout.log_prob(first, out[:, -1]).mean()
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        with torch.no_grad():
-            x, first = batch(1000)
-            out, _ = rnn(x)
-            accuracy = (readout.logits(out[:, -1]).argmax(-1) == first).float().mean().item()
-        results[name] = accuracy
-        print(f"  {name:6} engine={rnn.engine:6} test accuracy {accuracy:6.1%}  "
-              f"({time.perf_counter() - start:4.1f} s)")
-    solved = [n for n, a in results.items() if a >= 0.95]
-    unsolved = [n for n, a in results.items() if a < 0.95]
-    print(f"solved (>= 95%): {', '.join(solved) or 'none'}; not solved: {', '.join(unsolved) or 'none'}"
-          f" -- try --delay 10 and --delay 60 to see where each cell gives up")
-    return 0
+    return delayed_recall(args)
 
 
 def _train(args) -> int:
@@ -132,7 +82,7 @@ def _train(args) -> int:
             train_config = TrainConfig(
                 batch_size=args.batch_size, truncation=args.truncation, optimizer=args.optimizer, lr=args.lr,
                 momentum=args.momentum, weight_decay=args.weight_decay, clip_norm=args.clip_norm or None,
-                clip_value=args.clip_value, information_flow=args.information_flow,
+                clip_value=args.clip_value, information_flow=args.information_flow, unk_noise=args.unk_noise,
                 recurrent_init=args.recurrent_init, recurrent_gain=args.recurrent_gain, schedule=args.schedule,
                 warmup=args.warmup, decay_start=args.decay_start, decay_factor=args.decay_factor,
                 nonmono=args.nonmono, max_minutes=args.max_minutes, max_epochs=args.max_epochs,
@@ -186,6 +136,9 @@ def _train(args) -> int:
     finally:
         teardown()
     if main_process:
+        preset = saved.get("preset") if args.resume else args.preset
+        if lm_run.wants_cache(args.neural_cache, vocab.level, preset) and splits["test"] is not None:
+            summary["cache"] = lm_run.cache_report(out, splits, train_config, device)
         lm_run.print_summary(summary, splits, vocab, out)
     if str(summary["stopped_by"]).startswith("interrupted"):
         if main_process:
@@ -272,8 +225,9 @@ def _evaluate(args) -> int:
 
     from .data.tokens import TokenFile, is_token_file, prepare
     from .models import load_language_model
+    from .train import lm_run
+    from .train.cache import cache_nll
     from .train.evaluation import token_nll
-    from .train.lm_run import split_report
 
     model, vocab, config = load_language_model(args.run_dir, args.checkpoint, device=_device(args))
     if is_token_file(args.data):
@@ -299,8 +253,13 @@ def _evaluate(args) -> int:
                   for i in range(first, len(text), 1 << 24))
     counted = {"word": " (words + <eos>)"}.get(vocab.level, "")
     print(f"{count:,} {vocab.level} tokens{counted}, {rows} rows: "
-          + split_report("", total / count, text, vocab.level, count).split(":", 1)[1].strip()
+          + lm_run.split_report("", total / count, text, vocab.level, count).split(":", 1)[1].strip()
           + (f"; {unknown:,} unknown tokens counted as <unk>" if unknown else ""))
+    cache = lm_run.saved_cache(args.run_dir)
+    if cache is not None and cache.lam > 0:
+        total, count = cache_nll(model, text, cache, batch_size=rows, truncation=256)
+        print(f"with {cache.describe()} (the run's, chosen on its validation text): "
+              + lm_run.split_report("", total / count, text, vocab.level, count).split(":", 1)[1].strip())
     return 0
 
 
@@ -389,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "source, which every Python installation has. The text is tokenized once into a token "
                     "file (cached; see rnnkit prepare) and read in place. Defaults marked * depend on "
                     "--level (word: 2 tied layers of 128 with dropout 0.4, embedding dropout 0.1, weight drop 0.2, AR 1, "
-                    "TAR 1, batch 20 x 35; bpe: 8192 tokens, a tied 512-unit layer, dropout 0.25).",
+                    "TAR 1, unk noise 0.5, batch 20 x 35; bpe: 8192 tokens, a tied 512-unit layer, dropout 0.25).",
         epilog="presets (--preset): " + "; ".join(f"{name}: {entry['about']}" for name, entry in PRESETS.items()))
     _add_data_options(train, evaluation=False)
     train.add_argument("--preset", choices=sorted(PRESETS), help="a published recipe (Zaremba et al. 2014, "
@@ -408,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "at every step (AWD-LSTM's variational dropout), not a new one at each step")
     model.add_argument("--embedding-dropout", type=float, help="drop whole words from the embedding (default 0*)")
     model.add_argument("--weight-drop", type=float, help="DropConnect on the recurrent weights (default 0*)")
+    model.add_argument("--unk-noise", type=float, metavar="ALPHA", help="train with a word seen c times read "
+                       "and predicted as <unk> with probability ALPHA/(ALPHA+c), so that the model learns how often "
+                       "unseen words come; 0 = off (default 0*)")
     model.add_argument("--activation-penalty", type=float, metavar="ALPHA",
                        help="AR: ALPHA x mean squared output activation (default 0*)")
     model.add_argument("--temporal-penalty", type=float, metavar="BETA",
@@ -457,6 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--early-stopping", type=int, metavar="N",
                      help="stop after N validations without improvement")
     run.add_argument("--seed", type=int, help="random seed (default 0)")
+    run.add_argument("--neural-cache", action=argparse.BooleanOptionalAction, help="also score the test text with "
+                     "a neural cache (Grave et al. 2017) chosen on validation; kept for rnnkit evaluate (default: "
+                     "on at word level without a preset)")
     run.add_argument("--out", default="runs/lm", help="run directory (default runs/lm)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint; "
                      "only --max-minutes/--max-epochs/--max-steps may change")

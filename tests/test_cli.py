@@ -9,11 +9,12 @@ from rnnkit.cli import main
 
 
 def test_demo_runs_and_reports_each_cell(capsys):
-    assert main(["demo", "--delay", "2", "--steps", "30", "--quiet"]) == 0
+    assert main(["demo", "--delay", "2", "--steps", "150", "--quiet"]) == 0
     out = capsys.readouterr().out
     for name in ("elman", "gated", "gru", "lstm"):
-        assert re.search(rf"{name}\s+engine=\w+\s+test accuracy\s+\d+\.\d%", out), out
-    assert "solved (>= 95%):" in out
+        match = re.search(rf"{name}\s+engine=\w+\s+test accuracy\s+(\d+\.\d)%", out)
+        assert match and float(match.group(1)) >= 95.0, out          # a short delay: every cell learns it
+    assert "solved (>= 95%): elman, gated, gru, lstm; not solved: none" in out
 
 
 def test_bad_option_value_is_a_clear_usage_error(capsys):

@@ -5,6 +5,7 @@
 - :mod:`~rnnkit.data.vocab`: characters, words or BPE tokens to ids and back.
 - :mod:`~rnnkit.data.tokens`: a corpus tokenized once into a memory-mapped token file.
 - :mod:`~rnnkit.data.batching`: contiguous streams cut into chunks for truncated BPTT.
+- :mod:`~rnnkit.data.noise`: rare training words read and predicted as ``<unk>`` now and then.
 - :mod:`~rnnkit.data.tasks`, :mod:`~rnnkit.data.synthetic`, :mod:`~rnnkit.data.trees`: the
   long-dependency tasks, the copy task and Mackey–Glass series, and trees of expressions.
 
@@ -19,6 +20,7 @@
 from .batching import ContiguousBatches, evaluation_batches
 from .corpus import (DEFAULT_CORPUS_MODULES, DataNotFoundError, default_corpus, describe_default_corpus,
                      read_text, split_train_validation)
+from .noise import UnknownNoise, token_counts
 from .sequences import SequenceBatches
 from .synthetic import copy_task, mackey_glass
 from .tasks import TASKS, Task, make_task
@@ -30,4 +32,4 @@ __all__ = ["Vocabulary", "LEVELS", "SPECIAL_TOKENS", "read_text", "DataNotFoundE
            "DEFAULT_CORPUS_MODULES", "default_corpus", "describe_default_corpus", "split_train_validation",
            "ContiguousBatches", "evaluation_batches", "TokenFile", "TokenFileError", "TokenSplit", "prepare",
            "SequenceBatches", "Task", "TASKS", "make_task", "copy_task", "mackey_glass", "Tree", "TreeBatches",
-           "arithmetic_expressions", "parse_expression"]
+           "arithmetic_expressions", "parse_expression", "UnknownNoise", "token_counts"]

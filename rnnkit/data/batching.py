@@ -140,6 +140,10 @@ class ContiguousBatches(ResumablePosition):
             of an epoch holds what is left (``stream_length % truncation`` steps if
             that is not 0).
         rank, world_size: this process and how many share the corpus (data parallel).
+        noise: an optional :class:`~rnnkit.data.noise.UnknownNoise` applied to each chunk's
+            tokens (inputs and targets alike: a replaced token is read and predicted as
+            unknown); which tokens it replaces depends on the epoch and their place in the
+            corpus only, so any batching, rank or resume sees the same.
 
     Iterating yields int64 tensors ``inputs, targets`` of shape (batch_size, T),
     ``T <= truncation``, with ``targets[:, t]`` the token after ``inputs[:, t]``.
@@ -164,7 +168,7 @@ class ContiguousBatches(ResumablePosition):
     contiguous = True          # chunk k+1 continues chunk k: the trainer carries the state across
 
     def __init__(self, ids: Union[Tensor, Sequence[int]], batch_size: int, truncation: int, *,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, noise=None):
         owner = type(self).__name__
         ids = _as_ids(owner, ids)
         self.batch_size = _check_count(owner, "batch_size", batch_size, "pass --batch-size 1 or more")
@@ -184,6 +188,7 @@ class ContiguousBatches(ResumablePosition):
         length = self.batch_size * self.stream_length
         shard = ids[self.rank * length: (self.rank + 1) * length + 1]
         self.shard = (self.rank * length, (self.rank + 1) * length + 1)
+        self.noise = noise
         self._inputs = shard[:-1].reshape(self.batch_size, self.stream_length)          # (B, L)
         self._targets = shard[1:].reshape(self.batch_size, self.stream_length)          # (B, L)
         self._chunks = -(-self.stream_length // self.truncation)
@@ -200,7 +205,20 @@ class ContiguousBatches(ResumablePosition):
     def __iter__(self) -> Iterator[Tuple[Tensor, Tensor]]:
         for index in self._advance():
             steps = slice(index * self.truncation, (index + 1) * self.truncation)
-            yield _as_long(self._inputs[:, steps]), _as_long(self._targets[:, steps])
+            if self.noise is None:
+                yield _as_long(self._inputs[:, steps]), _as_long(self._targets[:, steps])
+            else:
+                yield self._noised(steps)
+
+    def _noised(self, steps: slice) -> Tuple[Tensor, Tensor]:
+        """The chunk as one block of tokens (the inputs and the last targets), noised, then split."""
+        inputs, targets = self._inputs[:, steps], self._targets[:, steps]
+        as_array = (lambda a: a.numpy()) if isinstance(inputs, Tensor) else np.asarray
+        block = np.concatenate([as_array(inputs), as_array(targets[:, -1:])], axis=1)
+        rows = np.arange(self.batch_size, dtype=np.int64)[:, None] * self.stream_length
+        positions = self.shard[0] + rows + steps.start + np.arange(block.shape[1], dtype=np.int64)[None, :]
+        block = torch.from_numpy(self.noise(block, positions, self.epoch).astype(np.int64))
+        return block[:, :-1].contiguous(), block[:, 1:].contiguous()
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(batch_size={self.batch_size}, truncation={self.truncation}, "

@@ -61,7 +61,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from .._arguments import check_number
-from .._files import cache_root, umask_mode
+from .._files import cache_root, umask_mode, write_text_atomic
 from .corpus import _DATA_HINT, DEFAULT_CORPUS_MODULES, DataNotFoundError, _default_corpus_files, default_corpus
 from .sources import BLOCK, Source, progress_bar, text_blocks
 from .vocab import LEVELS, Vocabulary
@@ -350,8 +350,8 @@ def _prepare(source: Source, options, split, min_count, max_vocab, vocab, out, t
         result = _write(source, options, split, min_count, max_vocab, vocab, target, identity, progress)
     if record is not None:
         record.parent.mkdir(parents=True, exist_ok=True)
-        _write_json_atomically(record, {"stats": source.stats(), "sha1": source.sha1,
-                                        "folder": target.name})
+        write_text_atomic(record, json.dumps({"stats": source.stats(), "sha1": source.sha1,
+                                              "folder": target.name}, indent=1))
     return result
 
 
@@ -418,7 +418,7 @@ def _write(source: Source, options, split, min_count, max_vocab, vocab, target: 
                            "sha1": source.sha1, "bytes": source.size,
                            "files": len(source.pieces)},
                 "seconds": round(time.perf_counter() - started, 3), "rnnkit_version": __version__}
-        _write_json_atomically(staging / "meta.json", meta)
+        write_text_atomic(staging / "meta.json", json.dumps(meta, indent=1))
         try:
             os.replace(staging, target)
         except OSError:
@@ -441,13 +441,3 @@ def _emit(handle, vocab: Vocabulary, text: str, close_line: bool, dtype) -> int:
     ids = vocab.encode_array(text, close_line=close_line, dtype=dtype)
     ids.astype(dtype.newbyteorder("<"), copy=False).tofile(handle)
     return len(ids)
-
-
-def _write_json_atomically(path: Path, value) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    umask_mode(tmp)
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        json.dump(value, out, indent=1)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)

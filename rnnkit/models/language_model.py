@@ -204,12 +204,16 @@ class LanguageModel(nn.Module):
             raise ValueError(f"LanguageModel: targets must have the shape of the inputs "
                              f"{tuple(inputs.shape)}, got {tuple(targets.shape)}")
         h, state = self.features(inputs, state)
+        return self.readout_nll(h, targets), state
+
+    def readout_nll(self, h: Tensor, targets: Tensor) -> Tensor:
+        """Negative log-likelihood of ``targets`` (B, T) under the readout of features ``h`` (B, T, D)."""
         flat_h, flat_y = h.reshape(-1, h.shape[-1]), targets.reshape(-1)
         if isinstance(self.readout, AdaptiveReadout):
             nll = self.readout.nll(flat_h, flat_y)
         else:
             nll = F.cross_entropy(self.readout.logits(flat_h), flat_y, reduction="none")
-        return nll.view(targets.shape), state
+        return nll.view(targets.shape)
 
     def stream(self, batch_size: int = 1, state=None, *, grad: bool = False) -> "LanguageModelStream":
         """A :class:`LanguageModelStream`: one token per call, the state kept inside (its layout is

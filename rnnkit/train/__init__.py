@@ -1,4 +1,6 @@
-"""Training: truncated BPTT, clipping, schedules, penalties, checkpoints, data parallelism."""
+"""Training: truncated BPTT, clipping, schedules, penalties, checkpoints, data parallelism, and
+the neural cache a language model is evaluated with."""
+from .cache import CacheSettings, cache_nll, choose_cache
 from .checkpoint import NoCheckpointError, checkpoint_dir, read_checkpoint, save_checkpoint
 from .metrics import MetricsLog, TensorBoardLogger
 from .penalties import information_flow_penalty
@@ -6,4 +8,4 @@ from .trainer import TrainConfig, Trainer, TrainingDiverged, detach_state
 
 __all__ = ["Trainer", "TrainConfig", "TrainingDiverged", "detach_state", "save_checkpoint",
            "read_checkpoint", "checkpoint_dir", "NoCheckpointError", "MetricsLog", "TensorBoardLogger",
-           "information_flow_penalty"]
+           "information_flow_penalty", "CacheSettings", "cache_nll", "choose_cache"]

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .._files import umask_mode
+from .._files import umask_mode, write_text_atomic
 
 __all__ = ["save_checkpoint", "read_checkpoint", "checkpoint_dir", "NoCheckpointError"]
 
@@ -42,16 +42,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 24), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    umask_mode(tmp)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def _fsync(path: Path) -> None:
@@ -107,9 +97,9 @@ def save_checkpoint(run_dir, step: int, model: torch.nn.Module, config: dict, tr
     os.replace(staging, final)
     _fsync(folder)
     relative = f"checkpoints/{name}"
-    _write_atomically(run_dir / "latest", relative + "\n")
+    write_text_atomic(run_dir / "latest", relative + "\n")
     if best or not (run_dir / "best").exists():
-        _write_atomically(run_dir / "best", relative + "\n")
+        write_text_atomic(run_dir / "best", relative + "\n")
     _prune(run_dir, keep)
     return final
 

@@ -43,21 +43,22 @@ def token_nll(model, split, *, batch_size: int = 32, truncation: int = 256,
     gives the per-token losses. ``max_tokens`` limits the evaluation to the first that
     many predictions.
     """
-    context = getattr(split, "context", None)
-    tokens = getattr(split, "tokens", split)
-    if isinstance(tokens, torch.Tensor):
-        tokens = tokens.detach().cpu().numpy()
-    available = len(tokens) - (context is None)
-    count = available if max_tokens is None else min(available, int(max_tokens))
-    if count < 1:
-        raise ValueError(f"nothing to evaluate: the split has {len(tokens)} token(s), and at least one "
-                         f"must be predicted from one before it")
-    rows = max(1, min(int(batch_size), count))
-    length, extra = divmod(count, rows)
-    longest = length + extra                            # the last row takes the remainder
+    tokens, context, count = stream(split, max_tokens)
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
     total, state = 0.0, None
+    for inputs, targets, mask in chunks(tokens, context, count, batch_size, truncation, device):
+        nll, state = model.token_nll(inputs, targets, state)
+        total += float(nll.double()[mask].sum())
+    return total, count
+
+
+def chunks(tokens, context, count: int, batch_size: int, truncation: int, device):
+    """``(inputs, targets, mask)`` for each chunk of ``count`` predictions read as rows (see the
+    module's docstring); a row's state carries from one chunk to the next."""
+    rows = max(1, min(int(batch_size), count))
+    length, extra = divmod(count, rows)
+    longest = length + extra                            # the last row takes the remainder
     for begin in range(0, longest, truncation):
         end = min(begin + truncation, longest)
         inputs = np.zeros((rows, end - begin), dtype=np.int64)
@@ -72,7 +73,19 @@ def token_nll(model, split, *, batch_size: int = 32, truncation: int = 256,
             inputs[row, :stop - begin] = window[:-1]
             targets[row, :stop - begin] = window[1:]
             mask[row, :stop - begin] = True
-        nll, state = model.token_nll(torch.from_numpy(inputs).to(device), torch.from_numpy(targets).to(device),
-                                     state)
-        total += float(nll.double()[torch.from_numpy(mask).to(nll.device)].sum())
-    return total, count
+        yield (torch.from_numpy(inputs).to(device), torch.from_numpy(targets).to(device),
+               torch.from_numpy(mask).to(device))
+
+
+def stream(split, max_tokens):
+    """``(tokens, context, count)`` of a split: its ids, its context token and how many are predicted."""
+    context = getattr(split, "context", None)
+    tokens = getattr(split, "tokens", split)
+    if isinstance(tokens, torch.Tensor):
+        tokens = tokens.detach().cpu().numpy()
+    available = len(tokens) - (context is None)
+    count = available if max_tokens is None else min(available, int(max_tokens))
+    if count < 1:
+        raise ValueError(f"nothing to evaluate: the split has {len(tokens)} token(s), and at least one "
+                         f"must be predicted from one before it")
+    return tokens, context, count

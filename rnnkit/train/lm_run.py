@@ -12,30 +12,35 @@ Kept apart from the argument parser so that each rule is one small function:
   would change them is refused, naming it.
 - :func:`split_report`: one summary line per split (loss, perplexity, bits per character);
   :func:`print_summary`: what a finished run prints.
+- :func:`wants_cache`, :func:`cache_report`, :func:`saved_cache`: the neural cache a word-level
+  run reports beside its test figure (:mod:`rnnkit.train.cache`), chosen on validation and
+  kept in the run directory's ``cache.json`` for ``rnnkit evaluate``.
 
 ``--device`` is not among these options: where a run trains is no part of it, so a run trained
 on a GPU may resume on the CPU. ``--precision`` is: a resumed run keeps it.
 """
 from __future__ import annotations
 
+import json
 import math
 import shlex
 from pathlib import Path
 
 from ..data.tokens import TokenFile, TokenFileError, is_token_file, prepare
 from ..models.language_model import perplexity
+from .cache import CacheSettings
 
 __all__ = ["DEFAULTS", "LEVEL_DEFAULTS", "MODEL_OPTIONS", "TRAINING_OPTIONS", "DATA_OPTIONS", "resolve",
            "prepare_files", "find_files", "saved_data_record", "load", "check_resume", "split_report",
-           "print_summary"]
+           "print_summary", "wants_cache", "cache_report", "saved_cache"]
 
 MODEL_OPTIONS = ("cell", "hidden_size", "num_layers", "embedding_size", "dropout", "tie_weights",
                  "embedding_dropout", "input_dropout", "layer_dropout", "weight_drop", "activation_penalty",
                  "temporal_penalty", "projection_size", "softmax", "cutoffs", "init_scale", "locked_dropout")
 TRAINING_OPTIONS = ("batch_size", "truncation", "optimizer", "lr", "momentum", "weight_decay", "clip_norm",
-                    "clip_value", "information_flow", "recurrent_init", "recurrent_gain", "schedule", "warmup",
-                    "decay_start", "decay_factor", "nonmono", "eval_every", "eval_tokens", "early_stopping",
-                    "seed", "precision")
+                    "clip_value", "information_flow", "unk_noise", "recurrent_init", "recurrent_gain", "schedule",
+                    "warmup", "decay_start", "decay_factor", "nonmono", "eval_every", "eval_tokens",
+                    "early_stopping", "seed", "precision")
 DATA_OPTIONS = ("data", "level", "validation_fraction", "test_fraction", "validation_data", "test_data",
                 "min_count", "max_vocab")
 # may change on --resume
@@ -55,7 +60,7 @@ DEFAULTS = {
     "softmax": "full", "cutoffs": None, "init_scale": None, "locked_dropout": False,
     # optimisation
     "batch_size": 32, "truncation": 64, "optimizer": "adam", "lr": 1e-2, "momentum": 0.9, "weight_decay": 0.0,
-    "clip_norm": 1.0, "clip_value": None, "information_flow": 0.0, "recurrent_init": None,
+    "clip_norm": 1.0, "clip_value": None, "information_flow": 0.0, "unk_noise": 0.0, "recurrent_init": None,
     "recurrent_gain": 1.0, "schedule": "cosine", "warmup": 0.02, "decay_start": 1, "decay_factor": 0.5,
     "nonmono": 5, "eval_every": 500, "eval_tokens": 50_000, "early_stopping": None, "seed": 0,
     "precision": "fp32",
@@ -68,7 +73,7 @@ DEFAULTS = {
 LEVEL_DEFAULTS = {
     "word": {"num_layers": 2, "hidden_size": 128, "embedding_size": 128, "tie_weights": True, "dropout": 0.4,
              "embedding_dropout": 0.1, "weight_drop": 0.2, "activation_penalty": 1.0, "temporal_penalty": 1.0,
-             "batch_size": 20, "truncation": 35, "eval_every": 200, "eval_tokens": 250_000},
+             "unk_noise": 0.5, "batch_size": 20, "truncation": 35, "eval_every": 200, "eval_tokens": 250_000},
     "bpe": {"max_vocab": 8192, "hidden_size": 512, "embedding_size": 512, "tie_weights": True,
             "dropout": 0.25, "truncation": 64},
 }
@@ -282,8 +287,15 @@ def print_summary(summary, splits, vocab, out) -> None:
           f"({summary['tokens_per_second'] / 1e3:.1f}k tokens/s); best checkpoint: step {step}")
     print(split_report("validation", summary["best_validation_loss"], splits["validation"], vocab.level,
                        evaluated.get("validation", 0)) + " -- chose the checkpoint")
+    cache = summary.get("cache")
     if summary["test_loss"] is not None:
         print(split_report("test", summary["test_loss"], splits["test"], vocab.level, evaluated["test"]))
+        if cache and cache["lam"] > 0:
+            print(split_report("test+cache", cache["test_loss"], splits["test"], vocab.level, cache["tokens"])
+                  + f" -- the model and {CacheSettings(cache['window'], cache['theta'], cache['lam']).describe()} "
+                    f"(Grave et al. 2017), chosen on validation")
+        elif cache:
+            print("test+cache: not used -- no neural cache setting beat the model alone on the validation text")
     else:
         print("test:       none (--test-fraction 0 and no --test-data): the validation figure chose the "
               "checkpoint, so it is optimistic")
@@ -293,3 +305,41 @@ def print_summary(summary, splits, vocab, out) -> None:
     else:
         print(f"loss plot:     not written ({summary['plot_note']})")
     print(f"sample from it: rnnkit sample {shlex.quote(str(out))} --length 500")
+
+
+CACHE_FILE = "cache.json"
+
+
+def wants_cache(asked, level: str, preset) -> bool:
+    """Whether a run reports a neural cache: as asked (``--neural-cache`` / ``--no-neural-cache``),
+    else at word level without a preset (a preset reproduces a paper's figure, which has none)."""
+    return bool(asked) if asked is not None else level == "word" and not preset
+
+
+def cache_report(out, splits, config, device=None) -> dict:
+    """Choose a neural cache on the validation split with the best checkpoint, score the test split
+    with it once, and keep both in ``out/cache.json``; returns what it keeps."""
+    from ..models.language_model import load_language_model
+    from .._files import write_text_atomic
+    from .cache import cache_nll, choose_cache
+
+    model, _, _ = load_language_model(out, "best", device=device)
+    options = {"batch_size": config.batch_size, "truncation": max(config.truncation, 256),
+               "max_tokens": config.eval_tokens}
+    settings, validation = choose_cache(model, splits["validation"], **options)
+    total, count = cache_nll(model, splits["test"], settings, **options)
+    report = {**settings.to_dict(), "validation_loss": validation, "test_loss": total / count, "tokens": count}
+    write_text_atomic(Path(out) / CACHE_FILE, json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def saved_cache(run_dir):
+    """The :class:`~rnnkit.train.cache.CacheSettings` a run chose, or None when it has none."""
+    path = Path(run_dir) / CACHE_FILE
+    if not path.exists():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+        return CacheSettings(int(saved["window"]), float(saved["theta"]), float(saved["lam"]))
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"'{path}' is damaged ({error}); delete it to evaluate without the cache") from None

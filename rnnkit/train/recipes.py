@@ -19,7 +19,8 @@ from __future__ import annotations
 __all__ = ["PRESETS", "preset_values", "describe_preset"]
 
 _ZAREMBA = {"level": "word", "cell": "lstm", "num_layers": 2, "optimizer": "sgd", "momentum": 0.0,
-            "lr": 1.0, "schedule": "step", "batch_size": 20, "tie_weights": False, "warmup": 0.0}
+            "lr": 1.0, "schedule": "step", "batch_size": 20, "tie_weights": False, "warmup": 0.0,
+            "unk_noise": 0.0}
 
 PRESETS = {
     "zaremba-small": {
@@ -49,7 +50,8 @@ PRESETS = {
                    "input_dropout": 0.4, "embedding_dropout": 0.1, "weight_drop": 0.5, "locked_dropout": True,
                    "activation_penalty": 2.0, "temporal_penalty": 1.0, "optimizer": "ntasgd", "lr": 30.0,
                    "momentum": 0.0, "schedule": "constant", "warmup": 0.0, "clip_norm": 0.25, "truncation": 70,
-                   "batch_size": 20, "weight_decay": 1.2e-6, "nonmono": 5, "max_epochs": 500},
+                   "batch_size": 20, "weight_decay": 1.2e-6, "nonmono": 5, "unk_noise": 0.0,
+                   "max_epochs": 500},
         "differs": "the third layer is 1150 wide and projected to 400 before the tied readout (AWD-LSTM makes "
                    "it 400 wide); the BPTT length is "
                    "fixed at 70 (not drawn around 70); validation every --eval-every steps, not every epoch; "

@@ -23,6 +23,7 @@ from torch import Tensor
 from .._arguments import check_number
 from .._config import DictConfig
 from ..data.batching import ContiguousBatches, evaluation_batches
+from ..data.noise import unknown_noise
 from ..init import SCHEMES, init_recurrent_
 from . import distributed
 from .checkpoint import read_checkpoint, save_checkpoint
@@ -48,6 +49,7 @@ class TrainConfig(DictConfig):
     clip_norm: float | None = 1.0         # clip the global gradient norm
     clip_value: float | None = None       # clip each gradient element
     information_flow: float = 0.0         # weight of Pascanu et al.'s information-flow regularizer (0 = off)
+    unk_noise: float = 0.0                # a token seen c times is id 0 (<unk>) w.p. unk_noise / (unk_noise + c)
     recurrent_init: str | None = None     # "orthogonal" | "identity": re-initialise recurrent weights first
     recurrent_gain: float = 1.0           # the scale of recurrent_init's blocks
     schedule: str = "cosine"              # cosine | plateau | constant | step
@@ -82,6 +84,7 @@ class TrainConfig(DictConfig):
             positive(name, getattr(self, name), float)
         check_number("TrainConfig", "momentum", self.momentum, low=0.0, high=1.0, high_closed=False)
         check_number("TrainConfig", "weight_decay", self.weight_decay, low=0.0, high_closed=False)
+        check_number("TrainConfig", "unk_noise", self.unk_noise, low=0.0, high_closed=False)
         weight = self.information_flow
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
             raise ValueError(f"TrainConfig: information_flow is the regularizer's weight, a number >= 0 "
@@ -434,8 +437,12 @@ class Trainer:
         torch.manual_seed(c.seed)
         distributed.broadcast_parameters(self.model)
         if _is_token_stream(train):
+            noise = unknown_noise(train, c.unk_noise, c.seed, share=distributed.share_from_main)
             batches = ContiguousBatches(train, c.batch_size, c.truncation, rank=self.rank,
-                                        world_size=self.world_size)
+                                        world_size=self.world_size, noise=noise)
+        elif c.unk_noise > 0:
+            raise ValueError(f"TrainConfig: unk_noise applies to a token stream, and this run trains on "
+                             f"{type(train).__name__}; set unk_noise=0 or pass the tokens as one stream")
         else:
             batches = train
         state = self._resume(batches) if resume else None
