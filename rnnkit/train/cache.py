@@ -94,7 +94,7 @@ def cache_nll(model, split, settings, *, batch_size: int = 32, truncation: int =
 def _score(model, tokens, context, count, grid, batch_size, truncation, device) -> list:
     widest = max(s.window for s in grid)
     pairs = sorted({(s.window, float(s.theta)) for s in grid})
-    totals = torch.zeros(len(grid), dtype=torch.float64)
+    totals = torch.zeros(len(grid), dtype=torch.float64, device=device)
     state, keys, values, known = None, None, None, None
     for inputs, targets, mask in chunks(tokens, context, count, batch_size, truncation, device):
         h, state = model.features(inputs, state)
@@ -117,11 +117,10 @@ def _score(model, tokens, context, count, grid, batch_size, truncation, device) 
             weights = torch.softmax((theta * scores).masked_fill(~allowed, -math.inf), -1)
             probability = torch.nan_to_num(weights, 0.0).mul(same).sum(-1).double()
             cached[window, theta] = probability, allowed.any(-1)
-        model_probability = torch.exp(-nll)
-        for i, s in enumerate(grid):
+        for i, s in enumerate(grid):                  # -log((1 - lam) p_model + lam p_cache), in log space
             probability, has = cached[s.window, float(s.theta)]
-            mixed = torch.where(has, -torch.log((1 - s.lam) * model_probability + s.lam * probability), nll)
-            totals[i] += mixed[mask].sum()
+            mixed = -torch.logaddexp(math.log1p(-s.lam) - nll, torch.log(s.lam * probability))
+            totals[i] += torch.where(has, mixed, nll)[mask].sum()
         keys, values, known = keys[:, -widest:], values[:, -widest:], known[:, -widest:]
     return totals.tolist()
 
