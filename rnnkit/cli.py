@@ -136,7 +136,9 @@ def _train(args) -> int:
         teardown()
     if main_process:
         preset = saved.get("preset") if args.resume else args.preset
-        if lm_run.wants_cache(args.neural_cache, vocab.level, preset) and splits["test"] is not None:
+        interrupted = str(summary["stopped_by"]).startswith("interrupted")       # Ctrl-C: no extra work
+        if lm_run.wants_cache(args.neural_cache, vocab.level, preset) and splits["test"] is not None \
+                and not interrupted:
             summary["cache"] = lm_run.cache_report(out, splits, train_config, device)
         lm_run.print_summary(summary, splits, vocab, out)
     if str(summary["stopped_by"]).startswith("interrupted"):
