@@ -226,6 +226,8 @@ def _evaluate(args) -> int:
 
     from .data.tokens import TokenFile, is_token_file, prepare
     from .models import load_language_model
+    from dataclasses import replace
+
     from .train import lm_run
     from .train.cache import cache_nll
     from .train.evaluation import token_nll
@@ -248,7 +250,12 @@ def _evaluate(args) -> int:
     if text.predictions < 1:
         raise ValueError(f"'{args.data}' holds {len(text)} token(s); evaluation needs at least 2")
     rows = args.batch_size or config.get("training", {}).get("batch_size", 32)
-    total, count = token_nll(model, text, batch_size=rows, truncation=256)
+    cache = lm_run.saved_cache(args.run_dir)
+    if cache is not None and cache.lam > 0:      # one pass scores both: lam 0 is the model alone, exactly
+        (total, cached), count = cache_nll(model, text, [replace(cache, lam=0.0), cache], batch_size=rows,
+                                           truncation=256)
+    else:
+        total, count = token_nll(model, text, batch_size=rows, truncation=256)
     first = len(text) - count                # the tokens predicted are the last `count` (a first one is context)
     unknown = sum(int(np.count_nonzero(text.tokens[i:i + (1 << 24)] == 0))
                   for i in range(first, len(text), 1 << 24))
@@ -256,11 +263,9 @@ def _evaluate(args) -> int:
     print(f"{count:,} {vocab.level} tokens{counted}, {rows} rows: "
           + lm_run.split_report("", total / count, text, vocab.level, count).split(":", 1)[1].strip()
           + (f"; {unknown:,} unknown tokens counted as <unk>" if unknown else ""))
-    cache = lm_run.saved_cache(args.run_dir)
     if cache is not None and cache.lam > 0:
-        total, count = cache_nll(model, text, cache, batch_size=rows, truncation=256)
         print(f"with {cache.describe()} (the run's, chosen on its validation text): "
-              + lm_run.split_report("", total / count, text, vocab.level, count).split(":", 1)[1].strip())
+              + lm_run.split_report("", cached / count, text, vocab.level, count).split(":", 1)[1].strip())
     return 0
 
 

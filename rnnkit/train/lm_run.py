@@ -27,8 +27,9 @@ import shlex
 from pathlib import Path
 
 from ..data.tokens import TokenFile, TokenFileError, is_token_file, prepare
-from ..models.language_model import perplexity
-from .cache import CacheSettings
+from .._files import write_text_atomic
+from ..models.language_model import load_language_model, perplexity
+from .cache import CacheSettings, cache_nll, choose_cache
 
 __all__ = ["DEFAULTS", "LEVEL_DEFAULTS", "MODEL_OPTIONS", "TRAINING_OPTIONS", "DATA_OPTIONS", "resolve",
            "prepare_files", "find_files", "saved_data_record", "load", "check_resume", "split_report",
@@ -290,12 +291,12 @@ def print_summary(summary, splits, vocab, out) -> None:
     cache = summary.get("cache")
     if summary["test_loss"] is not None:
         print(split_report("test", summary["test_loss"], splits["test"], vocab.level, evaluated["test"]))
-        if cache and cache["lam"] > 0:
+        settings = cache and CacheSettings(cache["window"], cache["theta"], cache["lam"])
+        if settings and settings.lam > 0:
             print(split_report("test+cache", cache["test_loss"], splits["test"], vocab.level, cache["tokens"])
-                  + f" -- the model and {CacheSettings(cache['window'], cache['theta'], cache['lam']).describe()} "
-                    f"(Grave et al. 2017), chosen on validation")
-        elif cache:
-            print("test+cache: not used -- no neural cache setting beat the model alone on the validation text")
+                  + f" -- the model and {settings.describe()} (Grave et al. 2017), chosen on validation")
+        elif settings:
+            print(f"test+cache: not used -- {settings.describe()}")
     else:
         print("test:       none (--test-fraction 0 and no --test-data): the validation figure chose the "
               "checkpoint, so it is optimistic")
@@ -319,10 +320,6 @@ def wants_cache(asked, level: str, preset) -> bool:
 def cache_report(out, splits, config, device=None) -> dict:
     """Choose a neural cache on the validation split with the best checkpoint, score the test split
     with it once, and keep both in ``out/cache.json``; returns what it keeps."""
-    from ..models.language_model import load_language_model
-    from .._files import write_text_atomic
-    from .cache import cache_nll, choose_cache
-
     model, _, _ = load_language_model(out, "best", device=device)
     options = {"batch_size": config.batch_size, "truncation": max(config.truncation, 256),
                "max_tokens": config.eval_tokens}
