@@ -70,7 +70,8 @@ DEFAULTS = {
 # Word corpora are small in tokens and large in kinds: a small tied model, regularized on every
 # side (dropout, embedding dropout, weight drop, AR/TAR). Chosen on Penn Treebank's validation
 # text (66k training words) against a plain PyTorch script in 3-10 minute budgets on 2 cores;
-# see benchmarks/word_lm.py and the README for the runs behind each value.
+# see benchmarks/word_lm.py and the README for the runs behind each value. A small-text recipe: its lead
+# over the plain script shrinks as the training text grows (benchmarks/word_lm_scaling.py).
 LEVEL_DEFAULTS = {
     "word": {"num_layers": 2, "hidden_size": 128, "embedding_size": 128, "tie_weights": True, "dropout": 0.4,
              "embedding_dropout": 0.1, "weight_drop": 0.2, "activation_penalty": 1.0, "temporal_penalty": 1.0,
