@@ -222,51 +222,9 @@ def _export(args) -> int:
 
 
 def _evaluate(args) -> int:
-    import numpy as np
+    from .evaluate_run import evaluate_runs
 
-    from .data.tokens import TokenFile, is_token_file, prepare
-    from .models import load_language_model
-    from dataclasses import replace
-
-    from .train import lm_run
-    from .train.cache import cache_nll
-    from .train.evaluation import token_nll
-
-    model, vocab, config = load_language_model(args.run_dir, args.checkpoint, device=_device(args))
-    if is_token_file(args.data):
-        tokens = TokenFile(args.data)
-        if tokens.vocab != vocab:
-            raise ValueError(f"'{args.data}' was made with another vocabulary than this model's; evaluate the "
-                             f"text itself, which is tokenized with the model's vocabulary")
-        parts = tokens.parts
-        name = "test" if "test" in parts else next(iter(parts)) if len(parts) == 1 else None
-        if name is None:
-            raise ValueError(f"'{args.data}' has the parts {list(parts)} and no test part; evaluate a text file")
-        text = parts[name]
-    else:
-        tokens = prepare(args.data, level=vocab.level, split=(("text", 1.0),), vocab=vocab,
-                         cache=args.cache_dir, progress=not args.quiet)
-        text = tokens.parts["text"]
-    if text.predictions < 1:
-        raise ValueError(f"'{args.data}' holds {len(text)} token(s); evaluation needs at least 2")
-    rows = args.batch_size or config.get("training", {}).get("batch_size", 32)
-    cache = lm_run.saved_cache(args.run_dir)
-    if cache is not None and cache.lam > 0:      # one pass scores both: lam 0 is the model alone, exactly
-        (total, cached), count = cache_nll(model, text, [replace(cache, lam=0.0), cache], batch_size=rows,
-                                           truncation=256)
-    else:
-        total, count = token_nll(model, text, batch_size=rows, truncation=256)
-    first = len(text) - count                # the tokens predicted are the last `count` (a first one is context)
-    unknown = sum(int(np.count_nonzero(text.tokens[i:i + (1 << 24)] == 0))
-                  for i in range(first, len(text), 1 << 24))
-    counted = {"word": " (words + <eos>)"}.get(vocab.level, "")
-    print(f"{count:,} {vocab.level} tokens{counted}, {rows} rows: "
-          + lm_run.split_report("", total / count, text, vocab.level, count).split(":", 1)[1].strip()
-          + (f"; {unknown:,} unknown tokens counted as <unk>" if unknown else ""))
-    if cache is not None and cache.lam > 0:
-        print(f"with {cache.describe()} (the run's, chosen on its validation text): "
-              + lm_run.split_report("", cached / count, text, vocab.level, count).split(":", 1)[1].strip())
-    return 0
+    return evaluate_runs(args, _device(args))
 
 
 def _inspect(args) -> int:
@@ -473,8 +431,11 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="loss, perplexity and bits per character on a text",
         description="Evaluate a trained language model on a text: every token is predicted once (at word "
                     "level the first from <eos>, so that words + lines are scored, as papers count them), in "
-                    "the run's batch of parallel rows with the state carried along each.")
-    evaluate.add_argument("run_dir", metavar="RUN_DIR")
+                    "the run's batch of parallel rows with the state carried along each. Several runs trained "
+                    "on the same text are evaluated as an ensemble: each token's probability is the mean of "
+                    "theirs.")
+    evaluate.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a run's --out directory; several for "
+                          "an ensemble")
     evaluate.add_argument("--data", required=True, metavar="PATH", help="text file, directory, or -")
     evaluate.add_argument("--checkpoint", choices=["best", "latest"], default="best")
     evaluate.add_argument("--batch-size", type=int, help="parallel rows (default: the run's batch size)")

@@ -15,12 +15,13 @@ per-word perplexities of the literature.
 """
 from __future__ import annotations
 
-from typing import Optional
+import math
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["token_nll"]
+__all__ = ["token_nll", "ensemble_nll"]
 
 
 def _window(tokens, context: Optional[int], start: int, stop: int) -> np.ndarray:
@@ -51,6 +52,42 @@ def token_nll(model, split, *, batch_size: int = 32, truncation: int = 256,
         nll, state = model.token_nll(inputs, targets, state)
         total += float(nll.double()[mask].sum())
     return total, count
+
+
+@torch.no_grad()
+def ensemble_nll(models: Sequence, split, *, batch_size: int = 32, truncation: int = 256,
+                 max_tokens: Optional[int] = None, device=None) -> tuple[float, list, int]:
+    """``(summed NLL of the ensemble, [summed NLL of each model], tokens predicted)``.
+
+    The ensemble predicts each token with the mean of its models' probabilities,
+    ``-log(mean_k exp(-nll_k))``, in float64; every model reads the same rows as
+    :func:`token_nll` does, with its own state, in eval mode (each model's mode is restored
+    after). One model is :func:`token_nll` itself.
+    """
+    models = list(models)
+    if not models:
+        raise ValueError("ensemble_nll: give at least one model")
+    tokens, context, count = stream(split, max_tokens)
+    if device is None:
+        device = next((p.device for p in models[0].parameters()), torch.device("cpu"))
+    total, members, states = 0.0, [0.0] * len(models), [None] * len(models)
+    modes = [model.training for model in models]
+    try:
+        for model in models:
+            model.eval()                  # dropout off: an ensemble of noisy members would be a silent error
+        for inputs, targets, mask in chunks(tokens, context, count, batch_size, truncation, device):
+            losses = []
+            for k, model in enumerate(models):
+                nll, states[k] = model.token_nll(inputs, targets, states[k])
+                nll = nll.double()
+                members[k] += float(nll[mask].sum())
+                losses.append(nll)
+            mixed = math.log(len(models)) - torch.logsumexp(-torch.stack(losses), dim=0)
+            total += float(mixed[mask].sum())
+    finally:
+        for model, mode in zip(models, modes):
+            model.train(mode)
+    return total, members, count
 
 
 def chunks(tokens, context, count: int, batch_size: int, truncation: int, device):
