@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+
 import numpy as np
 
 from .data.tokens import TokenFile, is_token_file, prepare
@@ -46,6 +47,10 @@ def evaluate_runs(args, device) -> int:
         width = max(len(run) for run in runs)
         for run, member in zip(runs, members):
             print(f"  {run:{width}}  alone: " + figures(member / count, count))
+        with_cache = [run for run in runs if _uses_cache(run)]
+        if with_cache:
+            print(f"(not used here: the neural cache{'s' if len(with_cache) > 1 else ''} of {', '.join(with_cache)}, "
+                  f"chosen for {'each' if len(with_cache) > 1 else 'that'} run alone)")
         return 0
     cache = lm_run.saved_cache(runs[0])
     if cache is not None and cache.lam > 0:      # one pass scores both: lam 0 is the model alone, exactly
@@ -57,6 +62,11 @@ def evaluate_runs(args, device) -> int:
     if cache is not None and cache.lam > 0:
         print(f"with {cache.describe()} (the run's, chosen on its validation text): " + figures(cached / count, count))
     return 0
+
+
+def _uses_cache(run) -> bool:
+    cache = lm_run.saved_cache(run)
+    return cache is not None and cache.lam > 0
 
 
 def _text(args, vocab):

@@ -1,5 +1,6 @@
 """An ensemble of language models: the mean of their probabilities, scored exactly, and
 `rnnkit evaluate` with several runs."""
+import json
 import math
 import re
 
@@ -92,6 +93,12 @@ def test_evaluate_with_several_runs_prints_the_ensemble_and_each_run(tmp_path, c
         assert re.search(r"loss ([\d.]+)", capsys.readouterr().out).group(1) == \
             re.search(r"loss ([\d.]+)", line).group(1)
     assert np.isfinite(total)
+    (runs[1] / "cache.json").write_text(json.dumps({"window": 50, "theta": 1.0, "lam": 0.1, "validation_loss": 1.0,
+                                                     "test_loss": 1.0, "tokens": 10}))
+    assert main(["evaluate", *map(str, runs), "--data", str(path), "--quiet"]) == 0
+    said = capsys.readouterr().out.splitlines()
+    assert said[:3] == lines and said[3:] == [f"(not used here: the neural cache of {runs[1]}, chosen for that run "
+                                              f"alone)"]
 
 
 def test_evaluate_refuses_an_ensemble_of_other_vocabularies_or_a_repeated_run(tmp_path, capsys):
