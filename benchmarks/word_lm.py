@@ -123,7 +123,7 @@ def plain_with_cache(model, splits, rows=20) -> dict:
     return {"test_loss": total / count, "test_perplexity": math.exp(total / count), **settings.to_dict()}
 
 
-def train_plain(splits, vocab_size, seconds, seed=1111, lr=20.0, clip=0.25, bptt=35, batch=20):
+def train_plain(splits, vocab_size, seconds, seed=1111, lr=20.0, clip=0.25, bptt=35, batch=20, cache=True):
     torch.manual_seed(seed)
     train, valid, test = columns(splits["train"], batch), columns(splits["validation"], 10), \
         columns(splits["test"], 10)
@@ -160,16 +160,17 @@ def train_plain(splits, vocab_size, seconds, seed=1111, lr=20.0, clip=0.25, bptt
     model.load_state_dict(best_state)
     test_loss = plain_loss(model, test)
     return {"validation_loss": best, "test_loss": test_loss, "test_perplexity": math.exp(test_loss),
-            "with cache": plain_with_cache(model, splits),
+            "with cache": plain_with_cache(model, splits) if cache else None,
             "tokens": tokens, "seconds": elapsed, "tokens_per_second": tokens / elapsed, "epochs": epochs,
             "parameters": sum(p.numel() for p in model.parameters())}
 
 
 # -- rnnkit through its command line --------------------------------------------------------
 
-def train_rnnkit(out: Path, minutes: float, extra: list) -> dict:
+def train_rnnkit(out: Path, minutes: float, extra: list, *, data=DATA / "ptb.valid.txt",
+                 test=DATA / "ptb.test.txt") -> dict:
     shutil.rmtree(out, ignore_errors=True)
-    command = ["train", "--data", str(DATA / "ptb.valid.txt"), "--test-data", str(DATA / "ptb.test.txt"),
+    command = ["train", "--data", str(data), "--test-data", str(test),
                "--level", "word", "--max-minutes", f"{minutes:.4f}", "--out", str(out), "--quiet", *extra]
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
@@ -191,9 +192,10 @@ def train_rnnkit(out: Path, minutes: float, extra: list) -> dict:
             "printed": printed.getvalue()}
 
 
-def _one_core_run(out: str, minutes: float, extra: list) -> dict:
+def rnnkit_on_one_core(out: str, minutes: float, extra: list, **texts) -> dict:
+    """:func:`train_rnnkit` on one core (in a process of its own)."""
     torch.set_num_threads(1)
-    return train_rnnkit(Path(out), minutes, extra)
+    return train_rnnkit(Path(out), minutes, extra, **texts)
 
 
 def train_ensemble(out: Path, minutes: float, seeds=(0, 1)) -> dict:
@@ -202,7 +204,8 @@ def train_ensemble(out: Path, minutes: float, seeds=(0, 1)) -> dict:
     import multiprocessing
 
     with multiprocessing.get_context("spawn").Pool(len(seeds)) as pool:
-        jobs = [pool.apply_async(_one_core_run, (str(out / f"seed{seed}"), minutes, ["--seed", str(seed)]))
+        jobs = [pool.apply_async(rnnkit_on_one_core, (str(out / f"seed{seed}"), minutes,
+                                                 ["--seed", str(seed), "--no-neural-cache"]))
                 for seed in seeds]
         members = [job.get() for job in jobs]
     folder, part, _ = members[0]["files"]["test"]

@@ -23,19 +23,17 @@ per size; writes results/word_lm_scaling.json.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import json
-import math
 import multiprocessing
-import shutil
 import sys
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._timing import write_results  # noqa: E402
-from benchmarks.word_lm import DATA, train_plain  # noqa: E402
+from benchmarks.word_lm import DATA, rnnkit_on_one_core, train_plain  # noqa: E402
 from rnnkit.data.tokens import TokenFile, prepare  # noqa: E402
+from rnnkit.models import load_language_model  # noqa: E402
 
 SIZES = ("37k", "82k", "119k")
 
@@ -54,30 +52,10 @@ def build_texts(folder: Path) -> dict:
     return paths
 
 
-def _job(kind: str, train: str, test: str, out: str, minutes: float, files=None) -> dict:
-    import torch
+def _plain_on_one_core(files: dict, minutes: float) -> dict:
     torch.set_num_threads(1)
-    if kind == "plain":
-        splits = {name: TokenFile(folder).parts[part].tokens for name, (folder, part) in files.items()}
-        result = train_plain(splits, len(TokenFile(files["train"][0]).vocab), 60 * minutes)
-        result.pop("with cache", None)
-        return result
-    from rnnkit.cli import main as rnnkit_main
-    shutil.rmtree(out, ignore_errors=True)
-    with contextlib.redirect_stdout(io.StringIO()):
-        code = rnnkit_main(["train", "--data", train, "--test-data", test, "--level", "word", "--max-minutes",
-                            f"{minutes:.4f}", "--out", out, "--quiet", "--no-neural-cache"])
-    if code != 0:
-        raise SystemExit(f"rnnkit train on {train} failed with exit code {code}")
-    summary = json.loads(Path(out, "metrics.jsonl").read_text().splitlines()[-1])
-    config = json.loads((Path(out) / Path(out, "best").read_text().strip() / "config.json").read_text())
-    from rnnkit.models import load_language_model
-    model, _, _ = load_language_model(out)
-    return {"parameters": sum(p.numel() for p in model.parameters()),
-            "validation_loss": summary["best_validation_loss"], "test_loss": summary["test_loss"],
-            "test_perplexity": math.exp(summary["test_loss"]), "tokens": summary["tokens"],
-            "tokens_per_second": summary["tokens_per_second"],
-            "files": {name: value[:2] for name, value in config["data"]["files"].items()}}
+    splits = {name: TokenFile(folder).parts[part].tokens for name, (folder, part) in files.items()}
+    return train_plain(splits, len(TokenFile(files["train"][0]).vocab), 60 * minutes, cache=False)
 
 
 def token_files(train: Path, test: Path) -> dict:
@@ -101,12 +79,17 @@ def main(argv=None) -> int:
     for size in SIZES:
         files = token_files(texts[size], texts["test"])
         with context.Pool(2) as pool:
-            rnnkit_job = pool.apply_async(_job, ("rnnkit", str(texts[size]), str(texts["test"]),
-                                                 str(out / size), args.minutes))
-            plain_job = pool.apply_async(_job, ("plain", None, None, None, args.minutes, files))
-            rnnkit, plain = rnnkit_job.get(), plain_job.get()
-        if {k: list(v) for k, v in rnnkit.pop("files").items()} != {k: list(v) for k, v in files.items()}:
+            rnnkit_job = pool.apply_async(rnnkit_on_one_core, (str(out / size), args.minutes, ["--no-neural-cache"]),
+                                          {"data": texts[size], "test": texts["test"]})
+            plain_job = pool.apply_async(_plain_on_one_core, (files, args.minutes))
+            run, plain = rnnkit_job.get(), plain_job.get()
+        plain.pop("with cache")
+        if {k: list(v[:2]) for k, v in run["files"].items()} != {k: list(v) for k, v in files.items()}:
             raise SystemExit(f"size {size}: rnnkit's run read other token files than the plain script")
+        model, _, _ = load_language_model(out / size)
+        rnnkit = {"parameters": sum(p.numel() for p in model.parameters()),
+                  **{key: run[key] for key in ("validation_loss", "test_loss", "test_perplexity", "tokens",
+                                               "tokens_per_second")}}
         results[size] = {"training tokens": len(TokenFile(files["train"][0]).parts["train"].tokens),
                          "rnnkit default": rnnkit, "plain": plain,
                          "ratio": rnnkit["test_perplexity"] / plain["test_perplexity"]}

@@ -47,26 +47,21 @@ def evaluate_runs(args, device) -> int:
         width = max(len(run) for run in runs)
         for run, member in zip(runs, members):
             print(f"  {run:{width}}  alone: " + figures(member / count, count))
-        with_cache = [run for run in runs if _uses_cache(run)]
+        with_cache = [run for run in runs if lm_run.saved_cache(run) is not None]
         if with_cache:
             print(f"(not used here: the neural cache{'s' if len(with_cache) > 1 else ''} of {', '.join(with_cache)}, "
                   f"chosen for {'each' if len(with_cache) > 1 else 'that'} run alone)")
         return 0
     cache = lm_run.saved_cache(runs[0])
-    if cache is not None and cache.lam > 0:      # one pass scores both: lam 0 is the model alone, exactly
+    if cache is not None:                        # one pass scores both: lam 0 is the model alone, exactly
         (total, cached), count = cache_nll(model, text, [replace(cache, lam=0.0), cache], batch_size=rows,
                                            truncation=256)
     else:
         total, count = token_nll(model, text, batch_size=rows, truncation=256)
     print(f"{count:,} {vocab.level} tokens{counted}, {rows} rows: " + figures(total / count, count) + unknown(count))
-    if cache is not None and cache.lam > 0:
+    if cache is not None:
         print(f"with {cache.describe()} (the run's, chosen on its validation text): " + figures(cached / count, count))
     return 0
-
-
-def _uses_cache(run) -> bool:
-    cache = lm_run.saved_cache(run)
-    return cache is not None and cache.lam > 0
 
 
 def _text(args, vocab):

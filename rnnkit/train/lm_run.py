@@ -332,12 +332,14 @@ def cache_report(out, splits, config, device=None) -> dict:
 
 
 def saved_cache(run_dir):
-    """The :class:`~rnnkit.train.cache.CacheSettings` a run chose, or None when it has none."""
+    """The :class:`~rnnkit.train.cache.CacheSettings` a run chose, or None when it has none or chose
+    the model alone (lambda 0)."""
     path = Path(run_dir) / CACHE_FILE
     if not path.exists():
         return None
     try:
         saved = json.loads(path.read_text())
-        return CacheSettings(int(saved["window"]), float(saved["theta"]), float(saved["lam"]))
+        settings = CacheSettings(int(saved["window"]), float(saved["theta"]), float(saved["lam"]))
     except (ValueError, KeyError, TypeError) as error:
         raise ValueError(f"'{path}' is damaged ({error}); delete it to evaluate without the cache") from None
+    return settings if settings.lam > 0 else None
