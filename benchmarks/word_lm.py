@@ -19,6 +19,8 @@ Runs, each for the same wall-clock budget on this machine:
 - ``rnnkit default``: ``rnnkit train --level word`` with no other option: the model, and
   the model with the neural cache its summary reports (chosen on validation);
 - ``rnnkit zaremba-small``: the preset (it ends at its 13 epochs or the budget);
+- ``rnnkit --members 2``: the default settings as an ensemble of two members trained in one
+  run (``rnnkit train --members 2``), each member's own figure beside it;
 - ``rnnkit default x2``: the default run with seeds 0 and 1, side by side on one core each
   for the same budget, scored as an ensemble (``rnnkit evaluate RUN RUN``: the mean of their
   probabilities) -- shown beside the bound, not counted in it.
@@ -218,6 +220,20 @@ def train_ensemble(out: Path, minutes: float, seeds=(0, 1)) -> dict:
             "parameters": sum(p.numel() for m in models for p in m.parameters())}
 
 
+def train_members(out: Path, minutes: float, members: int) -> dict:
+    """rnnkit's default settings as an ensemble of ``members`` trained in one run, with each member's
+    own test perplexity (its members scored apart by :func:`ensemble_nll`)."""
+    result = train_rnnkit(out, minutes, ["--members", str(members)])
+    folder, part, _ = result["files"]["test"]
+    model = load_language_model(out)[0]
+    total, alone, count = ensemble_nll(list(model.members), TokenFile(folder).parts[part], batch_size=20,
+                                       truncation=256)
+    assert math.isclose(total / count, result["test_loss"], rel_tol=1e-5), (total / count, result["test_loss"])
+    result["members"] = [math.exp(a / count) for a in alone]
+    result["parameters"] = sum(p.numel() for p in model.parameters())
+    return result
+
+
 # -- one training step at a large vocabulary ---------------------------------------------------
 
 def step_speed(repeats: int) -> dict:
@@ -281,6 +297,7 @@ def main(argv=None) -> int:
     vocab_size = len(TokenFile(files["train"][0]).vocab)
     results["plain"] = train_plain(splits, vocab_size, 60 * args.minutes)
     results["rnnkit ensemble"] = train_ensemble(out / "ensemble", args.minutes)
+    results["rnnkit --members 2"] = train_members(out / "members2", args.minutes, 2)
     results["step speed"] = step_speed(args.repeats)
     plain, default = results["plain"], results["rnnkit default"]
     ratio = default["test_perplexity"] / plain["test_perplexity"]
@@ -290,11 +307,12 @@ def main(argv=None) -> int:
     print(f"\nPenn Treebank, trained on ptb.valid.txt, tested on ptb.test.txt ({default['test_tokens']:,} tokens), "
           f"{args.minutes:g} minutes each")
     print(f"{'run':24} {'test ppl':>9} {'+ cache':>8} {'valid ppl':>10} {'tokens/s':>9} {'tokens':>10}")
-    for name in ("plain", "rnnkit default", "rnnkit zaremba-small"):
+    for name in ("plain", "rnnkit default", "rnnkit zaremba-small", "rnnkit --members 2"):
         r = results[name]
         cell = f"{r['with cache']['test_perplexity']:8.1f}" if r.get("with cache") else f"{'-':>8}"
+        alone = ("   (alone: " + ", ".join(f"{m:.1f}" for m in r["members"]) + ")") if "members" in r else ""
         print(f"{name:24} {r['test_perplexity']:9.1f} {cell} {math.exp(r['validation_loss']):10.1f} "
-              f"{r['tokens_per_second']:9.0f} {r['tokens']:10,}")
+              f"{r['tokens_per_second']:9.0f} {r['tokens']:10,}{alone}")
     ensemble = results["rnnkit ensemble"]
     print(f"{'rnnkit default x2':24} {ensemble['test_perplexity']:9.1f} {'-':>8} {'':>10} "
           f"{sum(m['tokens_per_second'] for m in ensemble['members']):9.0f} "
@@ -303,6 +321,9 @@ def main(argv=None) -> int:
     print(f"rnnkit default's test perplexity / plain's: the models alone {ratio:.3f}; both with a neural cache "
           f"{both:.3f}; rnnkit's with its cache against plain's without {cached:.3f} (not a fair comparison: the "
           f"cache helps both)")
+    members = results["rnnkit --members 2"]["test_perplexity"] / plain["test_perplexity"]
+    print(f"rnnkit --members 2 (one run, {results['rnnkit --members 2']['parameters']:,} parameters) / plain's: "
+          f"{members:.3f} (not the bound: not the default)")
     together = ensemble["test_perplexity"] / plain["test_perplexity"]
     print(f"two default runs side by side, one core each, as an ensemble ({ensemble['parameters']:,} parameters "
           f"against plain's {plain['parameters']:,}) / plain's: {together:.3f} (not the bound, which is the "

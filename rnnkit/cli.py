@@ -26,7 +26,7 @@ def _demo(args) -> int:
 def _train(args) -> int:
     from .data import Vocabulary, describe_default_corpus
     from .data.tokens import TokenFile, is_token_file
-    from .models import LanguageModel, LanguageModelConfig
+    from .models import LanguageModelConfig, build_language_model
     from .train import TrainConfig, Trainer, TrainingDiverged, read_checkpoint
     from .train import lm_run
     from .train.distributed import is_main, mixed_precision, setup, share_from_main, teardown
@@ -96,12 +96,12 @@ def _train(args) -> int:
                 vocab_size=len(vocab), **{name: getattr(args, name) for name in lm_run.MODEL_OPTIONS})
         torch.manual_seed(train_config.seed)
         try:
-            model = LanguageModel(model_config)
+            model = build_language_model(model_config)
         except (MemoryError, RuntimeError) as error:
             if not isinstance(error, MemoryError) and "allocate" not in str(error):
                 raise
             with torch.device("meta"):                       # counted without memory
-                parameters = sum(p.numel() for p in LanguageModel(model_config).parameters())
+                parameters = sum(p.numel() for p in build_language_model(model_config).parameters())
             raise ValueError(f"the model does not fit in memory ({parameters:,} parameters, "
                              f"{4 * parameters / 2 ** 30:,.1f} GiB in float32); choose a smaller --hidden-size, "
                              f"--embedding-size or --num-layers") from None
@@ -113,8 +113,9 @@ def _train(args) -> int:
             print(f"corpus: {source}; {len(vocab):,} {vocab.level} tokens in the vocabulary; {counts}"
                   + ("" if splits["test"] is not None else " (no test split)"))
             params = sum(p.numel() for p in model.parameters())
-            print(f"model: {model_config.cell} x{model_config.num_layers}, hidden {model_config.hidden_size}, "
-                  f"{params:,} parameters, engine {model.rnn.engine}, on {device}"
+            members = f"{model_config.members} members of " if model_config.members > 1 else ""
+            print(f"model: {members}{model_config.cell} x{model_config.num_layers}, hidden {model_config.hidden_size}, "
+                  f"{params:,} parameters, engine {model.engine}, on {device}"
                   f"{'' if train_config.precision == 'fp32' else ' in ' + train_config.precision}"
                   f"{f', {world} processes' if world > 1 else ''}")
         loggers = []
@@ -215,9 +216,12 @@ def _export(args) -> int:
         program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=dims, verbose=False)
     program.save(str(out))
     states = "h" if model.config.cell != "lstm" else "h and c"
+    members = model.config.members
+    outputs = (f"log-probabilities (batch, time, {len(vocab):,}) of the mean of its {members} members and "
+               f"each member's final state" if members > 1 else f"logits (batch, time, {len(vocab):,}) and the "
+               f"final state")
     print(f"wrote {out}: input token ids (batch, time) int64 from a {len(vocab):,}-token {vocab.level} "
-          f"vocabulary; outputs logits (batch, time, {len(vocab):,}) and the final state ({states}, "
-          f"(layers, batch, hidden) each), starting from zeros")
+          f"vocabulary; outputs {outputs} ({states}, (layers, batch, hidden) each), starting from zeros")
     return 0
 
 
@@ -349,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="adaptive softmax cluster boundaries (default 2000,10000,50000 below the vocabulary size)")
     model.add_argument("--init-scale", type=float, help="initialise every weight from U(-s, s) (default: each "
                        "module's own initialisation)")
+    model.add_argument("--members", type=int, metavar="K", help="train K models of these settings side by side "
+                       "as one ensemble: each learns as it would alone, and a token's probability is the mean of "
+                       "theirs (default 1)")
     opt = train.add_argument_group("optimisation")
     opt.add_argument("--truncation", type=int, help="BPTT steps per chunk (default 64*)")
     opt.add_argument("--batch-size", type=int, help="parallel streams per process (default 32*)")

@@ -294,10 +294,14 @@ def _tokens(owner: str, model: nn.Module, vocab, prime_ids: list, length: int, s
 def _one_token_step(model: nn.Module, state):
     """``token (1, 1) -> logits (1, 1, V)``, carrying the state: an rnnkit LanguageModel goes
     through :meth:`rnnkit.models.LanguageModel.stream` (torch's one-step kernels, 3-9x less
-    overhead per token); any other model through ``model(token, state)``."""
+    overhead per token), an ensemble of them through its members' streams; any other model
+    through ``model(token, state)``."""
+    from .models.ensemble import LanguageModelEnsemble
     from .models.language_model import LanguageModel
 
-    if isinstance(model, LanguageModel) and not model.rnn.bidirectional:
+    streams = isinstance(model, LanguageModelEnsemble) or (isinstance(model, LanguageModel)
+                                                           and not model.rnn.bidirectional)
+    if streams:
         stream = model.stream(state=state)
         return lambda token: stream(token.view(1)).view(1, 1, -1)
     carried = [state]

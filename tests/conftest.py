@@ -65,3 +65,20 @@ def cell_engine_cases():
 
     return [(cell, engine) for cell in (LSTMCell, GRUCell, ElmanCell, GatedCell, LeakyCell)
             for engine in ("loop", "native", "fused", "scan") if ENGINES[engine].supports(cell(2, 2)) is None]
+
+
+# Penn Treebank-style lines: words, a literal <unk>, N for numbers, one sentence a line
+PTB_LINES = "\n".join([" the <unk> company said N shares rose ", " a cat sat on the mat ",
+                       " the dog said it was N years old ", " mr. smith sat ", " the market fell "] * 40) + "\n"
+
+
+def whole_and_resumed(tmp_path, options: list, stop: int, total: int):
+    """``rnnkit train OPTIONS`` for ``total`` steps in one go ('whole') and in two ('parts': ``stop``
+    steps, then ``--resume``); returns each run's latest model, vocabulary and config."""
+    from rnnkit.cli import main
+    from rnnkit.models import load_language_model
+
+    assert main(["train", *options, "--max-steps", str(total), "--out", str(tmp_path / "whole")]) == 0
+    assert main(["train", *options, "--max-steps", str(stop), "--out", str(tmp_path / "parts")]) == 0
+    assert main(["train", "--resume", "--max-steps", str(total), "--out", str(tmp_path / "parts"), "--quiet"]) == 0
+    return (load_language_model(tmp_path / "whole", "latest"), load_language_model(tmp_path / "parts", "latest"))

@@ -15,7 +15,7 @@ import torch
 
 import rnnkit
 from rnnkit.cells import GatedCell
-from rnnkit.models import LanguageModel, LanguageModelConfig
+from rnnkit.models import LanguageModel, LanguageModelConfig, build_language_model
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -69,6 +69,22 @@ def test_onnx_of_a_language_model_runs_any_batch_and_length(cell, tmp_path):
     got = _run(session, tokens)
     with torch.no_grad():
         expected = _flat(model(tokens))
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, b.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_onnx_of_an_ensemble_gives_its_mean_probabilities_and_every_members_state(tmp_path):
+    torch.manual_seed(0)
+    config = LanguageModelConfig(vocab_size=30, hidden_size=12, embedding_size=6, num_layers=2, members=2,
+                                 dropout=0.3)
+    model = build_language_model(config)
+    session = _onnx(model, torch.randint(30, (2, 5)), tmp_path / "ensemble.onnx")
+    tokens = torch.randint(30, (3, 11))
+    got = _run(session, tokens)
+    with torch.no_grad():
+        log_p, state = model(tokens)
+    expected = [log_p, *torch.utils._pytree.tree_leaves(state)]
+    assert len(got) == len(expected) == 1 + 2 * 2                # log-probabilities, then (h, c) of each member
     for a, b in zip(got, expected):
         np.testing.assert_allclose(a, b.numpy(), rtol=1e-4, atol=1e-5)
 

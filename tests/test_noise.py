@@ -9,8 +9,9 @@ import torch
 from rnnkit.cli import main
 from rnnkit.data import ContiguousBatches
 from rnnkit.data.noise import UnknownNoise, token_counts, unknown_noise
-from rnnkit.models import load_language_model
 from rnnkit.train import TrainConfig, Trainer
+
+from conftest import PTB_LINES, whole_and_resumed
 
 
 def corpus(seed=0, n=20_000, vocab=400):
@@ -126,8 +127,7 @@ def test_the_trainer_feeds_the_model_noised_chunks(tmp_path):
 
 # -- the command line ------------------------------------------------------------------------------------
 
-PTB = "\n".join([" the <unk> company said N shares rose ", " a cat sat on the mat ",
-                 " the dog said it was N years old ", " mr. smith sat ", " the market fell "] * 40) + "\n"
+PTB = PTB_LINES
 TINY = ["--hidden-size", "16", "--batch-size", "4", "--truncation", "8", "--eval-every", "5", "--quiet"]
 
 
@@ -152,11 +152,7 @@ def test_resume_with_unk_noise_equals_an_uninterrupted_run_and_keeps_its_strengt
     path = tmp_path / "a.txt"
     path.write_text(PTB * 2)
     common = ["--data", str(path), "--level", "word", "--unk-noise", "1", "--schedule", "constant", *TINY]
-    assert main(["train", *common, "--max-steps", "40", "--out", str(tmp_path / "whole")]) == 0
-    assert main(["train", *common, "--max-steps", "17", "--out", str(tmp_path / "parts")]) == 0
-    assert main(["train", "--resume", "--max-steps", "40", "--out", str(tmp_path / "parts"), "--quiet"]) == 0
-    whole, _, _ = load_language_model(tmp_path / "whole", "latest")
-    parts, _, _ = load_language_model(tmp_path / "parts", "latest")
+    (whole, _, _), (parts, _, _) = whole_and_resumed(tmp_path, common, stop=17, total=40)
     for (name, a), b in zip(whole.state_dict().items(), parts.state_dict().values()):
         assert torch.equal(a, b), name
     capsys.readouterr()

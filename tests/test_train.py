@@ -132,11 +132,12 @@ def test_a_checkpoint_alone_rebuilds_the_model_in_another_process(tmp_path):
 DDP_SCRIPT = """
     import os, sys, torch
     torch.set_default_dtype(torch.float64)
-    from rnnkit.models import LanguageModel, LanguageModelConfig
+    from rnnkit.models import LanguageModelConfig, build_language_model
     from rnnkit.train import TrainConfig, Trainer
-    run_dir, batch_size = sys.argv[1], int(sys.argv[2])
+    run_dir, batch_size, members = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     torch.manual_seed(0)
-    model = LanguageModel(LanguageModelConfig(vocab_size=20, hidden_size=16, embedding_size=8))
+    model = build_language_model(LanguageModelConfig(vocab_size=20, hidden_size=16, embedding_size=8,
+                                                     members=members))
     data = torch.randint(20, (4000,), generator=torch.Generator().manual_seed(3))
     config = TrainConfig(batch_size=batch_size, truncation=16, max_steps=12, eval_every=100,
                          max_minutes=None, eval_tokens=100)
@@ -146,14 +147,15 @@ DDP_SCRIPT = """
 """
 
 
-def test_two_process_gloo_run_equals_one_process_on_the_same_global_batch(tmp_path):
+@pytest.mark.parametrize("members", [1, 2], ids=["one-model", "ensemble"])
+def test_two_process_gloo_run_equals_one_process_on_the_same_global_batch(tmp_path, members):
     one, two = tmp_path / "one", tmp_path / "two"
-    run_python(DDP_SCRIPT, one, 8)
+    run_python(DDP_SCRIPT, one, 8, members)
     script = tmp_path / "ddp.py"
     script.write_text(textwrap.dedent(DDP_SCRIPT))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                             "--nproc_per_node", "2", str(script), str(two), "4"],
+                             "--nproc_per_node", "2", str(script), str(two), "4", str(members)],
                             capture_output=True, text=True, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     a, b = torch.load(one / "final.pt"), torch.load(two / "final.pt")

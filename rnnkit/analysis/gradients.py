@@ -255,9 +255,10 @@ def trajectory(owner: str, model, inputs, state=None, layer=0) -> LayerRun:
 
 
 def _language_model_losses(owner: str, module: nn.Module, outputs, targets) -> Tensor:
+    from ..models.ensemble import LanguageModelEnsemble
     from ..models.language_model import LanguageModel
 
-    if not isinstance(module, LanguageModel):
+    if not isinstance(module, (LanguageModel, LanguageModelEnsemble)):
         raise TypeError(f"{owner}: targets= works for a LanguageModel (per-step cross-entropy); for "
                         f"{type(module).__name__} pass loss_fn=, a function of the model's output that "
                         f"returns per-step losses (B, T)")

@@ -1,6 +1,8 @@
 """Models: an input encoding in front of recurrent layers, a readout behind."""
 from .language_model import (CELL_NETWORKS, LanguageModel, LanguageModelConfig, LanguageModelStream,
-                             bits_per_token, load_language_model, perplexity)
+                             bits_per_token, perplexity)
+from .ensemble import LanguageModelEnsemble, LanguageModelEnsembleStream
+from .loading import build_language_model, load_language_model
 from .esn import (EchoStateNetwork, closed_loop_horizon, mackey_glass, nrmse, recursive_least_squares,
                   ridge_regression)
 from .forecaster import Forecaster
@@ -12,7 +14,8 @@ from .sequence import SequenceClassifier, SequenceRegressor, SequenceTagger
 from .tree import Tree, TreeBatches, TreeRNN, arithmetic_expressions, parse_expression
 
 __all__ = ["LanguageModel", "LanguageModelConfig", "LanguageModelStream", "CELL_NETWORKS", "perplexity", "bits_per_token",
-           "load_language_model", "SequenceClassifier", "SequenceRegressor", "SequenceTagger",
+           "load_language_model", "build_language_model", "LanguageModelEnsemble", "LanguageModelEnsembleStream",
+           "SequenceClassifier", "SequenceRegressor", "SequenceTagger",
            "Forecaster", "Seq2Seq", "VectorToSequence", "Attention", "Decoded",
            "Tree", "TreeRNN", "TreeBatches", "parse_expression", "arithmetic_expressions",
            "NeuralTuringMachine", "NTMCell", "copy_task", "EchoStateNetwork", "mackey_glass",

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .._arguments import check_number, check_positive, check_probability
+from .._arguments import check_int, check_number, check_positive, check_probability
 from .._config import DictConfig
 from ..readouts import CategoricalReadout
 from ..cells.base import state_tensors
@@ -19,7 +19,7 @@ from ..shortcuts import cell_networks
 from ..streaming import Inference, StackStream, check_batch_size
 
 __all__ = ["LanguageModel", "LanguageModelConfig", "LanguageModelStream", "CELL_NETWORKS", "perplexity",
-           "bits_per_token", "load_language_model", "default_cutoffs"]
+           "bits_per_token", "default_cutoffs"]
 
 # the cells a language model can be built from, by the names the CLI takes
 CELL_NETWORKS = cell_networks()
@@ -47,7 +47,9 @@ class LanguageModelConfig(DictConfig):
     ``"full"``, or ``"adaptive"`` (Grave et al. 2017, ``torch.nn.AdaptiveLogSoftmaxWithLoss``)
     for large vocabularies ordered by frequency, with ``cutoffs`` (default
     :func:`default_cutoffs`). ``init_scale`` draws every parameter from U(-s, s)
-    (Zaremba et al. 2014); None keeps each module's own initialisation.
+    (Zaremba et al. 2014); None keeps each module's own initialisation. ``members`` > 1
+    makes :func:`~rnnkit.models.build_language_model` build a
+    :class:`~rnnkit.models.LanguageModelEnsemble` of that many such models.
     """
 
     vocab_size: int
@@ -69,8 +71,10 @@ class LanguageModelConfig(DictConfig):
     cutoffs: Optional[list] = field(default=None)
     init_scale: Optional[float] = None
     locked_dropout: bool = False
+    members: int = 1
 
     def __post_init__(self):
+        check_int("LanguageModel", "members", self.members, 1, hint="1 is one model; 2 or more an ensemble")
         if self.cell not in CELL_NETWORKS:
             raise ValueError(f"LanguageModel: unknown cell {self.cell!r}; choose one of "
                              f"{sorted(CELL_NETWORKS)}")
@@ -107,7 +111,37 @@ class LanguageModelConfig(DictConfig):
         return self.projection_size or self.hidden_size
 
 
-class LanguageModel(nn.Module):
+class NextTokenModel:
+    """What a language model and an ensemble of them share: the losses built on ``features``
+    and ``readout_nll``, and the vocabulary's size from the config."""
+
+    config: LanguageModelConfig
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    def loss(self, inputs: Tensor, targets: Tensor, state=None):
+        """Mean negative log-likelihood per predicted token (nats), and the new state."""
+        nll, state = self.token_nll(inputs, targets, state)
+        return nll.mean(), state
+
+    def token_nll(self, inputs: Tensor, targets: Tensor, state=None):
+        """Negative log-likelihood of every target (B, T), in nats, and the new state."""
+        if targets.shape != inputs.shape:
+            raise ValueError(f"{type(self).__name__}: targets must have the shape of the inputs "
+                             f"{tuple(inputs.shape)}, got {tuple(targets.shape)}")
+        h, state = self.features(inputs, state)
+        return self.readout_nll(h, targets), state
+
+    @torch.no_grad()
+    def log_prob(self, tokens: Tensor) -> Tensor:
+        """``log p(x_2..x_T | x_1)`` of each sequence in ``tokens`` (B, T), in nats: (B,)."""
+        nll, _ = self.token_nll(tokens[:, :-1], tokens[:, 1:])
+        return -nll.sum(-1)
+
+
+class LanguageModel(NextTokenModel, nn.Module):
     r"""Next-token model :math:`p(x_{t+1} \mid x_{\le t}) = \mathrm{softmax}(W h_t + b)`.
 
     ``h_t`` comes from a stack of recurrent layers over token embeddings; the
@@ -132,6 +166,9 @@ class LanguageModel(nn.Module):
 
     def __init__(self, config: LanguageModelConfig):
         super().__init__()
+        if config.members != 1:
+            raise ValueError(f"LanguageModel: the config asks for {config.members} members; build an ensemble "
+                             f"with build_language_model(config)")
         self.config = c = config
         self.embedding = nn.Embedding(c.vocab_size, c.embedding_size)
         wrapper = (lambda cell: WeightDrop(cell, c.weight_drop)) if c.weight_drop > 0 else None
@@ -157,8 +194,9 @@ class LanguageModel(nn.Module):
         self._penalty = None
 
     @property
-    def vocab_size(self) -> int:
-        return self.config.vocab_size
+    def engine(self) -> str:
+        """The engine the recurrent layers run on."""
+        return self.rnn.engine
 
     def initial_state(self, batch_size: int):
         """Zeros in the layout of ``torch.nn`` (``(num_layers, B, H)``, a pair for LSTM)."""
@@ -193,19 +231,6 @@ class LanguageModel(nn.Module):
         h, state = self.features(tokens, state)
         return self.readout.logits(h), state
 
-    def loss(self, inputs: Tensor, targets: Tensor, state=None):
-        """Mean negative log-likelihood per predicted token (nats), and the new state."""
-        nll, state = self.token_nll(inputs, targets, state)
-        return nll.mean(), state
-
-    def token_nll(self, inputs: Tensor, targets: Tensor, state=None):
-        """Negative log-likelihood of every target (B, T), in nats, and the new state."""
-        if targets.shape != inputs.shape:
-            raise ValueError(f"LanguageModel: targets must have the shape of the inputs "
-                             f"{tuple(inputs.shape)}, got {tuple(targets.shape)}")
-        h, state = self.features(inputs, state)
-        return self.readout_nll(h, targets), state
-
     def readout_nll(self, h: Tensor, targets: Tensor) -> Tensor:
         """Negative log-likelihood of ``targets`` (B, T) under the readout of features ``h`` (B, T, D)."""
         flat_h, flat_y = h.reshape(-1, h.shape[-1]), targets.reshape(-1)
@@ -224,12 +249,6 @@ class LanguageModel(nn.Module):
         """The AR/TAR term of the latest training forward pass (None when off or in evaluation):
         the trainer adds it to the loss it minimises, and logs it apart."""
         return self._penalty
-
-    @torch.no_grad()
-    def log_prob(self, tokens: Tensor) -> Tensor:
-        """``log p(x_2..x_T | x_1)`` of each sequence in ``tokens`` (B, T), in nats: (B,)."""
-        nll, _ = self.token_nll(tokens[:, :-1], tokens[:, 1:])
-        return -nll.sum(-1)
 
     def _check_tokens(self, tokens) -> None:
         if not isinstance(tokens, Tensor) or tokens.dtype not in (torch.int64, torch.int32):
@@ -384,34 +403,3 @@ def perplexity(nll_nats: float) -> float:
 def bits_per_token(nll_nats: float) -> float:
     """Mean negative log-likelihood in bits (bits per character for a character model)."""
     return nll_nats / math.log(2)
-
-
-def load_language_model(run_dir, which: str = "best", *, device=None):
-    """Rebuild a trained model and its vocabulary from a run directory alone.
-
-    Returns ``(model, vocabulary, checkpoint_config)``; the model is in eval mode.
-    """
-    from ..data.vocab import Vocabulary
-    from ..train.checkpoint import read_checkpoint
-
-    weights, config, _ = read_checkpoint(run_dir, which)
-    where = f"{run_dir}'s {which} checkpoint"
-    missing = [key for key in ("model", "vocabulary") if key not in config]
-    # the model's sizes must all be written down: a size left to its default would build another model
-    missing += [f"model.{key}" for key in ("vocab_size", "hidden_size", "embedding_size", "num_layers", "cell")
-                if "model" in config and key not in config["model"]]
-    if missing:
-        raise ValueError(f"{where} lacks {', '.join(missing)} in its config.json; it is incomplete or was edited. "
-                         f"Use the run's other checkpoint, or train again")
-    model = LanguageModel(LanguageModelConfig.from_dict(config["model"]))
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as error:
-        first = str(error).strip().splitlines()[1:2] or [str(error)]
-        raise ValueError(f"{where}: its weights do not fit the model its config describes "
-                         f"({first[0].strip()}); the checkpoint is inconsistent") from None
-    vocab = Vocabulary.from_dict(config["vocabulary"])
-    if len(vocab) != model.vocab_size:
-        raise ValueError(f"{run_dir}: the vocabulary has {len(vocab)} tokens but the model predicts "
-                         f"{model.vocab_size}; the checkpoint is inconsistent")
-    return model.to(device or "cpu").eval(), vocab, config

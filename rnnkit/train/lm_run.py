@@ -28,7 +28,8 @@ from pathlib import Path
 
 from ..data.tokens import TokenFile, TokenFileError, is_token_file, prepare
 from .._files import write_text_atomic
-from ..models.language_model import load_language_model, perplexity
+from ..models.language_model import perplexity
+from ..models.loading import load_language_model
 from .cache import CacheSettings, cache_nll, choose_cache
 
 __all__ = ["DEFAULTS", "LEVEL_DEFAULTS", "MODEL_OPTIONS", "TRAINING_OPTIONS", "DATA_OPTIONS", "resolve",
@@ -37,7 +38,8 @@ __all__ = ["DEFAULTS", "LEVEL_DEFAULTS", "MODEL_OPTIONS", "TRAINING_OPTIONS", "D
 
 MODEL_OPTIONS = ("cell", "hidden_size", "num_layers", "embedding_size", "dropout", "tie_weights",
                  "embedding_dropout", "input_dropout", "layer_dropout", "weight_drop", "activation_penalty",
-                 "temporal_penalty", "projection_size", "softmax", "cutoffs", "init_scale", "locked_dropout")
+                 "temporal_penalty", "projection_size", "softmax", "cutoffs", "init_scale", "locked_dropout",
+                 "members")
 TRAINING_OPTIONS = ("batch_size", "truncation", "optimizer", "lr", "momentum", "weight_decay", "clip_norm",
                     "clip_value", "information_flow", "unk_noise", "recurrent_init", "recurrent_gain", "schedule",
                     "warmup", "decay_start", "decay_factor", "nonmono", "eval_every", "eval_tokens",
@@ -58,7 +60,7 @@ DEFAULTS = {
     "cell": "lstm", "hidden_size": 256, "num_layers": 1, "embedding_size": 64, "dropout": 0.0,
     "tie_weights": False, "embedding_dropout": 0.0, "input_dropout": None, "layer_dropout": None,
     "weight_drop": 0.0, "activation_penalty": 0.0, "temporal_penalty": 0.0, "projection_size": None,
-    "softmax": "full", "cutoffs": None, "init_scale": None, "locked_dropout": False,
+    "softmax": "full", "cutoffs": None, "init_scale": None, "locked_dropout": False, "members": 1,
     # optimisation
     "batch_size": 32, "truncation": 64, "optimizer": "adam", "lr": 1e-2, "momentum": 0.9, "weight_decay": 0.0,
     "clip_norm": 1.0, "clip_value": None, "information_flow": 0.0, "unk_noise": 0.0, "recurrent_init": None,

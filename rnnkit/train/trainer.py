@@ -27,6 +27,7 @@ from ..data.noise import unknown_noise
 from ..init import SCHEMES, init_recurrent_
 from . import distributed
 from .checkpoint import read_checkpoint, save_checkpoint
+from .clipping import clip_gradients
 from .evaluation import token_nll
 from .guards import Interrupts, RunLock
 from .metrics import MetricsLog, plot_losses
@@ -497,10 +498,7 @@ class Trainer:
                 self.scaler.scale(objective).backward()        # fp16: scaled, so that no gradient underflows
                 if c.clip_value or c.clip_norm:
                     self.scaler.unscale_(self.optimizer)         # clipped as they are (a no-op unless fp16)
-                if c.clip_value:
-                    torch.nn.utils.clip_grad_value_(params, c.clip_value)
-                grad_norm = (torch.nn.utils.clip_grad_norm_(params, c.clip_norm) if c.clip_norm
-                             else None)
+                grad_norm = clip_gradients(self.model, params, c.clip_value, c.clip_norm)
                 self.scaler.step(self.optimizer)                 # fp16: skipped when a gradient is not finite
                 self.scaler.update()
                 if self.average is not None:
