@@ -152,6 +152,25 @@ def test_a_run_with_members_trains_resumes_exactly_and_evaluates_as_its_members(
     assert f"loss {total / count:.4f} nats/word" in printed
     assert main(["sample", str(tmp_path / "whole"), "--length", "5", "--seed", "3"]) == 0
     assert len(capsys.readouterr().out.split()) >= 5
+    # inspect looks at the first member, and says so
+    assert main(["inspect", str(tmp_path / "whole"), "--length", "12", "--warmup", "4", "--jacobian-steps", "5",
+                 "--out", str(tmp_path / "inspect"), "--quiet"]) == 0
+    assert capsys.readouterr().out.startswith(f"inspected {tmp_path / 'whole'} (member 1 of 2, lstm layer 0, hidden 12)")
+
+
+def test_export_of_a_run_with_members_says_what_it_outputs(tmp_path, capsys):
+    pytest.importorskip("onnxscript")
+    path = tmp_path / "a.txt"
+    path.write_text(PTB_LINES)
+    assert main(["train", "--data", str(path), "--level", "word", "--members", "2", "--max-steps", "2",
+                 "--out", str(tmp_path / "r"), *TINY]) == 0
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "r")]) == 0
+    printed = capsys.readouterr().out
+    assert "outputs log-probabilities (batch, time, " in printed
+    assert ") of the mean of its 2 members and each member's final state (h and c, (layers, batch, hidden) each)" \
+        in printed
+    assert (tmp_path / "r" / "model.onnx").stat().st_size > 0
 
 
 def test_members_from_the_command_line_are_checked(tmp_path, capsys):

@@ -10,10 +10,9 @@ each with its own weights (drawn one after the other), dropout masks and state:
 - in evaluation a token's probability is the mean of the members' probabilities,
   ``-log(mean_k exp(-nll_k))``, never worse than the members' mean loss (Jensen's inequality).
 
-Each step costs K models' work: in a budget of steps or epochs the ensemble is that of K
-separate runs, in one directory; in a budget of minutes each member gets about 1/K of the
-steps (on the CPU, K runs side by side on one core each train more, see
-``benchmarks/word_lm.py``). Everything that takes a language model takes an ensemble:
+Each step costs K models' work: in a budget of steps or epochs each member gets every step a
+separate run would; in a budget of minutes each member gets about 1/K of them (on the CPU,
+K runs side by side on one core each train more, see ``benchmarks/word_lm.py``). Everything that takes a language model takes an ensemble:
 training, resume, evaluation, the neural cache (the keys are the members' features side by
 side), sampling (through :meth:`LanguageModelEnsemble.stream`) and export.
 """
