@@ -104,7 +104,8 @@ def _train(args) -> int:
                 parameters = sum(p.numel() for p in build_language_model(model_config).parameters())
             raise ValueError(f"the model does not fit in memory ({parameters:,} parameters, "
                              f"{4 * parameters / 2 ** 30:,.1f} GiB in float32); choose a smaller --hidden-size, "
-                             f"--embedding-size or --num-layers") from None
+                             f"--embedding-size or --num-layers"
+                             + (", or fewer --members" if model_config.members > 1 else "")) from None
         if is_main():
             counts = ", ".join(f"{len(splits[name]):,} for {name}" for name in ("train", "validation", "test")
                                if splits[name] is not None)
