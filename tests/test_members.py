@@ -122,6 +122,13 @@ def test_members_is_checked_and_a_plain_model_refuses_an_ensembles_config():
                                         r"states \(what the ensemble returns\), got tuple of 3$"):
         build_language_model(config)(torch.zeros(1, 2, dtype=torch.long), (None, None, None))
     assert type(build_language_model(LanguageModelConfig(vocab_size=5))) is LanguageModel
+    # the ids are checked once for all the members, on every path
+    ensemble = build_language_model(config)
+    with pytest.raises(ValueError, match=r"^LanguageModel: token ids must lie in \[0, 5\), got values from 0 to 9$"):
+        ensemble(torch.tensor([[0, 9]]))
+    with pytest.raises(ValueError, match=r"^LanguageModelStream: token ids must lie in \[0, 5\), got values from "
+                                         r"7 to 7$"):
+        ensemble.stream()(torch.tensor(7))
 
 
 TINY = ["--hidden-size", "12", "--batch-size", "4", "--truncation", "8", "--eval-every", "5", "--quiet",

@@ -70,14 +70,15 @@ class LanguageModelEnsemble(NextTokenModel, nn.Module):
         """``(h (B, T, K * output_size), state)``: the members' features side by side (in training,
         each member keeps its AR/TAR term for :meth:`penalty`)."""
         state = self._member_states(state)
-        outputs = [member.features(tokens, s) for member, s in zip(self.members, state)]
+        self.members[0]._check_tokens(tokens)                      # once: the members share the ids
+        outputs = [member._features(tokens, s) for member, s in zip(self.members, state)]
         return torch.cat([h for h, _ in outputs], -1), tuple(s for _, s in outputs)
 
     def forward(self, tokens: Tensor, state=None):
         h, state = self.features(tokens, state)
-        per_member = torch.stack([member.readout.logits(part).log_softmax(-1)
-                                  for member, part in zip(self.members, self._split(h))])
-        return torch.logsumexp(per_member, 0) - math.log(len(self.members)), state
+        log_p = _log_mean_exp(torch.stack([member.readout.logits(part).log_softmax(-1)
+                                           for member, part in zip(self.members, self._split(h))]))
+        return log_p, state
 
     def readout_nll(self, h: Tensor, targets: Tensor) -> Tensor:
         """In evaluation, the NLL of the mean of the members' probabilities; in training, the
@@ -85,7 +86,7 @@ class LanguageModelEnsemble(NextTokenModel, nn.Module):
         nll = torch.stack([member.readout_nll(part, targets) for member, part in zip(self.members, self._split(h))])
         if self.training:
             return _mean_value_summed_gradient(nll)
-        return math.log(len(self.members)) - torch.logsumexp(-nll, 0)
+        return -_log_mean_exp(-nll)
 
     def penalty(self):
         """The members' AR/TAR terms, combined as their losses are (None when off)."""
@@ -113,6 +114,11 @@ class LanguageModelEnsemble(NextTokenModel, nn.Module):
                             f"members' states (what the ensemble returns), got {type(state).__name__}"
                             + (f" of {len(state)}" if isinstance(state, (tuple, list)) else ""))
         return state
+
+
+def _log_mean_exp(stacked: Tensor) -> Tensor:
+    """``log(mean_k exp(stacked[k]))``: the log of the members' mean probability."""
+    return torch.logsumexp(stacked, 0) - math.log(stacked.shape[0])
 
 
 def _mean_value_summed_gradient(stacked: Tensor) -> Tensor:
@@ -145,8 +151,9 @@ class LanguageModelEnsembleStream(Inference):
             stream.reset(own)
 
     def _advance(self, tokens: Tensor) -> Tensor:
-        per_member = torch.stack([stream._advance(tokens).log_softmax(-1) for stream in self.streams])
-        return torch.logsumexp(per_member, 0) - math.log(len(self.streams))
+        tokens, unbatched = self.streams[0]._read(tokens)         # checked once: the members share the ids
+        log_p = _log_mean_exp(torch.stack([stream._logits(tokens).log_softmax(-1) for stream in self.streams]))
+        return log_p.squeeze(0) if unbatched else log_p
 
     def __repr__(self) -> str:
         return f"LanguageModelEnsembleStream(members={len(self.streams)}, batch_size={self.batch_size})"

@@ -210,6 +210,10 @@ class LanguageModel(NextTokenModel, nn.Module):
         """``(h (B, T, output_size), state)``: what the readout reads, dropout applied.
         In training with AR/TAR on, their penalty is kept for :meth:`penalty`."""
         self._check_tokens(tokens)
+        return self._features(tokens, state)
+
+    def _features(self, tokens: Tensor, state=None):
+        """:meth:`features` of ids already checked (an ensemble checks them once for all its members)."""
         c = self.config
         if c.embedding_dropout > 0 and self.training:
             embedded = F.embedding(tokens, embedding_dropout(self.embedding.weight, c.embedding_dropout))
@@ -366,17 +370,26 @@ class LanguageModelStream(Inference):
         self.layers.reset([p[0] if len(p) == 1 else p for p in per_layer])
 
     def _advance(self, tokens: Tensor) -> Tensor:
-        model = self.model
+        tokens, unbatched = self._read(tokens)
+        logits = self._logits(tokens)
+        return logits.squeeze(0) if unbatched else logits
+
+    def _read(self, tokens) -> tuple:
+        """``(ids (B,), unbatched)``: the ids checked, a 0-d id of a one-sequence stream as a batch of one."""
         unbatched = isinstance(tokens, Tensor) and tokens.dim() == 0 and self.batch_size == 1
         if unbatched:
             tokens = tokens.unsqueeze(0)
         self._check_tokens(tokens)
+        return tokens, unbatched
+
+    def _logits(self, tokens: Tensor) -> Tensor:
+        """The next-token logits (B, V) after checked ids (B,); the state moves one step."""
+        model = self.model
         x_t = model.input_dropout(model.embedding(tokens))               # (B, E)
         h = self.layers._advance(x_t)                                    # (B, H)
         if model.projection is not None:
             h = model.projection(h)
-        logits = model.readout.logits(model.dropout(h))                  # (B, V)
-        return logits.squeeze(0) if unbatched else logits
+        return model.readout.logits(model.dropout(h))                    # (B, V)
 
     def _check_tokens(self, tokens) -> None:
         owner, vocab = self.owner, self.model.vocab_size
