@@ -1,6 +1,6 @@
 """Word-level language models on Penn Treebank: rnnkit against a plain PyTorch script.
 
-    python benchmarks/word_lm.py                   # 8-minute budget per run (~35 minutes)
+    python benchmarks/word_lm.py                   # 8-minute budget per run (~45 minutes)
     python benchmarks/word_lm.py --minutes 3       # quicker
 
 Penn Treebank as Zaremba et al. distribute it; only the validation and test texts are
@@ -16,11 +16,14 @@ Runs, each for the same wall-clock budget on this machine:
   SGD at lr 20 divided by 4 whenever an epoch's validation does not improve, gradient
   norm clipped at 0.25, BPTT 35, batch 20 (evaluation batch 10), the best epoch's model
   tested — written here from that description;
-- ``rnnkit default``: ``rnnkit train --level word`` with no other option: the model, and
-  the model with the neural cache its summary reports (chosen on validation);
+- ``rnnkit default``: ``rnnkit train --level word`` with no other option (a snapshot ensemble
+  of two: one model through two cycles of its schedule, each cycle's end kept), each snapshot's
+  own figure beside it, and the ensemble with the neural cache its summary reports (chosen on
+  validation);
+- ``rnnkit one model``: the same with ``--snapshots 1``, one model through one cosine cycle;
 - ``rnnkit zaremba-small``: the preset (it ends at its 13 epochs or the budget);
-- ``rnnkit --members 2``: the default settings as an ensemble of two members trained in one
-  run (``rnnkit train --members 2``), each member's own figure beside it;
+- ``rnnkit --members 2`` (with ``--members-row``): two models trained side by side in one run
+  (``rnnkit train --members 2``), each member's own figure beside it;
 - ``rnnkit default x2``: the default run with seeds 0 and 1, side by side on one core each
   for the same budget, scored as an ensemble (``rnnkit evaluate RUN RUN``: the mean of their
   probabilities) -- shown beside the bound, not counted in it.
@@ -220,17 +223,18 @@ def train_ensemble(out: Path, minutes: float, seeds=(0, 1)) -> dict:
             "parameters": sum(p.numel() for m in models for p in m.parameters())}
 
 
-def train_members(out: Path, minutes: float, members: int) -> dict:
-    """rnnkit's default settings as an ensemble of ``members`` trained in one run, with each member's
-    own test perplexity (its members scored apart by :func:`ensemble_nll`)."""
-    result = train_rnnkit(out, minutes, ["--members", str(members)])
+def train_with_members(out: Path, minutes: float, extra: list) -> dict:
+    """:func:`train_rnnkit`, and when the run is an ensemble (members side by side, or snapshots) each
+    of its members' own test perplexity (scored apart by :func:`ensemble_nll`)."""
+    result = train_rnnkit(out, minutes, extra)
     folder, part, _ = result["files"]["test"]
     model = load_language_model(out)[0]
-    total, alone, count = ensemble_nll(list(model.members), TokenFile(folder).parts[part], batch_size=20,
-                                       truncation=256)
-    assert math.isclose(total / count, result["test_loss"], rel_tol=1e-5), (total / count, result["test_loss"])
-    result["members"] = [math.exp(a / count) for a in alone]
     result["parameters"] = sum(p.numel() for p in model.parameters())
+    if hasattr(model, "live"):
+        total, alone, count = ensemble_nll(model.live(), TokenFile(folder).parts[part], batch_size=20,
+                                           truncation=256)
+        assert math.isclose(total / count, result["test_loss"], rel_tol=1e-5), (total / count, result["test_loss"])
+        result["members"] = [math.exp(a / count) for a in alone]
     return result
 
 
@@ -282,6 +286,7 @@ def main(argv=None) -> int:
     parser.add_argument("--minutes", type=float, default=8.0, help="wall budget of each run (default 8)")
     parser.add_argument("--out", default="runs/word-lm-benchmark", help="run directories go here (replaced)")
     parser.add_argument("--repeats", type=int, default=20, help="repetitions of the step timing")
+    parser.add_argument("--members-row", action="store_true", help="also run --members 2 (8 more minutes)")
     args = parser.parse_args(argv)
     for name in ("ptb.valid.txt", "ptb.test.txt", "tinyshakespeare.txt"):
         if not (DATA / name).exists():
@@ -289,7 +294,8 @@ def main(argv=None) -> int:
             return 2
     out = Path(args.out)
     results = {"minutes": args.minutes}
-    results["rnnkit default"] = train_rnnkit(out / "default", args.minutes, [])
+    results["rnnkit default"] = train_with_members(out / "default", args.minutes, [])
+    results["rnnkit one model"] = train_with_members(out / "one-model", args.minutes, ["--snapshots", "1"])
     results["rnnkit zaremba-small"] = train_rnnkit(out / "zaremba-small", args.minutes,
                                                    ["--preset", "zaremba-small"])
     files = results["rnnkit default"]["files"]
@@ -297,7 +303,8 @@ def main(argv=None) -> int:
     vocab_size = len(TokenFile(files["train"][0]).vocab)
     results["plain"] = train_plain(splits, vocab_size, 60 * args.minutes)
     results["rnnkit ensemble"] = train_ensemble(out / "ensemble", args.minutes)
-    results["rnnkit --members 2"] = train_members(out / "members2", args.minutes, 2)
+    if args.members_row:
+        results["rnnkit --members 2"] = train_with_members(out / "members2", args.minutes, ["--members", "2"])
     results["step speed"] = step_speed(args.repeats)
     plain, default = results["plain"], results["rnnkit default"]
     ratio = default["test_perplexity"] / plain["test_perplexity"]
@@ -307,7 +314,9 @@ def main(argv=None) -> int:
     print(f"\nPenn Treebank, trained on ptb.valid.txt, tested on ptb.test.txt ({default['test_tokens']:,} tokens), "
           f"{args.minutes:g} minutes each")
     print(f"{'run':24} {'test ppl':>9} {'+ cache':>8} {'valid ppl':>10} {'tokens/s':>9} {'tokens':>10}")
-    for name in ("plain", "rnnkit default", "rnnkit zaremba-small", "rnnkit --members 2"):
+    for name in ("plain", "rnnkit default", "rnnkit one model", "rnnkit zaremba-small", "rnnkit --members 2"):
+        if name not in results:
+            continue
         r = results[name]
         cell = f"{r['with cache']['test_perplexity']:8.1f}" if r.get("with cache") else f"{'-':>8}"
         alone = ("   (alone: " + ", ".join(f"{m:.1f}" for m in r["members"]) + ")") if "members" in r else ""
@@ -321,9 +330,13 @@ def main(argv=None) -> int:
     print(f"rnnkit default's test perplexity / plain's: the models alone {ratio:.3f}; both with a neural cache "
           f"{both:.3f}; rnnkit's with its cache against plain's without {cached:.3f} (not a fair comparison: the "
           f"cache helps both)")
-    members = results["rnnkit --members 2"]["test_perplexity"] / plain["test_perplexity"]
-    print(f"rnnkit --members 2 (one run, {results['rnnkit --members 2']['parameters']:,} parameters) / plain's: "
-          f"{members:.3f} (not the bound: not the default)")
+    one = results["rnnkit one model"]["test_perplexity"] / plain["test_perplexity"]
+    print(f"rnnkit one model (--snapshots 1, {results['rnnkit one model']['parameters']:,} parameters; the default has "
+          f"{results['rnnkit default']['parameters']:,} in its snapshots) / plain's: {one:.3f}")
+    if "rnnkit --members 2" in results:
+        members = results["rnnkit --members 2"]["test_perplexity"] / plain["test_perplexity"]
+        print(f"rnnkit --members 2 (one run, {results['rnnkit --members 2']['parameters']:,} parameters) / plain's: "
+              f"{members:.3f} (not the bound: not the default)")
     together = ensemble["test_perplexity"] / plain["test_perplexity"]
     print(f"two default runs side by side, one core each, as an ensemble ({ensemble['parameters']:,} parameters "
           f"against plain's {plain['parameters']:,}) / plain's: {together:.3f} (not the bound, which is the "

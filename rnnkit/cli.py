@@ -83,7 +83,7 @@ def _train(args) -> int:
                 momentum=args.momentum, weight_decay=args.weight_decay, clip_norm=args.clip_norm or None,
                 clip_value=args.clip_value, information_flow=args.information_flow, unk_noise=args.unk_noise,
                 recurrent_init=args.recurrent_init, recurrent_gain=args.recurrent_gain, schedule=args.schedule,
-                warmup=args.warmup, decay_start=args.decay_start, decay_factor=args.decay_factor,
+                cycles=args.cycles, warmup=args.warmup, decay_start=args.decay_start, decay_factor=args.decay_factor,
                 nonmono=args.nonmono, max_minutes=args.max_minutes, max_epochs=args.max_epochs,
                 max_steps=args.max_steps, eval_every=args.eval_every, eval_tokens=args.eval_tokens or None,
                 early_stopping=args.early_stopping, seed=args.seed, precision=args.precision)
@@ -105,7 +105,7 @@ def _train(args) -> int:
             raise ValueError(f"the model does not fit in memory ({parameters:,} parameters, "
                              f"{4 * parameters / 2 ** 30:,.1f} GiB in float32); choose a smaller --hidden-size, "
                              f"--embedding-size or --num-layers"
-                             + (", or fewer --members" if model_config.members > 1 else "")) from None
+                             + (", or fewer --members or --snapshots" if model_config.models > 1 else "")) from None
         if is_main():
             counts = ", ".join(f"{len(splits[name]):,} for {name}" for name in ("train", "validation", "test")
                                if splits[name] is not None)
@@ -114,7 +114,8 @@ def _train(args) -> int:
             print(f"corpus: {source}; {len(vocab):,} {vocab.level} tokens in the vocabulary; {counts}"
                   + ("" if splits["test"] is not None else " (no test split)"))
             params = sum(p.numel() for p in model.parameters())
-            members = f"{model_config.members} members of " if model_config.members > 1 else ""
+            members = (f"{model_config.members} members of " if model_config.members > 1 else
+                       f"{model_config.snapshots} snapshots of " if model_config.snapshots > 1 else "")
             print(f"model: {members}{model_config.cell} x{model_config.num_layers}, hidden {model_config.hidden_size}, "
                   f"{params:,} parameters, engine {model.engine}, on {device}"
                   f"{'' if train_config.precision == 'fp32' else ' in ' + train_config.precision}"
@@ -217,10 +218,12 @@ def _export(args) -> int:
         program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=dims, verbose=False)
     program.save(str(out))
     states = "h" if model.config.cell != "lstm" else "h and c"
-    members = model.config.members
-    outputs = (f"log-probabilities (batch, time, {len(vocab):,}) of the mean of its {members} members and "
-               f"each member's final state" if members > 1 else f"logits (batch, time, {len(vocab):,}) and the "
-               f"final state")
+    if hasattr(model, "live"):                 # an ensemble: its members, or its snapshots so far
+        count, noun = len(model.live()), "member" if model.cycles is None else "snapshot"
+        outputs = (f"log-probabilities (batch, time, {len(vocab):,}) of the mean of its {count} {noun}"
+                   f"{'s' if count > 1 else ''} and each {noun}'s final state")
+    else:
+        outputs = f"logits (batch, time, {len(vocab):,}) and the final state"
     print(f"wrote {out}: input token ids (batch, time) int64 from a {len(vocab):,}-token {vocab.level} "
           f"vocabulary; outputs {outputs} ({states}, (layers, batch, hidden) each), starting from zeros")
     return 0
@@ -357,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--members", type=int, metavar="K", help="train K models of these settings side by side "
                        "as one ensemble: each learns as it would alone, and a token's probability is the mean of "
                        "theirs (default 1)")
+    model.add_argument("--snapshots", type=int, metavar="K", help="a snapshot ensemble (Huang et al. 2017) at one "
+                       "model's cost: the schedule restarts K times (--cycles K) and the model each cycle ends with "
+                       "predicts with the others, the mean of their probabilities (default 1*)")
     opt = train.add_argument_group("optimisation")
     opt.add_argument("--truncation", type=int, help="BPTT steps per chunk (default 64*)")
     opt.add_argument("--batch-size", type=int, help="parallel streams per process (default 32*)")
@@ -368,6 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--schedule", choices=["cosine", "plateau", "constant", "step"],
                      help="learning-rate schedule: cosine over the run, halve on a plateau, constant, or step "
                           "(x --decay-factor each epoch from --decay-start on) (default cosine)")
+    opt.add_argument("--cycles", type=int, metavar="N", help="cosine: restart the schedule N times, each cycle "
+                     "from the peak rate down (SGDR; default 1, or --snapshots)")
     opt.add_argument("--warmup", type=float, help="warm-up fraction of the run, cosine (default 0.02)")
     opt.add_argument("--decay-start", type=int, help="step schedule: first epoch (counted from 1) at a "
                      "lower rate (default 1)")

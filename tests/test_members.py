@@ -115,7 +115,7 @@ def test_members_is_checked_and_a_plain_model_refuses_an_ensembles_config():
                                          r"model; 2 or more an ensemble$"):
         LanguageModelConfig(vocab_size=5, members=0)
     config = LanguageModelConfig(vocab_size=5, members=2)
-    with pytest.raises(ValueError, match=r"^LanguageModel: the config asks for 2 members; build an ensemble with "
+    with pytest.raises(ValueError, match=r"^LanguageModel: the config asks for an ensemble of 2; build it with "
                                          r"build_language_model\(config\)$"):
         LanguageModel(config)
     with pytest.raises(TypeError, match=r"^LanguageModelEnsemble: expected the state as a tuple of 2 members' "

@@ -134,28 +134,28 @@ DDP_SCRIPT = """
     torch.set_default_dtype(torch.float64)
     from rnnkit.models import LanguageModelConfig, build_language_model
     from rnnkit.train import TrainConfig, Trainer
-    run_dir, batch_size, members = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    run_dir, batch_size, kind = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    ensemble = {"one-model": {}, "ensemble": {"members": 2}, "snapshots": {"snapshots": 2}}[kind]
     torch.manual_seed(0)
-    model = build_language_model(LanguageModelConfig(vocab_size=20, hidden_size=16, embedding_size=8,
-                                                     members=members))
+    model = build_language_model(LanguageModelConfig(vocab_size=20, hidden_size=16, embedding_size=8, **ensemble))
     data = torch.randint(20, (4000,), generator=torch.Generator().manual_seed(3))
     config = TrainConfig(batch_size=batch_size, truncation=16, max_steps=12, eval_every=100,
-                         max_minutes=None, eval_tokens=100)
+                         max_minutes=None, eval_tokens=100, cycles=2 if "snapshots" in ensemble else 1)
     Trainer(model, config, run_dir, progress=False).fit(data[:3600], data[3600:])
     if int(os.environ.get("RANK", "0")) == 0:
         torch.save(model.state_dict(), os.path.join(run_dir, "final.pt"))
 """
 
 
-@pytest.mark.parametrize("members", [1, 2], ids=["one-model", "ensemble"])
-def test_two_process_gloo_run_equals_one_process_on_the_same_global_batch(tmp_path, members):
+@pytest.mark.parametrize("kind", ["one-model", "ensemble", "snapshots"])
+def test_two_process_gloo_run_equals_one_process_on_the_same_global_batch(tmp_path, kind):
     one, two = tmp_path / "one", tmp_path / "two"
-    run_python(DDP_SCRIPT, one, 8, members)
+    run_python(DDP_SCRIPT, one, 8, kind)
     script = tmp_path / "ddp.py"
     script.write_text(textwrap.dedent(DDP_SCRIPT))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                             "--nproc_per_node", "2", str(script), str(two), "4", str(members)],
+                             "--nproc_per_node", "2", str(script), str(two), "4", kind],
                             capture_output=True, text=True, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     a, b = torch.load(one / "final.pt"), torch.load(two / "final.pt")

@@ -34,9 +34,13 @@ def inspect_run(args) -> int:
     run_dir = Path(args.run_dir)
     model, vocab, config = load_language_model(run_dir, args.checkpoint)
     model = model.double()
-    members = config["model"].get("members", 1)
-    if members > 1:                        # an ensemble: its first member, a language model of its own
-        model = model.members[0]
+    which = ""
+    if hasattr(model, "live"):             # an ensemble: one member, a language model of its own
+        live = model.live()
+        if model.cycles is None:
+            which, model = f"member 1 of {len(live)}, ", live[0]
+        else:                              # of snapshots, the newest: the one trained longest
+            which, model = f"snapshot {len(live)} of {len(live)}, ", live[-1]
     layers = [m for m in model.modules() if isinstance(m, Recurrent)]
     check_int("", "--layer", args.layer, 0, f"this is a {len(layers)}-layer model", maximum=len(layers) - 1)
     limit = args.warmup + args.length + 1
@@ -66,7 +70,7 @@ def inspect_run(args) -> int:
     steps, cell = inputs.shape[1], layers[args.layer].cell
     out = Path(args.out) if args.out else run_dir / "inspect"
     out.mkdir(parents=True, exist_ok=True)
-    name = (f"member 1 of {members}, " if members > 1 else "") + f"{config['model']['cell']} layer {args.layer}"
+    name = which + f"{config['model']['cell']} layer {args.layer}"
     written, summary = {}, {"layer": args.layer, "tokens": steps, "warmup": warmup, "text": where}
     stages = ["gradient flow", "step Jacobians", "hidden states"]
     bar = tqdm(stages, desc="inspect", leave=False, disable=True if args.quiet else None)

@@ -49,7 +49,9 @@ class LanguageModelConfig(DictConfig):
     :func:`default_cutoffs`). ``init_scale`` draws every parameter from U(-s, s)
     (Zaremba et al. 2014); None keeps each module's own initialisation. ``members`` > 1
     makes :func:`~rnnkit.models.build_language_model` build a
-    :class:`~rnnkit.models.LanguageModelEnsemble` of that many such models.
+    :class:`~rnnkit.models.LanguageModelEnsemble` of that many such models trained side by
+    side; ``snapshots`` > 1 one of that many snapshots of one model, each the end of a cycle of
+    the learning-rate schedule.
     """
 
     vocab_size: int
@@ -72,9 +74,15 @@ class LanguageModelConfig(DictConfig):
     init_scale: Optional[float] = None
     locked_dropout: bool = False
     members: int = 1
+    snapshots: int = 1
 
     def __post_init__(self):
         check_int("LanguageModel", "members", self.members, 1, hint="1 is one model; 2 or more an ensemble")
+        check_int("LanguageModel", "snapshots", self.snapshots, 1, hint="1 is one model; 2 or more an ensemble")
+        if self.members > 1 and self.snapshots > 1:
+            raise ValueError(f"LanguageModel: an ensemble is either members trained side by side or snapshots of "
+                             f"one run, got members={self.members} and snapshots={self.snapshots}; set one of "
+                             f"them to 1")
         if self.cell not in CELL_NETWORKS:
             raise ValueError(f"LanguageModel: unknown cell {self.cell!r}; choose one of "
                              f"{sorted(CELL_NETWORKS)}")
@@ -109,6 +117,11 @@ class LanguageModelConfig(DictConfig):
     def output_size(self) -> int:
         """The size of what the readout reads."""
         return self.projection_size or self.hidden_size
+
+    @property
+    def models(self) -> int:
+        """How many models of these settings: 1, or the ensemble's members or snapshots."""
+        return max(self.members, self.snapshots)
 
 
 class NextTokenModel:
@@ -166,8 +179,8 @@ class LanguageModel(NextTokenModel, nn.Module):
 
     def __init__(self, config: LanguageModelConfig):
         super().__init__()
-        if config.members != 1:
-            raise ValueError(f"LanguageModel: the config asks for {config.members} members; build an ensemble "
+        if config.models != 1:
+            raise ValueError(f"LanguageModel: the config asks for an ensemble of {config.models}; build it "
                              f"with build_language_model(config)")
         self.config = c = config
         self.embedding = nn.Embedding(c.vocab_size, c.embedding_size)

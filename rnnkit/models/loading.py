@@ -9,8 +9,8 @@ __all__ = ["build_language_model", "load_language_model"]
 
 def build_language_model(config: LanguageModelConfig):
     """A :class:`LanguageModel`, or a :class:`~rnnkit.models.ensemble.LanguageModelEnsemble` when
-    ``config.members`` > 1."""
-    if config.members > 1:
+    ``config.members`` or ``config.snapshots`` is above 1."""
+    if config.models > 1:
         return LanguageModelEnsemble(config)
     return LanguageModel(config)
 

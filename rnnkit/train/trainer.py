@@ -12,7 +12,6 @@ import json
 import math
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -20,90 +19,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._arguments import check_number
-from .._config import DictConfig
 from ..data.batching import ContiguousBatches, evaluation_batches
 from ..data.noise import unknown_noise
-from ..init import SCHEMES, init_recurrent_
-from . import distributed
+from ..init import init_recurrent_
+from . import distributed, schedule
 from .checkpoint import read_checkpoint, save_checkpoint
 from .clipping import clip_gradients
 from .evaluation import token_nll
 from .guards import Interrupts, RunLock
 from .metrics import MetricsLog, plot_losses
+from .train_config import TrainConfig
 
 __all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "detach_state"]
-
-
-@dataclass
-class TrainConfig(DictConfig):
-    """Training options (saved in every checkpoint). Limits: whichever comes first."""
-
-    batch_size: int = 32
-    truncation: int = 64
-    optimizer: str = "adam"               # adam | sgd | ntasgd (SGD, then averaged: see Trainer)
-    lr: float = 1e-2
-    momentum: float = 0.9                 # sgd only
-    nonmono: int = 5                      # ntasgd: average once a validation is worse than the best
-                                          # of those more than this many checks before it
-    weight_decay: float = 0.0
-    clip_norm: float | None = 1.0         # clip the global gradient norm
-    clip_value: float | None = None       # clip each gradient element
-    information_flow: float = 0.0         # weight of Pascanu et al.'s information-flow regularizer (0 = off)
-    unk_noise: float = 0.0                # a token seen c times is id 0 (<unk>) w.p. unk_noise / (unk_noise + c)
-    recurrent_init: str | None = None     # "orthogonal" | "identity": re-initialise recurrent weights first
-    recurrent_gain: float = 1.0           # the scale of recurrent_init's blocks
-    schedule: str = "cosine"              # cosine | plateau | constant | step
-    warmup: float = 0.02                  # fraction of the run spent warming up (cosine)
-    min_lr_fraction: float = 0.0          # cosine decays to lr * min_lr_fraction
-    plateau_factor: float = 0.5           # plateau: multiply lr by this ...
-    plateau_patience: int = 1             # ... after this many validations without improvement
-    decay_start: int = 1                  # step: lr * decay_factor ** max(0, epoch + 1 - decay_start),
-    decay_factor: float = 0.5             # epoch counted from 0 (Zaremba et al.'s schedule)
-    max_minutes: float | None = 2.0
-    max_epochs: float | None = None
-    max_steps: int | None = None
-    eval_every: int = 500                 # steps between validations (and checkpoints)
-    eval_tokens: int | None = None        # tokens each evaluation predicts at most (None: all of them)
-    early_stopping: int | None = None     # stop after this many validations without improvement
-    seed: int = 0
-    precision: str = "fp32"               # fp32 | bf16 | fp16: autocast's dtype for the forward pass and loss
-
-    def __post_init__(self):
-        def positive(name, value, kind=int):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not 0 < value < math.inf          # NaN and infinity too
-                                      or (kind is int and int(value) != value)):
-                raise ValueError(f"TrainConfig: {name} must be a positive {'integer' if kind is int else 'number'}, "
-                                 f"got {value!r}")
-        for name in ("batch_size", "truncation", "eval_every", "plateau_patience", "nonmono", "decay_start"):
-            positive(name, getattr(self, name))
-        for name in ("max_steps", "eval_tokens", "early_stopping"):
-            positive(name, getattr(self, name))
-        for name in ("lr", "max_minutes", "max_epochs", "clip_norm", "clip_value", "recurrent_gain",
-                     "decay_factor"):
-            positive(name, getattr(self, name), float)
-        check_number("TrainConfig", "momentum", self.momentum, low=0.0, high=1.0, high_closed=False)
-        check_number("TrainConfig", "weight_decay", self.weight_decay, low=0.0, high_closed=False)
-        check_number("TrainConfig", "unk_noise", self.unk_noise, low=0.0, high_closed=False)
-        weight = self.information_flow
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
-            raise ValueError(f"TrainConfig: information_flow is the regularizer's weight, a number >= 0 "
-                             f"(0 = off), got {weight!r}")
-        if self.recurrent_init is not None and self.recurrent_init not in SCHEMES:
-            raise ValueError(f"TrainConfig: recurrent_init must be None or one of {list(SCHEMES)}, got "
-                             f"{self.recurrent_init!r}")
-        if self.optimizer not in ("adam", "sgd", "ntasgd"):
-            raise ValueError(f"TrainConfig: optimizer must be 'adam', 'sgd' or 'ntasgd', got {self.optimizer!r}")
-        if self.schedule not in ("cosine", "plateau", "constant", "step"):
-            raise ValueError(f"TrainConfig: schedule must be 'cosine', 'plateau', 'constant' or 'step', got "
-                             f"{self.schedule!r}")
-        if self.precision not in distributed.PRECISIONS:
-            raise ValueError(f"TrainConfig: precision must be 'fp32', 'bf16' or 'fp16', got {self.precision!r}")
-        if not 0 <= self.warmup < 1:
-            raise ValueError(f"TrainConfig: warmup is a fraction of the run in [0, 1), got {self.warmup}")
-        if self.max_minutes is None and self.max_epochs is None and self.max_steps is None:
-            raise ValueError("TrainConfig: set at least one limit: max_minutes, max_epochs or max_steps")
 
 
 class TrainingDiverged(RuntimeError):
@@ -217,6 +144,11 @@ class Trainer:
         self.validation_history = []         # every periodic validation loss (ntasgd's trigger)
         self.average, self.averaged_steps = None, 0      # ntasgd: the running mean of the iterates
         self.last_checkpoint_step = None
+        self._cycle = None                   # the schedule's cycle that the model was last told of
+        needed = getattr(model, "cycles", None)
+        if needed is not None and needed != config.cycles:
+            raise ValueError(f"Trainer: the model is an ensemble of {needed} snapshots, one per cycle of the "
+                             f"schedule, and TrainConfig has cycles={config.cycles}; set cycles={needed}")
         self.evaluated = {}                  # tokens predicted by the latest evaluation of each split
         self._last_check = None              # (step, loss) of the latest periodic validation
         self._best_weights = None            # a CPU copy of the best weights, kept when there is a test split
@@ -235,17 +167,17 @@ class Trainer:
         return min(1.0, max(parts))
 
     def learning_rate(self, progress: float, epoch: int = 0) -> float:
-        c = self.config
-        if c.schedule == "constant":
-            return c.lr
-        if c.schedule == "plateau":
-            return c.lr * self.plateau_scale
-        if c.schedule == "step":
-            return c.lr * c.decay_factor ** max(0, epoch + 1 - c.decay_start)
-        if progress < c.warmup:
-            return c.lr * max(progress / c.warmup, 1e-3)
-        span = (progress - c.warmup) / (1.0 - c.warmup)
-        return c.lr * (c.min_lr_fraction + (1 - c.min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * span)))
+        return schedule.learning_rate(self.config, progress, epoch, self.plateau_scale)
+
+    def _start_cycle(self, progress: float) -> bool:
+        """A snapshot ensemble's next member takes over when ``progress`` enters a new cycle
+        (True then: the training step is rebuilt around the member now trained)."""
+        cycle = schedule.cycle_of(self.config, progress)
+        if getattr(self.model, "cycles", None) is None or cycle == self._cycle:
+            return False
+        schedule.carry_optimizer_state(self.optimizer, self.model.start_cycle(cycle))
+        self._cycle = cycle
+        return True
 
     # ----- averaged weights (ntasgd) ----------------------------------------------
     def _parameters(self) -> list:
@@ -478,6 +410,8 @@ class Trainer:
                 except StopIteration:
                     break
                 lr = self.learning_rate(progress, batches.epoch)
+                if self._start_cycle(progress):               # DDP's buckets follow the member trained
+                    step_module = distributed.wrap(_TrainingStep(self.model))
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 with self._autocast(), record_states(self.model) if regularize else nullcontext() as recording:
