@@ -15,7 +15,8 @@ touch it:
 
 Each text's last 10% validates, its vocabulary comes from the rest, and the test text is
 read with that vocabulary (unseen words as ``<unk>``), so the two runs of a size read the
-same ids. At each size ``rnnkit train --level word`` with its defaults and the plain script
+same ids. At each size ``rnnkit train --level word`` with its defaults as one model
+(``--snapshots 1``: the default's recipe before its snapshot ensemble) and the plain script
 of ``benchmarks/word_lm.py`` (the PyTorch example's settings) train for the same wall
 budget at the same time, one CPU core each. Prints the test perplexities and their ratio
 per size; writes results/word_lm_scaling.json.
@@ -79,7 +80,8 @@ def main(argv=None) -> int:
     for size in SIZES:
         files = token_files(texts[size], texts["test"])
         with context.Pool(2) as pool:
-            rnnkit_job = pool.apply_async(rnnkit_on_one_core, (str(out / size), args.minutes, ["--no-neural-cache"]),
+            rnnkit_job = pool.apply_async(rnnkit_on_one_core, (str(out / size), args.minutes,
+                                                               ["--no-neural-cache", "--snapshots", "1"]),
                                           {"data": texts[size], "test": texts["test"]})
             plain_job = pool.apply_async(_plain_on_one_core, (files, args.minutes))
             run, plain = rnnkit_job.get(), plain_job.get()

@@ -212,3 +212,50 @@ def test_a_plain_model_refuses_a_config_of_snapshots():
     with pytest.raises(ValueError, match=r"^LanguageModel: the config asks for an ensemble of 2; build it with "
                                          r"build_language_model\(config\)$"):
         LanguageModel(LanguageModelConfig(vocab_size=5, hidden_size=4, snapshots=2))
+
+
+@pytest.mark.parametrize("options, expected", [
+    (["--level", "word"], (2, 2)),
+    (["--level", "char"], (1, 1)),
+    (["--level", "word", "--preset", "zaremba-small"], (1, 1)),
+    (["--level", "word", "--preset", "awd-lstm"], (1, 1)),
+    (["--level", "word", "--schedule", "constant"], (1, 1)),
+    (["--level", "word", "--optimizer", "ntasgd"], (1, 1)),
+    (["--level", "word", "--members", "2"], (1, 1)),
+    (["--level", "word", "--cycles", "3"], (1, 3)),
+    (["--level", "word", "--snapshots", "3"], (3, 3)),
+    (["--level", "char", "--snapshots", "2", "--cycles", "2"], (2, 2)),
+], ids=["word", "char", "zaremba", "awd", "schedule", "ntasgd", "members", "cycles", "three", "char-asked"])
+def test_the_word_level_default_is_two_snapshots_unless_the_run_asks_for_another_schedule(options, expected):
+    from rnnkit.cli import build_parser
+    from rnnkit.train import lm_run
+    from rnnkit.train.recipes import preset_values
+
+    args = build_parser().parse_args(["train", *options])
+    lm_run.resolve(args, preset_values(args.preset) if args.preset else None)
+    assert (args.snapshots, args.cycles) == expected
+
+
+def test_export_of_a_snapshot_run_gives_the_snapshots_mean(tmp_path, capsys):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    path = tmp_path / "a.txt"
+    path.write_text(PTB_LINES)
+    run = tmp_path / "r"
+    assert main(["train", "--data", str(path), "--level", "word", "--cell", "gru", "--snapshots", "2",
+                 "--max-steps", "4", "--out", str(run), *TINY]) == 0
+    capsys.readouterr()
+    assert main(["export", str(run), "--checkpoint", "latest"]) == 0
+    assert ("of the mean of its 2 snapshots and each snapshot's final state (h, (layers, batch, hidden) each)"
+            in capsys.readouterr().out)
+    from rnnkit.models import load_language_model
+    model, _, _ = load_language_model(run, "latest")
+    session = ort.InferenceSession(str(run / "model.onnx"))
+    tokens = _tokens((3, 11), 4)
+    got = session.run(None, {session.get_inputs()[0].name: tokens.numpy()})
+    with torch.no_grad():
+        log_p, state = model(tokens)
+    expected = [log_p, *state]
+    assert len(got) == len(expected) == 3                     # log-probabilities, then h of each snapshot
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(torch.from_numpy(a), b, rtol=1e-4, atol=1e-5)

@@ -67,7 +67,9 @@ class LanguageModelEnsemble(NextTokenModel, nn.Module):
         single = dataclasses.replace(config, members=1, snapshots=1)
         self.members = nn.ModuleList(LanguageModel(single) for _ in range(config.models))
         if config.snapshots > 1:             # the member in training; those before it are frozen
-            self.register_buffer("newest", torch.zeros((), dtype=torch.long))
+            self.register_buffer("newest", torch.zeros((), dtype=torch.long))      # saved with the weights
+            self._newest = 0                 # and as a number, so that export and compile see a constant
+            self.register_load_state_dict_post_hook(_read_newest)
 
     @property
     def cycles(self):
@@ -79,7 +81,7 @@ class LanguageModelEnsemble(NextTokenModel, nn.Module):
         training, and the members so far in evaluation."""
         if self.cycles is None:
             return list(self.members)
-        newest = int(self.newest)
+        newest = self._newest
         return [self.members[newest]] if self.training else list(self.members[:newest + 1])
 
     @torch.no_grad()
@@ -90,13 +92,14 @@ class LanguageModelEnsemble(NextTokenModel, nn.Module):
         optimizer state moves with them; none when the cycle has already begun."""
         if self.cycles is None:
             raise TypeError("LanguageModelEnsemble: start_cycle is for snapshots; these members train side by side")
-        cycle, newest = min(int(cycle), len(self.members) - 1), int(self.newest)
+        cycle, newest = min(int(cycle), len(self.members) - 1), self._newest
         pairs = []
         if cycle > newest:
             for member in self.members[newest + 1: cycle + 1]:
                 member.load_state_dict(self.members[newest].state_dict())
             pairs = list(zip(self.members[newest].parameters(), self.members[cycle].parameters()))
             self.newest.fill_(cycle)
+            self._newest = cycle
         for k, member in enumerate(self.members):
             member.requires_grad_(k == max(cycle, newest))
         return pairs
@@ -162,6 +165,10 @@ class LanguageModelEnsemble(NextTokenModel, nn.Module):
                             f"members' states (what the ensemble returns), got {type(state).__name__}"
                             + (f" of {len(state)}" if isinstance(state, (tuple, list)) else ""))
         return state
+
+
+def _read_newest(module, incompatible_keys) -> None:
+    module._newest = int(module.newest)
 
 
 def _log_mean_exp(stacked: Tensor) -> Tensor:
