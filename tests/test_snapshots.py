@@ -259,3 +259,12 @@ def test_export_of_a_snapshot_run_gives_the_snapshots_mean(tmp_path, capsys):
     assert len(got) == len(expected) == 3                     # log-probabilities, then h of each snapshot
     for a, b in zip(got, expected):
         torch.testing.assert_close(torch.from_numpy(a), b, rtol=1e-4, atol=1e-5)
+
+
+def test_weights_naming_a_snapshot_the_ensemble_lacks_are_refused():
+    model = _model(2)
+    weights = model.state_dict()
+    weights["newest"] = torch.tensor(2)
+    with pytest.raises(ValueError, match=r"^LanguageModelEnsemble: the weights name snapshot 2 as the newest of 2; "
+                                         r"they are damaged or belong to another model$"):
+        _model(2).load_state_dict(weights)

@@ -40,7 +40,7 @@ def inspect_run(args) -> int:
         if model.cycles is None:
             which, model = f"member 1 of {len(live)}, ", live[0]
         else:                              # of snapshots, the newest: the one trained longest
-            which, model = f"snapshot {len(live)} of {len(live)}, ", live[-1]
+            which, model = f"snapshot {len(live)} of {model.config.snapshots}, ", live[-1]
     layers = [m for m in model.modules() if isinstance(m, Recurrent)]
     check_int("", "--layer", args.layer, 0, f"this is a {len(layers)}-layer model", maximum=len(layers) - 1)
     limit = args.warmup + args.length + 1

@@ -168,7 +168,11 @@ class LanguageModelEnsemble(NextTokenModel, nn.Module):
 
 
 def _read_newest(module, incompatible_keys) -> None:
-    module._newest = int(module.newest)
+    newest = int(module.newest)
+    if not 0 <= newest < len(module.members):
+        raise ValueError(f"LanguageModelEnsemble: the weights name snapshot {newest} as the newest of "
+                         f"{len(module.members)}; they are damaged or belong to another model")
+    module._newest = newest
 
 
 def _log_mean_exp(stacked: Tensor) -> Tensor:
