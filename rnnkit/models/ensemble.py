@@ -123,17 +123,14 @@ class LanguageModelEnsemble(NextTokenModel, nn.Module):
 
     def forward(self, tokens: Tensor, state=None):
         h, state = self.features(tokens, state)
-        members = self.live()
         log_p = _log_mean_exp(torch.stack([member.readout.logits(part).log_softmax(-1)
-                                           for member, part in zip(members, self._split(h, len(members)))]))
+                                           for member, part in self._with_parts(h)]))
         return log_p, state
 
     def readout_nll(self, h: Tensor, targets: Tensor) -> Tensor:
         """In evaluation, the NLL of the mean of the members' probabilities; in training, the
         mean of the members' NLLs whose gradient is their sum (each member's own gradient)."""
-        members = self.live()
-        nll = torch.stack([member.readout_nll(part, targets)
-                           for member, part in zip(members, self._split(h, len(members)))])
+        nll = torch.stack([member.readout_nll(part, targets) for member, part in self._with_parts(h)])
         if self.training:
             return _mean_value_summed_gradient(nll)
         return -_log_mean_exp(-nll)
@@ -153,9 +150,10 @@ class LanguageModelEnsemble(NextTokenModel, nn.Module):
         """A :class:`LanguageModelEnsembleStream`: one token per call, like :meth:`LanguageModel.stream`."""
         return LanguageModelEnsembleStream(self, batch_size, state, grad=grad)
 
-    @staticmethod
-    def _split(h: Tensor, count: int):
-        return h.chunk(count, dim=-1)
+    def _with_parts(self, h: Tensor):
+        """Each member that computes, with its part of the features ``h`` (side by side)."""
+        members = self.live()
+        return zip(members, h.chunk(len(members), dim=-1))
 
     def _member_states(self, state, count: int):
         if state is None:
