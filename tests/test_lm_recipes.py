@@ -106,22 +106,23 @@ def test_step_schedule_is_zarembas():
 def test_ntasgd_triggers_on_a_non_monotone_validation_and_averages_from_there(tmp_path):
     config = TrainConfig(optimizer="ntasgd", nonmono=2, max_steps=1, max_minutes=None)
     trainer = Trainer(model64(), config, tmp_path, progress=False)
+    averaging = trainer.averaging
     for loss in (5.0, 4.0, 3.0, 3.5):                     # worse than 3.0, but 3.0 is within the last 2
-        assert not trainer._maybe_start_averaging(loss)
-    assert trainer._maybe_start_averaging(4.5)            # worse than min(5, 4, 3) = 3 from > 2 checks back
-    assert trainer.average is not None and trainer.averaged_steps == 1
-    params = trainer._parameters()
+        assert not averaging.observe(loss)
+    assert averaging.observe(4.5)                         # worse than min(5, 4, 3) = 3 from > 2 checks back
+    assert averaging.average is not None and averaging.steps == 1
+    params = averaging.parameters()
     iterates = [[p.detach().clone() for p in params]]
     for _ in range(3):                                    # any moves: the average is their plain mean
         with torch.no_grad():
             for p in params:
                 p.add_(torch.randn_like(p))
         iterates.append([p.detach().clone() for p in params])
-        trainer._update_average()
-    for i, a in enumerate(trainer.average):
+        averaging.update()
+    for i, a in enumerate(averaging.average):
         torch.testing.assert_close(a, torch.stack([it[i] for it in iterates]).mean(0), atol=1e-12, rtol=0)
     with trainer.averaged():                              # evaluation sees the average ...
-        assert all(torch.equal(p, a) for p, a in zip(params, trainer.average))
+        assert all(torch.equal(p, a) for p, a in zip(params, averaging.average))
     assert all(torch.equal(p, x) for p, x in zip(params, iterates[-1]))      # ... then the iterate again
 
 

@@ -19,15 +19,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..analysis.gradients import record_states
 from ..data.batching import ContiguousBatches, evaluation_batches
 from ..data.noise import unknown_noise
 from ..init import init_recurrent_
 from . import distributed, schedule
+from .averaging import WeightAverage
 from .checkpoint import read_checkpoint, save_checkpoint
 from .clipping import clip_gradients
 from .evaluation import token_nll
 from .guards import Interrupts, RunLock
 from .metrics import MetricsLog, plot_losses
+from .penalties import information_flow_penalty
+from .snapshots import SnapshotCycles
 from .train_config import TrainConfig
 
 __all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "detach_state"]
@@ -113,7 +117,10 @@ class Trainer:
     plain SGD until a validation loss is worse than the best one from more than
     ``nonmono`` checks earlier, then SGD whose iterates are averaged from that step on.
     From then on evaluations, checkpoints and samples use the average; the iterate
-    itself is kept in ``trainer.pt`` so that a resumed run continues exactly.
+    itself is kept in ``trainer.pt`` so that a resumed run continues exactly
+    (:class:`~rnnkit.train.averaging.WeightAverage`, in :attr:`averaging`). A snapshot
+    ensemble's members take turns with the schedule's cycles
+    (:class:`~rnnkit.train.snapshots.SnapshotCycles`).
     """
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, run_dir, *,
@@ -141,14 +148,9 @@ class Trainer:
         self.best_step = None
         self.bad_validations = 0
         self.plateau_scale = 1.0
-        self.validation_history = []         # every periodic validation loss (ntasgd's trigger)
-        self.average, self.averaged_steps = None, 0      # ntasgd: the running mean of the iterates
+        self.averaging = WeightAverage(self.optimizer, enabled=config.optimizer == "ntasgd", nonmono=config.nonmono)
         self.last_checkpoint_step = None
-        self._cycle = None                   # the schedule's cycle that the model was last told of
-        needed = getattr(model, "cycles", None)
-        if needed is not None and needed != config.cycles:
-            raise ValueError(f"Trainer: the model is an ensemble of {needed} snapshots, one per cycle of the "
-                             f"schedule, and TrainConfig has cycles={config.cycles}; set cycles={needed}")
+        self._cycles = SnapshotCycles(self.model, config, self.optimizer)
         self.evaluated = {}                  # tokens predicted by the latest evaluation of each split
         self._last_check = None              # (step, loss) of the latest periodic validation
         self._best_weights = None            # a CPU copy of the best weights, kept when there is a test split
@@ -169,55 +171,9 @@ class Trainer:
     def learning_rate(self, progress: float, epoch: int = 0) -> float:
         return schedule.learning_rate(self.config, progress, epoch, self.plateau_scale)
 
-    def _start_cycle(self, progress: float) -> bool:
-        """A snapshot ensemble's next member takes over when ``progress`` enters a new cycle
-        (True then: the training step is rebuilt around the member now trained)."""
-        cycle = schedule.cycle_of(self.config, progress)
-        if getattr(self.model, "cycles", None) is None or cycle == self._cycle:
-            return False
-        schedule.carry_optimizer_state(self.optimizer, self.model.start_cycle(cycle))
-        self._cycle = cycle
-        return True
-
-    # ----- averaged weights (ntasgd) ----------------------------------------------
-    def _parameters(self) -> list:
-        return [p for g in self.optimizer.param_groups for p in g["params"]]
-
-    @contextmanager
     def averaged(self):
         """Within this block the model holds the averaged weights (when averaging), then its iterate again."""
-        if self.average is None:
-            yield
-            return
-        params = self._parameters()
-        with torch.no_grad():
-            iterate = [p.detach().clone() for p in params]
-            for p, a in zip(params, self.average):
-                p.copy_(a)
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for p, x in zip(params, iterate):
-                    p.copy_(x)
-
-    def _update_average(self) -> None:
-        with torch.no_grad():
-            self.averaged_steps += 1
-            for a, p in zip(self.average, self._parameters()):
-                a.add_(p.detach() - a, alpha=1.0 / self.averaged_steps)
-
-    def _maybe_start_averaging(self, loss: float) -> bool:
-        """ntasgd's trigger; True when averaging starts now."""
-        c, history = self.config, self.validation_history
-        history.append(loss)
-        if c.optimizer == "ntasgd" and self.average is None and len(history) > c.nonmono \
-                and loss > min(history[:-c.nonmono]):
-            self.average = [p.detach().clone() for p in self._parameters()]
-            self.averaged_steps = 1
-            self.metrics.write(kind="event", step=self.step, event="averaging started")
-            return True
-        return False
+        return self.averaging.applied()
 
     # ----- evaluation ----------------------------------------------------------
     @torch.no_grad()
@@ -271,18 +227,17 @@ class Trainer:
 
     # ----- checkpoints -----------------------------------------------------------
     def _trainer_state(self, batches, state) -> dict:
+        averaging = self.averaging.state_dict()
         # on the CPU, so that a run trained on a GPU resumes anywhere (the optimizer moves its state back)
         saved = {"optimizer": _to_device(self.optimizer.state_dict(), "cpu"), "batches": batches.state_dict(),
                  "step": self.step, "tokens": self.tokens, "elapsed": self.elapsed,
                  "best_validation": self.best_validation, "best_step": self.best_step,
                  "bad_validations": self.bad_validations, "plateau_scale": self.plateau_scale,
-                 "validation_history": list(self.validation_history), "rng": torch.get_rng_state(),
+                 "validation_history": averaging.pop("validation_history"), "rng": torch.get_rng_state(),
                  "carried_state": _to_device(state, "cpu"), "world_size": self.world_size}
         if self.scaler.is_enabled():
             saved["scaler"] = self.scaler.state_dict()
-        if self.average is not None:        # the weights file holds the average: keep the iterate here
-            saved["iterate"] = [p.detach().cpu().clone() for p in self._parameters()]
-            saved["averaged_steps"] = self.averaged_steps
+        saved.update(averaging)             # when averaging, the iterate: the weights file holds the average
         return saved
 
     def save(self, batches, state, *, best: bool) -> None:
@@ -305,16 +260,9 @@ class Trainer:
         for key in ("step", "tokens", "elapsed", "best_validation", "bad_validations", "plateau_scale"):
             setattr(self, key, saved[key])
         self.best_step = saved.get("best_step")
-        self.validation_history = list(saved.get("validation_history", []))
         if "scaler" in saved and self.scaler.is_enabled():
             self.scaler.load_state_dict(saved["scaler"])
-        if "iterate" in saved:               # averaging: the weights were the average
-            params = self._parameters()
-            self.average = [p.detach().clone() for p in params]
-            self.averaged_steps = saved["averaged_steps"]
-            with torch.no_grad():
-                for p, x in zip(params, saved["iterate"]):
-                    p.copy_(x)
+        self.averaging.load_state_dict(saved)
         torch.set_rng_state(saved["rng"])
         self.last_checkpoint_step = self.step
         # the log keeps only what the resumed run will not write again
@@ -381,11 +329,8 @@ class Trainer:
         state = self._resume(batches) if resume else None
         tokens_per_epoch = batches.tokens_per_epoch * self.world_size
         carry = getattr(batches, "contiguous", False)      # streams carry state; independent items don't
-        params = self._parameters()
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]    # clipped together
         regularize = c.information_flow > 0
-        if regularize:                 # the analysis package is needed only for the regularizer
-            from ..analysis.gradients import record_states
-            from .penalties import information_flow_penalty
         step_module = distributed.wrap(_TrainingStep(self.model))
         keep_best = test is not None
         bar = self._progress_bar()
@@ -410,7 +355,7 @@ class Trainer:
                 except StopIteration:
                     break
                 lr = self.learning_rate(progress, batches.epoch)
-                if self._start_cycle(progress):               # DDP's buckets follow the member trained
+                if self._cycles.advance(progress):               # DDP's buckets follow the member trained
                     step_module = distributed.wrap(_TrainingStep(self.model))
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
@@ -435,8 +380,7 @@ class Trainer:
                 grad_norm = clip_gradients(self.model, params, c.clip_value, c.clip_norm)
                 self.scaler.step(self.optimizer)                 # fp16: skipped when a gradient is not finite
                 self.scaler.update()
-                if self.average is not None:
-                    self._update_average()
+                self.averaging.update()
                 self.step += 1
                 self.tokens += targets.numel() * self.world_size
                 self.elapsed = time.perf_counter() - start
@@ -480,7 +424,7 @@ class Trainer:
                    "evaluated_tokens": dict(self.evaluated),
                    "steps": self.step, "tokens": self.tokens, "seconds": self.elapsed,
                    "tokens_per_second": (self.tokens - session[1]) / max(self.elapsed - session[0], 1e-9),
-                   "averaging_from": None if self.average is None else self.step - self.averaged_steps + 1,
+                   "averaging_from": self.averaging.started_at(self.step),
                    "stopped_by": stop_reason, "plot": str(plot) if plot else None, "plot_note": plot_note}
         self.metrics.write(kind="summary", **summary)
         self.metrics.flush()
@@ -498,7 +442,9 @@ class Trainer:
             self.bad_validations += 1
             if c.schedule == "plateau" and self.bad_validations % c.plateau_patience == 0:
                 self.plateau_scale *= c.plateau_factor
-        started = self._maybe_start_averaging(loss)
+        started = self.averaging.observe(loss)
+        if started:
+            self.metrics.write(kind="event", step=self.step, event="averaging started")
         self.metrics.write(kind="validation", step=self.step, tokens=self.tokens, loss=loss,
                            full=self._whole("validation"), seconds=round(self.elapsed, 3))
         self._last_check = (self.step, loss)
