@@ -31,7 +31,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._timing import RESULTS, write_results  # noqa: E402
 from rnnkit import Recurrent  # noqa: E402
-from rnnkit.analysis.fixed_points import find_fixed_points, plot_fixed_points, visited_states  # noqa: E402
+from rnnkit.analysis.fixed_points import find_fixed_points, visited_states  # noqa: E402
+from rnnkit.analysis.plots import plot_fixed_points  # noqa: E402
 from rnnkit.cells.rate import RateCell  # noqa: E402
 from rnnkit.data.tasks import flip_flop  # noqa: E402
 

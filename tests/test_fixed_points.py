@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 import rnnkit
-from rnnkit.analysis.fixed_points import FixedPoints, find_fixed_points, plot_fixed_points, visited_states
+from rnnkit.analysis.fixed_points import FixedPoints, find_fixed_points, visited_states
+from rnnkit.analysis.plots import plot_fixed_points
 from rnnkit.cells import Cell, ElmanCell, GRUCell, LSTMCell
 from rnnkit.cells.rate import RateCell
 
@@ -285,7 +286,7 @@ def test_plot_errors(monkeypatch):
         plot_fixed_points({})
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(ImportError, match=exactly(
-            'plot_fixed_points: needs matplotlib; install it with pip install "rnnkit[plot]"')):
+            'plot_fixed_points needs matplotlib, which is not installed: pip install "rnnkit[plot]"')):
         plot_fixed_points(result)
 
 

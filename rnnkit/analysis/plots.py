@@ -13,6 +13,7 @@ plot_spectrum              eigenvalues of the step Jacobians on the complex plan
 plot_forget_gates          LSTM forget gates over time and their product (memory retention)
 plot_pca_trajectory        the state's path through its first principal components
 plot_unit_responses        the units that track each feature, against the feature
+plot_fixed_points          fixed points in the top principal components, their Jacobian spectra
 =========================  =================================================================
 """
 from __future__ import annotations
@@ -25,33 +26,37 @@ import torch
 from torch import Tensor
 
 from .._arguments import check_int
+from .fixed_points import FixedPoints
 from .gradients import GradientFlow
 from .hidden import HiddenPCA, HiddenStates, UnitResponses
 from .jacobians import ForgetGates, JacobianProducts, JacobianSpectrum
 
 __all__ = ["plot_gradient_flow", "plot_jacobian_products", "plot_spectrum", "plot_forget_gates",
-           "plot_pca_trajectory", "plot_unit_responses"]
+           "plot_pca_trajectory", "plot_unit_responses", "plot_fixed_points"]
 
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
 
 
-def _figure(owner: str, figsize, **margins):
-    """A Figure with fixed margins (a layout engine would cost more time than the drawing)."""
+def _figure(owner: str, figsize, *, dpi: float | None = 110, layout: str | None = None, **margins):
+    """A Figure with fixed margins (a layout engine would cost more time than the drawing),
+    or placed by ``layout`` where fixed margins cannot fit (3-D axes); ``dpi=None``: matplotlib's."""
     try:
         from matplotlib.figure import Figure
     except ImportError as error:
         raise ImportError(f'{owner} needs matplotlib, which is not installed: pip install "rnnkit[plot]"') \
             from error
-    fig = Figure(figsize=figsize, dpi=110)
-    fig.subplots_adjust(**{"left": 0.1, "right": 0.97, "bottom": 0.12, "top": 0.9, **margins})
+    fig = Figure(figsize=figsize, dpi=dpi, layout=layout)
+    if layout is None:
+        fig.subplots_adjust(**{"left": 0.1, "right": 0.97, "bottom": 0.12, "top": 0.9, **margins})
     return fig
 
 
-def _save(fig, path):
+def _save(fig, path, dpi: float | None = None):
+    """Write ``fig`` to ``path`` (when given), at ``dpi`` or the figure's own."""
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
+        fig.savefig(path, **({} if dpi is None else {"dpi": dpi}))
     return fig
 
 
@@ -344,3 +349,145 @@ def plot_unit_responses(responses: UnitResponses, hidden, features: Mapping[str,
         axes[-1].set_xticklabels([repr(c)[1:-1] for c in list(text)[:shown]], fontsize=6, family="monospace")
     fig.suptitle(title or "Which units respond to what (line: unit activation, shaded: feature)")
     return _save(fig, path)
+
+
+# ----- fixed points -------------------------------------------------------------------------------
+
+_BASES = ("trajectories", "points", "stable")
+
+
+def plot_fixed_points(result: FixedPoints, trajectories: Tensor | None = None, path=None, *,
+                      components: int | None = None, basis: str | None = None, max_trajectories: int = 30,
+                      title: str | None = None):
+    """Draw the fixed points in the top principal components, next to their Jacobian spectra.
+
+    Left: the points, and ``trajectories`` (B, T, S) or (T, S) — states the
+    network visits, drawn as thin lines, at most ``max_trajectories`` of them —
+    projected onto the top ``components`` (2 or 3; default 3 when the state has
+    at least 3 dimensions) principal components of ``basis``:
+
+    - ``"trajectories"`` (the default when there are any): the visited states;
+    - ``"points"``: all the fixed points;
+    - ``"stable"``: the stable points only — for a memory network, the subspace
+      its memories span (the cube of a 3-bit flip-flop).
+
+    Stable points are filled black dots, unstable ones red crosses; each axis
+    gives its component's share of the variance of the basis states. Right:
+    every point's Jacobian eigenvalues in the complex plane, with the unit
+    circle that separates stable from unstable directions.
+
+    Returns the matplotlib ``Figure``; with ``path`` it is also saved there (the
+    format follows the suffix, e.g. ``.png``). Needs matplotlib
+    (``pip install "rnnkit[plot]"``); pyplot is not used, so no window opens.
+
+    >>> import torch
+    >>> from rnnkit.analysis import find_fixed_points
+    >>> from rnnkit.cells import ElmanCell
+    >>> cell = ElmanCell(1, 1, bias=False, dtype=torch.float64)
+    >>> with torch.no_grad():
+    ...     _ = cell.weight_hh.fill_(2.0)                 # h' = tanh(2 h)
+    >>> result = find_fixed_points(cell, initial_states=torch.linspace(-2, 2, 9, dtype=torch.float64)[:, None])
+    >>> figure = plot_fixed_points(result)
+    >>> [axes.get_xlabel() for axes in figure.axes], figure.axes[0].get_ylabel()
+    (['PC1 (100% of variance)', 'Re λ'], 'PC2')
+    """
+    owner = "plot_fixed_points"
+    if not isinstance(result, FixedPoints):
+        raise TypeError(f"{owner}: expected the FixedPoints that find_fixed_points returns, got "
+                        f"{type(result).__name__}")
+    size = result.points.shape[1]
+    if trajectories is not None:
+        if not isinstance(trajectories, Tensor) or trajectories.dim() not in (2, 3) \
+                or trajectories.shape[-1] != size:
+            got = tuple(trajectories.shape) if isinstance(trajectories, Tensor) else type(trajectories).__name__
+            raise ValueError(f"{owner}: expected trajectories of shape (batch, time, {size}) or "
+                             f"(time, {size}), got {got}")
+        trajectories = trajectories.detach().to("cpu", torch.float64)
+        if trajectories.dim() == 2:
+            trajectories = trajectories.unsqueeze(0)
+        trajectories = trajectories[:max_trajectories]
+    if basis is None:
+        basis = "points" if trajectories is None else "trajectories"
+    elif basis not in _BASES:
+        raise ValueError(f"{owner}: basis must be one of {list(_BASES)}, got {basis!r}")
+    elif basis == "trajectories" and trajectories is None:
+        raise ValueError(f"{owner}: basis='trajectories' needs trajectories; pass them or use basis='points'")
+    if components is None:
+        components = 3 if size >= 3 else 2
+    else:
+        check_int(owner, "components", components, 2, maximum=3)
+    points = result.points.detach().to("cpu", torch.float64)                  # (N, S)
+    stable = result.stable.cpu()
+    center, axes_of, share = _principal_axes(
+        {"trajectories": lambda: trajectories.reshape(-1, size), "points": lambda: points,
+         "stable": lambda: points[stable]}[basis](), size, components)
+
+    def project(x: Tensor) -> list:
+        coords = (x - center) @ axes_of                                       # (..., components)
+        return [coords[..., i].numpy() for i in range(components)]
+
+    # a 3-D axes has no fixed margins that fit: the layout engine places the panels
+    figure = _figure(owner, (12, 5.5), dpi=None, layout="constrained")
+    figure.suptitle(title or f"Fixed points with the input held at {_short(result.inputs)}")
+    space = figure.add_subplot(1, 2, 1, projection="3d" if components == 3 else None)
+    if trajectories is not None:
+        for states in trajectories:
+            space.plot(*project(states), color="tab:blue", alpha=0.4, linewidth=0.8)
+        space.plot(*[[] for _ in range(components)], color="tab:blue", alpha=0.6, linewidth=0.8,
+                   label=f"trajectories ({len(trajectories)})")
+    for mask, style in ((~stable, dict(color="tab:red", marker="x", s=70, label=f"unstable ({result.num_unstable})")),
+                        (stable, dict(color="black", marker="o", s=60, label=f"stable ({result.num_stable})"))):
+        if components == 3:
+            style["depthshade"] = False                # keep the markers' colours true at any depth
+        space.scatter(*project(points[mask]), **style)
+    labels = [f"PC{i + 1} ({100 * share[i]:.0f}% of variance)" if i < len(share) else f"PC{i + 1}"
+              for i in range(components)]
+    space.set_xlabel(labels[0])
+    space.set_ylabel(labels[1])
+    if components == 3:
+        space.set_zlabel(labels[2])
+    space.legend(loc="upper left", fontsize=8)
+    space.set_title(f"state space, top principal components of the {basis if basis != 'stable' else 'stable points'}",
+                    fontsize=10)
+
+    spectrum = figure.add_subplot(1, 2, 2)
+    circle = torch.linspace(0, 2 * math.pi, 200, dtype=torch.float64)
+    spectrum.plot(torch.cos(circle).numpy(), torch.sin(circle).numpy(), color="grey", linestyle="--",
+                  linewidth=1, label="|λ| = 1")
+    eigenvalues = result.eigenvalues.detach().cpu()
+    for mask, style in ((~stable, dict(marker="x", s=22, color="tab:red", label="at unstable points")),
+                        (stable, dict(marker="o", s=10, color="black", label="at stable points"))):
+        values = eigenvalues[mask].reshape(-1)
+        spectrum.scatter(values.real.numpy(), values.imag.numpy(), alpha=0.7, **style)
+    spectrum.set_aspect("equal", adjustable="datalim")
+    spectrum.set_xlabel("Re λ")
+    spectrum.set_ylabel("Im λ")
+    spectrum.set_title("Jacobian eigenvalues (a point is stable when all lie inside the circle)", fontsize=10)
+    spectrum.legend(loc="upper left", fontsize=8)
+    return _save(figure, path, dpi=120)
+
+
+def _principal_axes(states: Tensor, size: int, components: int):
+    """Mean (S,), top ``components`` axes (S, components) and their variance shares of ``states`` (M, S).
+
+    With fewer informative directions than components (one point, a 1-D state),
+    the missing axes are zero columns: those coordinates plot as 0.
+    """
+    axes = torch.zeros(size, components, dtype=torch.float64)
+    if len(states) == 0:
+        return torch.zeros(size, dtype=torch.float64), axes, []
+    center = states.mean(0)
+    _, singular, vh = torch.linalg.svd(states - center, full_matrices=False)  # vh (min(M, S), S)
+    kept = min(components, vh.shape[0])
+    axes[:, :kept] = vh[:kept].T
+    variance = singular.pow(2)
+    total = variance.sum().item()
+    share = [(v / total if total > 0 else 0.0) for v in variance[:kept].tolist()]
+    return center, axes, share
+
+
+def _short(inputs: Tensor) -> str:
+    values = inputs.detach().cpu().tolist()
+    if len(values) > 4:
+        return "zero" if not any(values) else f"a {len(values)}-vector"
+    return "(" + ", ".join(f"{v:g}" for v in values) + ")"
