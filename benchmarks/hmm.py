@@ -133,7 +133,7 @@ def scan_versus_loop(repeats: int) -> dict:
             seq = model.filter(symbols)
             par = model.parallel_filter(symbols)
             log_pi, log_P, em, _ = model._prepare("bench", symbols, None)
-            from rnnkit.models.hmm.inference import _reference_filter
+            from rnnkit.models.hmm.reference import _reference_filter
             times = interleaved_medians({
                 "loop (step by step)": lambda: _reference_filter(log_pi, log_P, em.log(), em.mask),
                 "fast sequential": lambda: model.filter(symbols),

@@ -11,7 +11,7 @@
    none of these today), and ``torch.nn.GRU`` of the same sizes (torch's fused kernel for
    the nonlinear GRU) is a reference point for the minGRU row.
 2. The HMM forward filter, K = 10 states, V = 30 symbols, one sequence, float64, the same T:
-   ``loop`` = ``rnnkit.models.hmm.inference._reference_filter`` (step by step, differentiable),
+   ``loop`` = ``rnnkit.models.hmm.reference._reference_filter`` (step by step, differentiable),
    ``tree`` = the same recurrence by ``log_linear_recurrence(method="tree")``, ``scan`` =
    ``hmm_parallel_filter`` (``log_linear_recurrence``, the chunked scan), and ``numpy`` = ``CategoricalHMM.filter`` under
    no_grad (the fast sequential NumPy pass; forward only). Forward+backward differentiates
@@ -50,6 +50,8 @@ from rnnkit.engines import ENGINES  # noqa: E402
 from rnnkit.engines.scan import ScanEngine, linear_recurrence, log_linear_recurrence  # noqa: E402
 from rnnkit.models.hmm import CategoricalHMM  # noqa: E402
 from rnnkit.models.hmm import inference as hmm_module  # noqa: E402
+from rnnkit.models.hmm import reference as hmm_reference  # noqa: E402
+from rnnkit.models.hmm import scans as hmm_scans  # noqa: E402
 
 if "scan" not in ENGINES:          # until rnnkit/engines/select.py registers it
     ENGINES["scan"] = ScanEngine()
@@ -109,9 +111,9 @@ def layer_rows(name: str, cell, quick: bool) -> list:
 
 # ----- 2. the HMM filter -------------------------------------------------------------------------
 def tree_parallel_filter(log_pi, log_P, em):
-    """``hmm._parallel_filter`` with the plain tree scan (``method="tree"``) instead of the chunked one."""
+    """``hmm.scans._parallel_filter`` with the plain tree scan (``method="tree"``) instead of the chunked one."""
     mask = em.mask
-    mats = hmm_module._transfer_matrices(log_pi, log_P, em.log(), mask)             # (B, T, K, K)
+    mats = hmm_scans._transfer_matrices(log_pi, log_P, em.log(), mask)             # (B, T, K, K)
     first = mats[:, 0, 0]                                                            # log π + log e_1
     log_alpha = torch.cat([first.unsqueeze(1), log_linear_recurrence(mats[:, 1:], first, method="tree")], 1)
     cum = torch.logsumexp(log_alpha, -1)
@@ -132,7 +134,7 @@ def hmm_rows(quick: bool) -> list:
 
         def loop():
             log_pi, log_P, em = prepared()
-            filtered, lognorm = hmm_module._reference_filter(log_pi, log_P, em.log(), em.mask)
+            filtered, lognorm = hmm_reference._reference_filter(log_pi, log_P, em.log(), em.mask)
             return hmm_module.FilterResult(filtered, lognorm, lognorm.sum(1))
 
         filters = {"loop": loop, "tree": lambda: tree_parallel_filter(*prepared()),

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 import rnnkit
 from rnnkit.cells.hmm import GaussianHMMFilterCell
 from rnnkit.engines.scan import associative_scan, log_matmul, log_matmul_reference, sequential_scan
-from rnnkit.models.hmm import inference as H
+from rnnkit.models.hmm import fast as hmm_fast
+from rnnkit.models.hmm import reference as hmm_reference
 from rnnkit.models.hmm import CategoricalHMM, GaussianHMM, hmm_filter, hmm_parallel_filter, hmm_smoother
 
 D = torch.float64
@@ -42,7 +43,7 @@ def _gaussian(k, d, seed):
 
 def _reference(model, obs, lengths):
     log_pi, log_P, em, _ = model._prepare("test", obs, lengths)
-    return H._reference_smoother(log_pi, log_P, em.log(), em.mask), (log_pi, log_P, em)
+    return hmm_reference._reference_smoother(log_pi, log_P, em.log(), em.mask), (log_pi, log_P, em)
 
 
 # ----- fast == step by step --------------------------------------------------------
@@ -55,20 +56,20 @@ def test_fast_smoother_equals_reference_categorical(k, v, b, t, every, seed):
     symbols = torch.randint(0, v, (b, t), generator=g)
     lengths = torch.randint(1, t + 1, (b,), generator=g)
     ref, (log_pi, log_P, em) = _reference(m, symbols, lengths)
-    fast = H._fast_passes(log_pi, log_P, em, backward=True, pairwise=True, every=every)
+    fast = hmm_fast._fast_passes(log_pi, log_P, em, backward=True, pairwise=True, every=every)
     torch.testing.assert_close(fast.posterior, ref.posterior.detach(), atol=1e-12, rtol=0)
     torch.testing.assert_close(fast.pairwise, ref.pairwise.detach(), atol=1e-12, rtol=0)
     torch.testing.assert_close(fast.transitions, ref.pairwise.detach().sum((0, 1)), atol=1e-11, rtol=0)
     torch.testing.assert_close(fast.log_likelihood, ref.log_likelihood.detach(), atol=1e-10, rtol=1e-12)
-    filt, lognorm = H._reference_filter(log_pi, log_P, em.log(), em.mask)
+    filt, lognorm = hmm_reference._reference_filter(log_pi, log_P, em.log(), em.mask)
     torch.testing.assert_close(fast.filtered, filt.detach(), atol=1e-12, rtol=0)
     torch.testing.assert_close(fast.log_normalizers, lognorm.detach(), atol=1e-11, rtol=0)
     # the same forward loop alone: the filter (messages written over the emissions) and the likelihood
-    forward = H._fast_passes(log_pi, log_P, em, backward=False, every=every)
+    forward = hmm_fast._fast_passes(log_pi, log_P, em, backward=False, every=every)
     torch.testing.assert_close(forward.filtered, filt.detach(), atol=1e-12, rtol=0)
     torch.testing.assert_close(forward.log_normalizers, lognorm.detach(), atol=1e-11, rtol=0)
-    torch.testing.assert_close(H._fast_log_likelihood(log_pi, log_P, em, every=every), ref.log_likelihood.detach(),
-                               atol=1e-10, rtol=1e-12)
+    torch.testing.assert_close(hmm_fast._fast_log_likelihood(log_pi, log_P, em, every=every),
+                               ref.log_likelihood.detach(), atol=1e-10, rtol=1e-12)
 
 
 @settings(max_examples=15, deadline=None)
@@ -80,14 +81,14 @@ def test_fast_smoother_equals_reference_gaussian(k, d, b, t, seed):
     x = 3 * torch.randn(b, t, d, generator=g, dtype=D)
     lengths = torch.randint(1, t + 1, (b,), generator=g)
     ref, (log_pi, log_P, em) = _reference(m, x, lengths)
-    fast = H._fast_passes(log_pi, log_P, em, backward=True, pairwise=True)
+    fast = hmm_fast._fast_passes(log_pi, log_P, em, backward=True, pairwise=True)
     torch.testing.assert_close(fast.posterior, ref.posterior.detach(), atol=1e-12, rtol=0)
     torch.testing.assert_close(fast.pairwise, ref.pairwise.detach(), atol=1e-12, rtol=0)
     torch.testing.assert_close(fast.log_likelihood, ref.log_likelihood.detach(), atol=1e-9, rtol=1e-12)
-    torch.testing.assert_close(H._fast_log_likelihood(log_pi, log_P, em), ref.log_likelihood.detach(),
+    torch.testing.assert_close(hmm_fast._fast_log_likelihood(log_pi, log_P, em), ref.log_likelihood.detach(),
                                atol=1e-9, rtol=1e-12)
-    filt, _ = H._reference_filter(log_pi, log_P, em.log(), em.mask)
-    torch.testing.assert_close(H._fast_passes(log_pi, log_P, em, backward=False).filtered, filt.detach(),
+    filt, _ = hmm_reference._reference_filter(log_pi, log_P, em.log(), em.mask)
+    torch.testing.assert_close(hmm_fast._fast_passes(log_pi, log_P, em, backward=False).filtered, filt.detach(),
                                atol=1e-12, rtol=0)
 
 
@@ -100,12 +101,12 @@ def test_fast_pass_falls_back_when_messages_underflow():
     symbols = torch.tensor([[0] * 12 + [1, 0, 1] + [0] * 9])
     ref, (log_pi, log_P, em) = _reference(m, symbols, None)
     assert float(ref.log_likelihood.detach()) < -21 * 30 * math.log(10)          # about 1e-30 per zero
-    fast = H._fast_passes(log_pi, log_P, em, backward=True, pairwise=True)
+    fast = hmm_fast._fast_passes(log_pi, log_P, em, backward=True, pairwise=True)
     torch.testing.assert_close(fast.log_likelihood, ref.log_likelihood.detach(), rtol=1e-12, atol=0)
     torch.testing.assert_close(fast.posterior, ref.posterior.detach(), atol=1e-12, rtol=0)
     torch.testing.assert_close(fast.pairwise, ref.pairwise.detach(), atol=1e-12, rtol=0)
     assert m.score(symbols) == pytest.approx(float(ref.log_likelihood.detach()), rel=1e-12)
-    filt, _ = H._reference_filter(log_pi, log_P, em.log(), em.mask)
+    filt, _ = hmm_reference._reference_filter(log_pi, log_P, em.log(), em.mask)
     with torch.no_grad():
         torch.testing.assert_close(m.filter(symbols).filtered, filt.detach(), atol=1e-12, rtol=0)
 
@@ -131,7 +132,7 @@ def test_fast_loops_on_torch_operations_equal_the_numpy_ones(monkeypatch):
     lengths = torch.tensor([20, 7, 13])
     with torch.no_grad():
         expected = (m.smoother(symbols, lengths), m.filter(symbols, lengths), m.score(symbols, lengths))
-        monkeypatch.setattr(H, "_array_ops", lambda like: (torch, lambda u: u))
+        monkeypatch.setattr(hmm_fast, "_array_ops", lambda like: (torch, lambda u: u))
         got = (m.smoother(symbols, lengths), m.filter(symbols, lengths), m.score(symbols, lengths))
     torch.testing.assert_close(got[:2], expected[:2], atol=1e-12, rtol=0)
     assert got[2] == pytest.approx(expected[2], rel=1e-12)

@@ -23,6 +23,7 @@ from rnnkit.engines import AUTO_PREFERENCE, ENGINES
 from rnnkit.engines.loop import LoopEngine
 from rnnkit.engines.scan import ScanEngine, linear_recurrence, log_linear_recurrence
 from rnnkit.models.hmm import inference as hmm_module
+from rnnkit.models.hmm import scans as hmm_scans
 
 CELLS = {
     "linear-leaky": lambda x, h, bias: LinearLeakyCell(x, h, alpha=torch.rand(h, dtype=F64) * 0.9 + 0.05,
@@ -216,9 +217,9 @@ def test_scan_through_recurrent_unbatched_and_time_major():
 
 # ----- the HMM forward filter ---------------------------------------------------------------
 def chunked_parallel_filter(log_pi, log_P, em):
-    """What ``rnnkit.models.hmm._parallel_filter`` computes, with the chunked log-space scan."""
+    """What ``rnnkit.models.hmm.scans._parallel_filter`` computes, with the chunked log-space scan."""
     mask = em.mask
-    mats = hmm_module._transfer_matrices(log_pi, log_P, em.log(), mask)             # (B, T, K, K)
+    mats = hmm_scans._transfer_matrices(log_pi, log_P, em.log(), mask)             # (B, T, K, K)
     first = mats[:, 0, 0]                                                            # log π + log e_1
     log_alpha = torch.cat([first.unsqueeze(1), log_linear_recurrence(mats[:, 1:], first, chunk_size=5)], 1)
     cum = torch.logsumexp(log_alpha, -1)

@@ -51,8 +51,10 @@ steps get ``e = 1``, which leaves every message unchanged, so no per-step maskin
 The tests hold the two to 1e-12. The *log-depth* forms (:func:`hmm_parallel_log_likelihood`,
 :func:`hmm_parallel_filter`) multiply log-space transfer matrices in a tree instead of a loop.
 
-:mod:`.inference` holds all of this as pure functions of the log-parameters; :mod:`.models`
-the modules that own parameters and fit them.
+:mod:`.inference` holds the public pure functions of the log-parameters and picks the recursion;
+the recursions are :mod:`.reference`, :mod:`.fast` and :mod:`.scans`, beside :mod:`.checks` (the
+arguments), :mod:`.emissions` (observations to likelihoods), :mod:`.sampling` and :mod:`.results`
+(the named results). :mod:`.models` holds the modules that own parameters and fit them.
 """
 from .inference import (FilterResult, HMMSample, SmootherResult, ViterbiResult, hmm_filter, hmm_parallel_filter,
                         hmm_parallel_log_likelihood, hmm_sample, hmm_smoother, hmm_viterbi)

@@ -1,5 +1,5 @@
 """The HMM modules: :class:`CategoricalHMM` and :class:`GaussianHMM`, their parameters, EM and gradient
-fitting, over the pure functions of :mod:`.inference`."""
+fitting, over the pure functions of :mod:`.inference` and the modules beside it."""
 from __future__ import annotations
 
 import torch
@@ -9,10 +9,13 @@ from torch.nn import functional as F
 from ..._arguments import check_int
 from ...cells.hmm import GaussianHMMFilterCell, HMMFilterCell
 from ...layers import Recurrent
-from .inference import (FilterResult, HMMSample, SmootherResult, ViterbiResult, _categorical, _check_observations,
-                        _check_sample_sizes, _Emissions, _fast_log_likelihood, _fast_passes, _filter,
-                        _normalize_chain, _parallel_filter, _parallel_log_likelihood, _sample_states, _smoother,
-                        _viterbi, hmm_sample)
+from .checks import _check_observations, _check_sample_sizes, _normalize_chain
+from .emissions import _Emissions
+from .fast import _fast_log_likelihood, _fast_passes
+from .inference import _categorical, _filter, _smoother, _viterbi
+from .results import FilterResult, HMMSample, SmootherResult, ViterbiResult
+from .sampling import _sample_states, hmm_sample
+from .scans import _parallel_filter, _parallel_log_likelihood
 
 __all__ = ["CategoricalHMM", "GaussianHMM"]
 
