@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnnkit.data.tasks import (REBER_SYMBOLS, TASKS, Task, _AUTOMATON, adding_problem, copy_memory,
-                               delayed_recall, digits_rows, embedded_reber, is_valid_prediction, make_task,
-                               parity, reber_accepts, reber_next_symbols)
+from rnnkit.data.reber import _AUTOMATON
+from rnnkit.data.tasks import (REBER_SYMBOLS, TASKS, Task, adding_problem, copy_memory, delayed_recall, digits_rows,
+                               embedded_reber, is_valid_prediction, make_task, parity, reber_accepts,
+                               reber_next_symbols)
 
 SMALL = {"adding_problem": dict(num_sequences=6, length=9),
          "copy_memory": dict(num_sequences=6, delay=5, num_symbols=3, copy_length=4),
