@@ -45,6 +45,8 @@ import torch
 from torch import Tensor, nn
 
 from ._arguments import check_int, check_number, check_positive
+from .models.ensemble import LanguageModelEnsemble
+from .models.language_model import LanguageModel
 
 __all__ = ["filter_logits", "sample_next", "stream", "generate"]
 
@@ -296,9 +298,6 @@ def _one_token_step(model: nn.Module, state):
     through :meth:`rnnkit.models.LanguageModel.stream` (torch's one-step kernels, 3-9x less
     overhead per token), an ensemble of them through its members' streams; any other model
     through ``model(token, state)``."""
-    from .models.ensemble import LanguageModelEnsemble
-    from .models.language_model import LanguageModel
-
     streams = isinstance(model, LanguageModelEnsemble) or (isinstance(model, LanguageModel)
                                                            and not model.rnn.bidirectional)
     if streams:

@@ -1,6 +1,9 @@
-"""A language model from its config, and a trained one from its run directory."""
+"""A language model from its config, and a trained one from its run directory (read through the
+checkpoint format of :mod:`rnnkit._checkpoint`, which the trainer writes)."""
 from __future__ import annotations
 
+from .._checkpoint import read_checkpoint
+from ..data.vocab import Vocabulary
 from .ensemble import LanguageModelEnsemble
 from .language_model import LanguageModel, LanguageModelConfig
 
@@ -20,9 +23,6 @@ def load_language_model(run_dir, which: str = "best", *, device=None):
 
     Returns ``(model, vocabulary, checkpoint_config)``; the model is in eval mode.
     """
-    from ..data.vocab import Vocabulary
-    from ..train.checkpoint import read_checkpoint
-
     weights, config, _ = read_checkpoint(run_dir, which)
     where = f"{run_dir}'s {which} checkpoint"
     missing = [key for key in ("model", "vocabulary") if key not in config]
