@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from ..analysis.gradients import record_states
 from ..data.batching import ContiguousBatches, evaluation_batches
@@ -466,7 +467,6 @@ class Trainer:
     def _progress_bar(self):
         if not (self.progress and self.main):
             return None
-        from tqdm.auto import tqdm
         return tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}<{remaining}{postfix}]",
                     desc="training", dynamic_ncols=True)
 
