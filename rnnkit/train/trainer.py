@@ -228,7 +228,7 @@ class Trainer:
 
     # ----- checkpoints -----------------------------------------------------------
     def _trainer_state(self, batches, state) -> dict:
-        averaging = self.averaging.state_dict()
+        averaging = self.averaging.state_dict()      # its history keeps its old place among the keys
         # on the CPU, so that a run trained on a GPU resumes anywhere (the optimizer moves its state back)
         saved = {"optimizer": _to_device(self.optimizer.state_dict(), "cpu"), "batches": batches.state_dict(),
                  "step": self.step, "tokens": self.tokens, "elapsed": self.elapsed,
@@ -238,7 +238,7 @@ class Trainer:
                  "carried_state": _to_device(state, "cpu"), "world_size": self.world_size}
         if self.scaler.is_enabled():
             saved["scaler"] = self.scaler.state_dict()
-        saved.update(averaging)             # when averaging, the iterate: the weights file holds the average
+        saved.update(averaging)             # the iterate, when averaging (the weights file holds the average)
         return saved
 
     def save(self, batches, state, *, best: bool) -> None:
