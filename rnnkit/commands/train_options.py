@@ -10,11 +10,20 @@ configs' fields, and so is its default: a config's default is the command line's
 where an option says ``default=`` and why (``--eval-tokens``).
 
 :func:`resolve` fills the options left out (the preset's value, else the level's, else the
-default) and checks the relations between options, each once and in the command line's words;
-the configs' own checks of the same relations (``TrainConfig``: cycles need the cosine schedule
-and no ntasgd) are the library's guards for Python callers, and the command line never reaches
-them because :func:`resolve` refuses first. :func:`check_resume` refuses an option that would
-change a resumed run.
+default). Each relation between options is checked once:
+
+- here, in :func:`resolve`, in the command line's words: ``--snapshots K`` sets ``--cycles K``
+  and refuses another ``--cycles``; ``--cycles``/``--snapshots`` need the cosine schedule and
+  no ntasgd; the word level's two snapshots give way to ``--cycles``, ``--members``, another
+  schedule or ntasgd; a tied default follows ``--hidden-size``/``--projection-size``.
+  TrainConfig refuses the same cycles in its fields' words, for Python callers; the command
+  line never reaches that check, since :func:`resolve` refuses first.
+- in the configs, which the command line reaches with the configs' words (so kept as they
+  were): members or snapshots (``LanguageModelConfig``), tied weights and sizes, the adaptive
+  softmax and its cutoffs (``LanguageModelConfig``), the warm-up within the first cycle
+  (``TrainConfig``).
+
+:func:`check_resume` refuses an option that would change a resumed run.
 """
 from __future__ import annotations
 
