@@ -151,3 +151,21 @@ def test_each_option_feeds_one_config_or_the_data():
                                                             "plateau_patience"} == set(TrainConfig.__dataclass_fields__)
     assert options.DATA_OPTIONS == ("data", "level", "validation_fraction", "test_fraction", "validation_data",
                                     "test_data", "min_count", "max_vocab")
+
+
+@pytest.mark.parametrize("level", ["char", "word"])
+@pytest.mark.parametrize("schedule", ["cosine", "plateau", "constant", "step"])
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "ntasgd"])
+@pytest.mark.parametrize("ensemble", [[], ["--cycles", "2"], ["--snapshots", "2"], ["--cycles", "3", "--snapshots", "3"]])
+def test_the_command_line_never_reaches_trainconfigs_check_of_the_cycles(level, schedule, optimizer, ensemble):
+    """resolve() checks the cycles in the command line's words first; TrainConfig's own check of the
+    same relation, in its fields' words, is for Python callers."""
+    args = build_parser().parse_args(["train", "--level", level, "--schedule", schedule, "--optimizer", optimizer,
+                                      *ensemble])
+    try:
+        options.resolve(args, None)
+    except ValueError as error:
+        assert str(error).startswith("--cycles/--snapshots restart the cosine schedule")
+        return
+    options.default_limit(args)
+    TrainConfig(**options.training_options(args))

@@ -72,6 +72,7 @@ class Option:
     setting: bool = True
     action: str | type | None = None
     extra: dict = field(default_factory=dict)           # other argparse keywords (nargs, const)
+    negatable: bool = False                             # a flag with an unlisted --no-FLAG too
     zero_is_none: bool = False
     at_least_one: bool = False
     check: Callable | None = None
@@ -164,7 +165,7 @@ OPTIONS = (
     Option("temporal_penalty", "model", "TAR: BETA x mean squared change of the output between steps",
            type=float, metavar="BETA", levels={"word": 1.0}),
     Option("tie_weights", "model", "share embedding and readout weights", action="store_true",
-           levels={"word": True, "bpe": True}, level_note="while the sizes allow", extra={"negatable": True}),
+           levels={"word": True, "bpe": True}, level_note="while the sizes allow", negatable=True),
     Option("projection_size", "model", "project the last layer's output to this size before the readout",
            type=int, default_help="default none", at_least_one=True),
     Option("softmax", "model", "full, or adaptive (Grave et al. 2017) for large vocabularies",
@@ -281,12 +282,12 @@ def add_options(parser, names=None) -> None:
             groups[option.group] = parser.add_argument_group(option.group)
         target = groups.get(option.group, parser)
         keywords = {"help": help_text(option), "default": option.default if not option.setting else None}
-        keywords.update({k: v for k, v in option.extra.items() if k != "negatable"})
+        keywords.update(option.extra)
         for key in ("type", "choices", "metavar", "action"):
             if getattr(option, key) is not None:
                 keywords[key] = getattr(option, key)
         target.add_argument(option.flag, **keywords)
-        if option.extra.get("negatable"):              # --no-tie-weights: a tied default undone, unlisted
+        if option.negatable:              # --no-tie-weights: a tied default undone, unlisted
             target.add_argument("--no-" + option.flag[2:], dest=option.name, action="store_false",
                                 help=argparse.SUPPRESS)
 
