@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._timing import write_results  # noqa: E402
-from rnnkit.task_suite import SUITE, as_dicts, format_table, run_suite  # noqa: E402
+from rnnkit.train.task_suite import SUITE, as_dicts, format_table, run_suite  # noqa: E402
 
 
 def parse_tasks(specs):

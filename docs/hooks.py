@@ -27,7 +27,7 @@ def _section(parser: argparse.ArgumentParser, title: str, level: int) -> list:
 
 
 def cli_reference() -> str:
-    from rnnkit.cli import build_parser
+    from rnnkit.commands import build_parser
 
     parser = build_parser()
     lines = _section(parser, "rnnkit", 2)

@@ -289,11 +289,11 @@ def test_train_refuses_impossible_runs_in_one_line(tmp_path, corpus, capsys, opt
 def test_a_full_disk_is_one_line_naming_the_file_and_the_fix(monkeypatch, capsys):
     import errno
 
-    import rnnkit.cli
+    import rnnkit.commands.train
 
     def full(args):
         raise OSError(errno.ENOSPC, "No space left on device", "/runs/lm/checkpoints/.step-00000500.x")
-    monkeypatch.setattr(rnnkit.cli, "_train", full)
+    monkeypatch.setattr(rnnkit.commands.train, "run", full)
     assert main(["train", "--quiet"]) == 2
     assert capsys.readouterr().err == ("rnnkit train: error: [Errno 28] No space left on device: "
                                        "'/runs/lm/checkpoints/.step-00000500.x'; free some space, or write to "

@@ -227,12 +227,12 @@ def test_a_plain_model_refuses_a_config_of_snapshots():
     (["--level", "char", "--snapshots", "2", "--cycles", "2"], (2, 2)),
 ], ids=["word", "char", "zaremba", "awd", "schedule", "ntasgd", "members", "cycles", "three", "char-asked"])
 def test_the_word_level_default_is_two_snapshots_unless_the_run_asks_for_another_schedule(options, expected):
-    from rnnkit.cli import build_parser
-    from rnnkit.train import lm_run
+    from rnnkit.commands import build_parser
+    from rnnkit.commands import train_options
     from rnnkit.train.recipes import preset_values
 
     args = build_parser().parse_args(["train", *options])
-    lm_run.resolve(args, preset_values(args.preset) if args.preset else None)
+    train_options.resolve(args, preset_values(args.preset) if args.preset else None)
     assert (args.snapshots, args.cycles) == expected
 
 

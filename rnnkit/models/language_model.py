@@ -56,7 +56,7 @@ class LanguageModelConfig(DictConfig):
 
     vocab_size: int
     cell: str = "lstm"
-    hidden_size: int = 512
+    hidden_size: int = 256
     num_layers: int = 1
     embedding_size: int = 64
     dropout: float = 0.0

@@ -1,23 +1,21 @@
-"""What ``rnnkit train`` does with its options: defaults, presets, the data's token files, resume.
+"""What ``rnnkit train`` does with a language model's data and results: token files, resume, reports.
 
-Kept apart from the argument parser so that each rule is one small function:
+The options themselves (defaults, presets, levels, the checks between them) are
+:mod:`rnnkit.commands.train_options`'s table; this module takes their values:
 
-- :data:`DEFAULTS`: every option's value when neither the command line, a preset nor the
-  token level sets it; :data:`LEVEL_DEFAULTS` adjusts them for word and BPE tokens.
-- :func:`resolve`: fills the options in that order and returns the ones given.
+- :func:`data_record`: the data options as the checkpoint keeps them; :func:`main_split` the
+  parts the main text is cut into.
 - :func:`prepare_files`: the token files of a new run (prepared as needed), as the record a
   checkpoint keeps; :func:`find_files` finds them again on ``--resume``; :func:`load` opens
   them as train / validation / test :class:`~rnnkit.data.tokens.TokenSplit`.
-- :func:`check_resume`: a resumed run keeps its model, data and optimizer; an option that
-  would change them is refused, naming it.
 - :func:`split_report`: one summary line per split (loss, perplexity, bits per character);
   :func:`print_summary`: what a finished run prints.
 - :func:`wants_cache`, :func:`cache_report`, :func:`saved_cache`: the neural cache a word-level
   run reports beside its test figure (:mod:`rnnkit.train.cache`), chosen on validation and
   kept in the run directory's ``cache.json`` for ``rnnkit evaluate``.
 
-``--device`` is not among these options: where a run trains is no part of it, so a run trained
-on a GPU may resume on the CPU. ``--precision`` is: a resumed run keeps it.
+``--device`` is not among the recorded options: where a run trains is no part of it, so a run
+trained on a GPU may resume on the CPU. ``--precision`` is: a resumed run keeps it.
 """
 from __future__ import annotations
 
@@ -32,97 +30,8 @@ from ..models.language_model import perplexity
 from ..models.loading import load_language_model
 from .cache import CacheSettings, cache_nll, choose_cache
 
-__all__ = ["DEFAULTS", "LEVEL_DEFAULTS", "MODEL_OPTIONS", "TRAINING_OPTIONS", "DATA_OPTIONS", "resolve",
-           "prepare_files", "find_files", "saved_data_record", "load", "check_resume", "split_report",
+__all__ = ["data_record", "main_split", "prepare_files", "find_files", "saved_data_record", "load", "split_report",
            "print_summary", "wants_cache", "cache_report", "saved_cache"]
-
-MODEL_OPTIONS = ("cell", "hidden_size", "num_layers", "embedding_size", "dropout", "tie_weights",
-                 "embedding_dropout", "input_dropout", "layer_dropout", "weight_drop", "activation_penalty",
-                 "temporal_penalty", "projection_size", "softmax", "cutoffs", "init_scale", "locked_dropout",
-                 "members", "snapshots")
-TRAINING_OPTIONS = ("batch_size", "truncation", "optimizer", "lr", "momentum", "weight_decay", "clip_norm",
-                    "clip_value", "information_flow", "unk_noise", "recurrent_init", "recurrent_gain", "schedule",
-                    "cycles", "warmup", "decay_start", "decay_factor", "nonmono", "eval_every", "eval_tokens",
-                    "early_stopping", "seed", "precision")
-DATA_OPTIONS = ("data", "level", "validation_fraction", "test_fraction", "validation_data", "test_data",
-                "min_count", "max_vocab")
-# may change on --resume
-LIMITS = ("max_minutes", "max_epochs", "max_steps")
-# options a resumed run applies (and records in its next checkpoint): the limits, and the learning rate,
-# which the schedule reads afresh at every step (the optimizer's moments do not depend on it)
-RESUMABLE = LIMITS + ("lr",)
-
-DEFAULTS = {
-    # data
-    "data": None, "level": "char", "validation_fraction": 0.1, "test_fraction": 0.1, "validation_data": None,
-    "test_data": None, "min_count": 1, "max_vocab": None,
-    # model
-    "cell": "lstm", "hidden_size": 256, "num_layers": 1, "embedding_size": 64, "dropout": 0.0,
-    "tie_weights": False, "embedding_dropout": 0.0, "input_dropout": None, "layer_dropout": None,
-    "weight_drop": 0.0, "activation_penalty": 0.0, "temporal_penalty": 0.0, "projection_size": None,
-    "softmax": "full", "cutoffs": None, "init_scale": None, "locked_dropout": False, "members": 1,
-    "snapshots": 1,
-    # optimisation
-    "batch_size": 32, "truncation": 64, "optimizer": "adam", "lr": 1e-2, "momentum": 0.9, "weight_decay": 0.0,
-    "clip_norm": 1.0, "clip_value": None, "information_flow": 0.0, "unk_noise": 0.0, "recurrent_init": None,
-    "recurrent_gain": 1.0, "schedule": "cosine", "cycles": 1, "warmup": 0.02, "decay_start": 1, "decay_factor": 0.5,
-    "nonmono": 5, "eval_every": 500, "eval_tokens": 50_000, "early_stopping": None, "seed": 0,
-    "precision": "fp32",
-}
-
-# Word corpora are small in tokens and large in kinds: a small tied model, regularized on every
-# side (dropout, embedding dropout, weight drop, AR/TAR). Chosen on Penn Treebank's validation
-# text (66k training words) against a plain PyTorch script in 3-10 minute budgets on 2 cores;
-# see benchmarks/word_lm.py and the README for the runs behind each value. A small-text recipe: its lead
-# over the plain script shrinks as the training text grows (benchmarks/word_lm_scaling.py). The
-# schedule runs twice and both ends predict together (a snapshot ensemble: one model's training,
-# 149.6 against 156.3 for one cycle on that benchmark); a preset, another schedule, --cycles
-# or --members leave one model.
-LEVEL_DEFAULTS = {
-    "word": {"num_layers": 2, "hidden_size": 128, "embedding_size": 128, "tie_weights": True, "dropout": 0.4,
-             "embedding_dropout": 0.1, "weight_drop": 0.2, "activation_penalty": 1.0, "temporal_penalty": 1.0,
-             "unk_noise": 0.5, "batch_size": 20, "truncation": 35, "eval_every": 200, "eval_tokens": 250_000,
-             "snapshots": 2},
-    "bpe": {"max_vocab": 8192, "hidden_size": 512, "embedding_size": 512, "tie_weights": True,
-            "dropout": 0.25, "truncation": 64},
-}
-
-
-def resolve(args, preset: dict | None) -> set:
-    """Fill every option left as None: the preset's value, else the level's default, else
-    :data:`DEFAULTS`. Returns the names of the options given on the command line."""
-    given = {name for name in DEFAULTS if getattr(args, name, None) is not None}
-    preset = preset or {}
-    level = args.level or preset.get("level") or DEFAULTS["level"]
-    level_defaults = LEVEL_DEFAULTS.get(level, {})
-    for name, default in DEFAULTS.items():
-        if getattr(args, name, None) is None:
-            setattr(args, name, preset.get(name, level_defaults.get(name, default)))
-    for name in LIMITS:                    # a preset's own length (Zaremba et al.'s epochs, say)
-        if getattr(args, name, None) is None and name in preset:
-            setattr(args, name, preset[name])
-    if level_defaults.get("tie_weights") and "tie_weights" not in given and "tie_weights" not in preset:
-        # a tied default follows the sizes given: the embedding takes the readout's size, unless it
-        # was given too, and then the weights stay untied
-        readout = args.projection_size or args.hidden_size
-        if "embedding_size" not in given and "embedding_size" not in preset:
-            args.embedding_size = readout
-        args.tie_weights = args.embedding_size == readout and args.softmax != "adaptive"
-    if "snapshots" not in given and "snapshots" not in preset and args.snapshots > 1 and (
-            "cycles" in given or args.members > 1 or args.schedule != "cosine" or args.optimizer == "ntasgd"):
-        args.snapshots = 1                 # the level's snapshots need the cosine's cycles, and no other ensemble
-    if args.snapshots > 1:                 # one cycle of the schedule per snapshot
-        if "cycles" in given and args.cycles != args.snapshots:
-            raise ValueError(f"--snapshots {args.snapshots} keeps the end of each of {args.snapshots} cycles of the "
-                             f"schedule, and --cycles is {args.cycles}; drop --cycles")
-        args.cycles = args.snapshots
-    if args.cycles > 1 and (args.schedule != "cosine" or args.optimizer == "ntasgd"):
-        what = f"--schedule {args.schedule}" if args.schedule != "cosine" else "--optimizer ntasgd (it averages)"
-        preset = getattr(args, "preset", None)
-        raise ValueError(f"--cycles/--snapshots restart the cosine schedule of Adam or SGD, and this run has "
-                         f"{what}{f' (preset {preset})' if preset else ''}; pass --schedule cosine and "
-                         f"--optimizer adam or sgd, or drop --cycles/--snapshots")
-    return given
 
 
 def _absolute(path):
@@ -150,7 +59,8 @@ def saved_data_record(config: dict) -> dict:
     return record
 
 
-def _main_split(record: dict) -> tuple:
+def main_split(record: dict) -> tuple:
+    """The parts the main text is cut into, ``((name, fraction), ...)``; the fractions checked."""
     v = 0.0 if record["validation_data"] else record["validation_fraction"]
     t = 0.0 if record["test_data"] else record["test_fraction"]
     if not record["validation_data"] and not 0 < v < 1:
@@ -185,7 +95,7 @@ def prepare_files(record: dict, *, cache=None, progress=True) -> dict:
             raise ValueError(f"'{record['path']}' has no train part (it holds {list(main.meta['parts'])}); it "
                              f"was prepared for evaluation, not training")
     else:
-        main = prepare(record["path"], level=record["level"], split=_main_split(record),
+        main = prepare(record["path"], level=record["level"], split=main_split(record),
                        min_count=record["min_count"], max_vocab=record["max_vocab"], cache=cache,
                        progress=progress)
     files = {name: _entry(main, name) for name in main.meta["parts"]}
@@ -242,7 +152,7 @@ def find_files(record: dict, vocab, *, cache=None, progress=True) -> dict:
             raise ValueError(f"cannot resume: the run's {name} tokens are gone ({problem}) and its source "
                              f"'{source}' is missing too")
         if name == "train" or not record[f"{name}_data"]:
-            again = prepare(source, level=record["level"], split=_main_split(record),
+            again = prepare(source, level=record["level"], split=main_split(record),
                             min_count=record["min_count"], max_vocab=record["max_vocab"], cache=cache,
                             progress=progress)
         else:
@@ -259,34 +169,6 @@ def find_files(record: dict, vocab, *, cache=None, progress=True) -> dict:
         raise ValueError(f"cannot resume: the token file '{files['train'][0]}' was made with another "
                          f"vocabulary than the run's; start a new run")
     return files
-
-
-def check_resume(given: set, args, saved: dict) -> None:
-    """Refuse, naming it, any option given with --resume that differs from the saved run."""
-    model, training, data = saved["model"], saved["training"], saved.get("data") or {}
-    record = data_record(args) if isinstance(data, dict) else {}
-    for name in sorted(given):
-        if name in RESUMABLE:
-            continue
-        if name in MODEL_OPTIONS:
-            before, now = model.get(name, DEFAULTS[name]), getattr(args, name)
-        elif name in TRAINING_OPTIONS:
-            before, now = training.get(name, DEFAULTS[name]), getattr(args, name)   # absent: saved before it existed
-            if name == "clip_norm" and now == 0:
-                now = None
-            if name == "eval_tokens" and now == 0:
-                now = None
-        elif name in DATA_OPTIONS and isinstance(data, dict):
-            before, now = data.get("path" if name == "data" else name), record.get("path" if name == "data" else name)
-        else:
-            continue
-        if before != now:
-            option = "--" + name.replace("_", "-")
-            shown = f"data ({before})" if name == "data" else f"{before}"
-            raise ValueError(f"{option} {getattr(args, name)} differs from this run's {shown}: a resumed run "
-                             f"keeps its data, model and optimizer; drop {option} (only --max-minutes, "
-                             f"--max-epochs, --max-steps and --lr may change), or start a new run with --out "
-                             f"NEW_DIRECTORY")
 
 
 def split_report(name: str, loss: float, split, level: str, counted: int) -> str:

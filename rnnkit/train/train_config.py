@@ -42,7 +42,8 @@ class TrainConfig(DictConfig):
     max_epochs: float | None = None
     max_steps: int | None = None
     eval_every: int = 500                 # steps between validations (and checkpoints)
-    eval_tokens: int | None = None        # tokens each evaluation predicts at most (None: all of them)
+    eval_tokens: int | None = None        # tokens each evaluation predicts at most (None: all of them;
+                                          # rnnkit train caps it, commands/train_options.py says why)
     early_stopping: int | None = None     # stop after this many validations without improvement
     seed: int = 0
     precision: str = "fp32"               # fp32 | bf16 | fp16: autocast's dtype for the forward pass and loss

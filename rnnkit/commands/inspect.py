@@ -1,15 +1,31 @@
 """``rnnkit inspect``: look inside a trained language model and write what is seen as figures and a
-summary (the command line's entry; the analyses themselves are the functions of this package)."""
+summary (the analyses themselves are the functions of :mod:`rnnkit.analysis`)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
 
-__all__ = ["inspect_run"]
+HELP = "plots of a trained model's gradient flow, Jacobians and hidden states"
+AT_LEAST_ONE = ("length",)
 
 
-def inspect_run(args) -> int:
+def add_arguments(parser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="the --out directory of a training run")
+    parser.add_argument("--checkpoint", choices=["best", "latest"], default="best")
+    parser.add_argument("--data", metavar="PATH", help="text to run the model on (default: the run's validation text)")
+    parser.add_argument("--length", type=int, default=200, help="tokens to analyse (default 200)")
+    parser.add_argument("--warmup", type=int, default=100,
+                        help="tokens the model reads first, so the analysis starts from a warm state (default 100)")
+    parser.add_argument("--jacobian-steps", type=int, default=30,
+                        help="steps whose Jacobians and spectra are computed (default 30; the time grows as "
+                             "steps x state size^3)")
+    parser.add_argument("--layer", type=int, default=0, help="which recurrent layer, 0 = the first (default 0)")
+    parser.add_argument("--out", metavar="DIR", help="where the plots go (default RUN_DIR/inspect)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
     """Look inside a trained language model: gradient flow through time, the spectra of its step
     Jacobians, the LSTM's forget gates, the path of its hidden state and the units that track
     features of the text. Runs the model (in float64) on the run's own validation text, or on
@@ -19,10 +35,10 @@ def inspect_run(args) -> int:
 
     from tqdm import tqdm
 
-    from . import plots
-    from .gradients import gradient_decay_rate, gradient_flow
-    from .hidden import hidden_pca, hidden_states, text_features, unit_responses
-    from .jacobians import (forget_gate_product, jacobian_products, jacobian_spectrum,
+    from ..analysis import plots
+    from ..analysis.gradients import gradient_decay_rate, gradient_flow
+    from ..analysis.hidden import hidden_pca, hidden_states, text_features, unit_responses
+    from ..analysis.jacobians import (forget_gate_product, jacobian_products, jacobian_spectrum,
                                      recurrent_eigenvalues, step_jacobians)
     from ..cells import LSTMCell
     from .._arguments import check_int

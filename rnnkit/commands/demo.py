@@ -6,13 +6,23 @@ import time
 import torch
 from tqdm import tqdm
 
-from . import shortcuts
-from .readouts import CategoricalReadout
+from .. import shortcuts
+from ..readouts import CategoricalReadout
 
-__all__ = ["delayed_recall"]
+HELP = "train Elman, gated, GRU and LSTM cells on delayed recall (~20 s)"
+AT_LEAST_ONE = ("delay", "steps", "hidden_size")
 
 
-def delayed_recall(args) -> int:
+def add_arguments(parser) -> None:
+    parser.add_argument("--delay", type=int, default=30, help="steps between the symbol and its recall (default 30)")
+    parser.add_argument("--steps", type=int, default=600, help="training steps per model (default 600)")
+    parser.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
+    parser.add_argument("--hidden-size", type=int, default=32, help="hidden units (default 32)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args) -> int:
     """Delayed recall: read a symbol, wait ``delay`` steps, say it again.
 
     The vanishing-gradient story in seconds: to learn the task, the error signal

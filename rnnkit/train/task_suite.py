@@ -14,10 +14,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .data import SequenceBatches
-from .data.tasks import make_task
-from .models import SequenceClassifier, SequenceRegressor, SequenceTagger
-from .train import TrainConfig, Trainer
+from ..data import SequenceBatches
+from ..data.tasks import make_task
+from ..models import SequenceClassifier, SequenceRegressor, SequenceTagger
+from .train_config import TrainConfig
+from .trainer import Trainer
 
 __all__ = ["TaskRun", "run_task", "run_suite", "SUITE", "format_table", "as_dicts"]
 

@@ -5,23 +5,42 @@ from dataclasses import replace
 
 import numpy as np
 
-from .data.tokens import TokenFile, is_token_file, prepare
-from .models import load_language_model
-from .train import lm_run
-from .train.cache import cache_nll
-from .train.evaluation import ensemble_nll, token_nll
+from ..data.tokens import TokenFile, is_token_file, prepare
+from ..models import load_language_model
+from ..train import lm_run
+from ..train.cache import cache_nll
+from ..train.evaluation import ensemble_nll, token_nll
+from ._common import add_device, device
 
-__all__ = ["evaluate_runs"]
+HELP = "loss, perplexity and bits per character on a text"
+DESCRIPTION = ("Evaluate a trained language model on a text: every token is predicted once (at word level the "
+               "first from <eos>, so that words + lines are scored, as papers count them), in the run's batch of "
+               "parallel rows with the state carried along each. Several runs trained on the same text are "
+               "evaluated as an ensemble: each token's probability is the mean of theirs.")
+AT_LEAST_ONE = ("batch_size",)
 
 
-def evaluate_runs(args, device) -> int:
+def add_arguments(parser) -> None:
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a run's --out directory; several for "
+                        "an ensemble")
+    parser.add_argument("--data", required=True, metavar="PATH", help="text file, directory, or -")
+    parser.add_argument("--checkpoint", choices=["best", "latest"], default="best")
+    parser.add_argument("--batch-size", type=int, help="parallel rows (default: the run's batch size)")
+    parser.add_argument("--cache-dir", metavar="DIR", help="where token files are kept (default "
+                        "$RNNKIT_CACHE_DIR or ~/.cache/rnnkit)")
+    add_device(parser)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args) -> int:
     """Print the figures of ``args.run_dirs`` on ``args.data``: one run alone (and with the neural
     cache it chose), or several as an ensemble, with each run's own figure beside it."""
+    where = device(args)
     runs = [str(run) for run in args.run_dirs]
     twice = sorted({run for run in runs if runs.count(run) > 1})
     if twice:
         raise ValueError(f"'{twice[0]}' is given more than once; an ensemble takes each run once")
-    loaded = [load_language_model(run, args.checkpoint, device=device) for run in runs]
+    loaded = [load_language_model(run, args.checkpoint, device=where) for run in runs]
     model, vocab, config = loaded[0]
     for run, (_, other, _) in zip(runs[1:], loaded[1:]):
         if other != vocab:
