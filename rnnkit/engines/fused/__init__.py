@@ -29,14 +29,16 @@ the forward and adjoint recursions run as Triton kernels instead, one launch per
 of these paths (their twins).
 
 **Under torch.compile** a run is one custom operator, ``rnnkit::fused_recurrence`` (:mod:`.ops`),
-running the same kernels: a compiled model keeps its fused layers inside one graph.
+running the same kernels: a compiled model keeps its fused layers inside one graph. Which of these
+paths a run takes, and what runs instead where none can (an exported program, a ``torch.func``
+transform), :func:`rnnkit.engines.select.hand_over` decides.
 
 Every result equals the ``loop`` engine's to rounding (tests/test_fused.py checks outputs,
 final states and all gradients in float64). Double backward (``create_graph=True``) is
 refused with an error; the ``loop`` engine does it.
 """
 from ._cpu import SETTINGS, configured, onednn
-from .buffers import POOL
+from ..._buffers import POOL
 from .engine import KERNELS, FusedEngine
 from .gpu import triton_status
 
