@@ -418,3 +418,16 @@ def test_compiled_float32_tanh():
     assert np.all(np.abs(y[finite] - exact) <= 4e-7 * np.maximum(np.abs(exact), 1e-30) + 1e-37)  # relative near 0
     assert y[-3] == 1.0 and y[-2] == -1.0 and np.isnan(y[-1])
     assert np.abs(_lstm_compiled.tanh32(x[finite]) - y[finite]).max() <= 8e-7       # FMAs round differently
+
+
+def test_a_run_crosses_the_compiled_operator_as_text_and_comes_back_the_same():
+    from rnnkit.engines.fused.adjoint import Run
+
+    keep, mask = torch.rand(6, 2, 1), torch.ones(2, 3)
+    run = Run((keep, None), mask, True, act="relu", phi="softplus", alpha_value=0.1 + 0.2, eps=1e-5)
+    back = Run.decode(run.encode(), [keep, torch.empty(0)], mask)
+    assert back.keep[0] is keep and back.keep[1] is None and back.mask is mask
+    assert (back.binary, back.act, back.phi, back.alpha_value, back.eps) == (True, "relu", "softplus", 0.1 + 0.2, 1e-5)
+    plain = Run.decode(Run((None,), None, False).encode(), [torch.empty(0)], torch.empty(0))
+    assert (plain.keep, plain.mask, plain.binary, plain.act, plain.phi, plain.alpha_value, plain.eps) == \
+        ((None,), None, False, None, None, None, 0.0)

@@ -18,7 +18,7 @@ and optional capabilities that faster engines look for:
 - ``fused_kernel() -> str | None``  the name of the kernel of :mod:`rnnkit.engines.fused`
   that computes exactly this cell (``"lstm"``, ``"gru"``, ...), and ``fused_parameters()``,
   everything that kernel computes with, as the frozen record of its family
-  (:mod:`rnnkit.cells.fused`): the kernels read nothing else of the cell.
+  (:mod:`rnnkit.cells.fused`): besides ``output``, the kernels read nothing else of the cell.
 - ``linear_coefficients(x) -> (A, b)``  the update as ``A_t s + b_t`` for every step at
   once, for a cell linear in its state (the ``scan`` engine).
 

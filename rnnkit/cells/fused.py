@@ -18,7 +18,7 @@ from torch import Tensor
 __all__ = ["LeakyParameters", "GateParameters", "LayerNormParameters"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LeakyParameters:
     r"""The leaky family (kernels ``"elman"``, ``"leaky"``, ``"rate"``): a one-vector state ``z`` (B, H) with
 
@@ -36,7 +36,7 @@ class LeakyParameters:
     noise_std: float | None = None       # σ, the std of the noise added to the state at every step; None: no noise
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LayerNormParameters:
     """Layer norms inside a gated cell (kernels ``"layernorm-gru"``, ``"layernorm-lstm"``): of the input side
     ``W_ih x`` (its bias: the cell's ``bias_ih``, with ``bias_hh`` added for the LSTM), of the recurrent side
@@ -48,7 +48,7 @@ class LayerNormParameters:
     cell_bias: Tensor | None = None      # LSTM: β (H,)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class GateParameters:
     """Stacked gate blocks in torch's layout (kernels ``"gated"``, ``"gru"``, ``"lstm"`` and their layer-norm
     kin): ``weight_ih`` (G, X), ``weight_hh`` (G, H) with ``G = blocks · H``, the blocks in the cell's order

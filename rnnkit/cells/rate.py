@@ -19,8 +19,8 @@ from torch.nn import functional as F
 
 from .._arguments import check_number, check_positive
 from .base import ACTIVATIONS, Cell, check_sizes
-from .fused import LeakyParameters
 from .base import spectral_radius as radius_of
+from .fused import LeakyParameters
 
 __all__ = ["RateCell", "RATE_ACTIVATIONS"]
 

@@ -137,7 +137,7 @@ def bias_sum(*biases):
     return None if not present else present[0] if len(present) == 1 else sum(present[1:], present[0])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Run:
     """Per-run data autograd does not track: the masks, and the options a kernel's ``prepare`` gives."""
     keep: tuple                       # per state tensor: None or (T, B|1, H|1) with 1 = keep the old value

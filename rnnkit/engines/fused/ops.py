@@ -127,7 +127,7 @@ def run_as_operator(name: str, triton: bool, run: Run, P: Tensor, W: Tensor, sta
     """The histories the autograd Function returns (the kernel's ``forward`` outputs), through the operators."""
     absent = P.new_empty(0)
     outs = fused_recurrence(name, triton, _encode(run, extras), P, W, list(states),
-                            [absent if e is None else e for e in extras], [absent if k is None else k for k in run.keep],
-                            absent if run.mask is None else run.mask)
+                            [absent if e is None else e for e in extras],
+                            [absent if k is None else k for k in run.keep], absent if run.mask is None else run.mask)
     names = [n for n, _ in layout(name, run, extras, states[0].shape[-1], P.shape[-1])]
     return KERNELS[name].histories(dict(zip(names, outs)))
