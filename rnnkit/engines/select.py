@@ -123,7 +123,7 @@ class _Fixed:
     def run(self, cell: Cell, x, state, lengths):
         if self._begins:
             cell.begin_sequence(x.shape[0], x.shape[1], device=x.device, dtype=x.dtype)
-        return self.for_input(cell, x).run(cell, x, state, lengths)
+        return hand_over(self.choice(x), cell, x).run(cell, x, state, lengths)
 
 
 class _Auto(_Fixed):
