@@ -70,10 +70,8 @@ def _fused_path(engine: FusedEngine, cell: Cell, x, tool: str | None) -> FusedEn
     graph, else its autograd Function; with the kernels' Triton twins where they run (:func:`~.fused.gpu.
     uses_triton`: on CUDA where Triton imports, for histories that fit their 32-bit offsets)."""
     base = unwrap_cell(cell)[0]
-    kernel = KERNELS[base.fused_kernel()]
-    B, T = x.shape[:2]
-    return engine.on(operator=tool == "compile",
-                     triton=uses_triton(x.device, (T, B, kernel.blocks * base.hidden_size)))
+    shape = (x.shape[1], x.shape[0], KERNELS[base.fused_kernel()].blocks * base.hidden_size)    # P's (T, B, G)
+    return engine.on(operator=tool == "compile", triton=uses_triton(x.device, shape))
 
 
 def hand_over(engine, cell: Cell, x):
