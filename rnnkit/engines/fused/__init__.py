@@ -42,11 +42,11 @@ from ..._buffers import POOL
 from .engine import KERNELS, FusedEngine
 from .gpu import triton_status
 
-__all__ = ["FusedEngine", "KERNELS", "SETTINGS", "configured", "onednn", "POOL", "release_memory", "triton_status"]
+__all__ = ["FusedEngine", "KERNELS", "SETTINGS", "configured", "onednn", "release_memory", "triton_status"]
 
 
 def release_memory() -> int:
     """Free the CPU buffers kept for reuse between training steps by the fused engine, the regularizers'
-    masks and the HMMs' forward-backward passes (those no tensor uses any more); returns the bytes freed. The pool also drops free blocks beyond 2 GiB by itself
-    (``POOL.max_bytes``)."""
+    masks and the HMMs' forward-backward passes (those no tensor uses any more); returns the bytes freed.
+    The pool (:data:`rnnkit._buffers.POOL`) also drops free blocks beyond 2 GiB by itself (``max_bytes``)."""
     return POOL.release()
