@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Iterable
 
@@ -16,7 +17,9 @@ from ._arguments import check_probability
 from ._checks import check_input, check_lengths, check_state
 from .cells.base import Cell, State, map_state
 from .engines.select import get_engine
+from .engines.traced import reason
 from .regularizers import locked_dropout
+from .streaming import StackStream, Stream
 
 __all__ = ["Recurrent", "Stack", "Bidirectional", "reverse_padded"]
 
@@ -94,12 +97,33 @@ class Recurrent(nn.Module):
     def engine_reason(self) -> str | None:
         """Why this layer runs a slower engine than it asked for: the traced engine's reason for running
         the cell's step on the loop (a step that cannot be traced), or None."""
-        from .engines.traced import reason
         return reason(self.cell) if self.engine == "traced" else None
 
-    def set_engine(self, engine: str) -> "Recurrent":
+    def set_engine(self, engine) -> "Recurrent":
+        """Run on ``engine`` from now on: a name, as for ``engine=``, or an engine object (``name``,
+        ``supports(cell)``, ``run(cell, x, state, lengths)``), checked against the cell."""
         self._engine = get_engine(engine, self.cell, self._name)
         return self
+
+    @contextlib.contextmanager
+    def running_on(self, engine):
+        """Within the block this layer runs on ``engine`` (as for :meth:`set_engine`), then on its own
+        engine again, also after an error (:func:`rnnkit.analysis.gradients.record_states` records
+        states this way)."""
+        before = self._engine
+        self.set_engine(engine)
+        try:
+            yield self
+        finally:
+            self._engine = before
+
+    def engine_for(self, x: Tensor) -> str:
+        """The name of the engine that runs input ``x`` (laid out as for :meth:`forward`) if called now:
+        ``auto``'s choice for its device, batch size and gradient, handed over where a tool traces the
+        call (torch.compile, export, torch.func), autocast is on or the batch is empty
+        (:func:`rnnkit.engines.select.hand_over`)."""
+        x = x.unsqueeze(0) if x.dim() == 2 else x if self.batch_first else x.transpose(0, 1)
+        return self._engine.for_input(self.cell, x).name
 
     def forward(self, x: Tensor, state: State | None = None, lengths=None):
         owner, cell = self._name, self.cell
@@ -146,8 +170,6 @@ class Recurrent(nn.Module):
     def stream(self, batch_size: int = 1, state: State | None = None, *, grad: bool = False):
         """A :class:`rnnkit.streaming.Stream` over this layer: ``y_t = stream(x_t)``, one step per call,
         the state kept inside; under ``no_grad`` unless ``grad=True``."""
-        from .streaming import Stream
-
         return Stream(self, batch_size, state, grad=grad, owner=f"{self._name}.stream")
 
     def extra_repr(self) -> str:
@@ -288,8 +310,6 @@ class Stack(nn.Module):
     def stream(self, batch_size: int = 1, state=None, *, grad: bool = False):
         """A :class:`rnnkit.streaming.StackStream`: every layer one step per call, the states
         kept inside (one per layer); under ``no_grad`` unless ``grad=True``."""
-        from .streaming import StackStream
-
         return StackStream(self, batch_size, state, grad=grad)
 
     def extra_repr(self) -> str:

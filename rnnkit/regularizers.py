@@ -48,8 +48,8 @@ from torch import Tensor
 from ._arguments import check_probability
 from .cells.base import Cell, GatedWeightsMixin, State, recurrent_mask, state_tensors
 from .cells.wrapper import CellWrapper, RunMasks, unwrap_cell
-from .engines.fused._cpu import NUMPY_DTYPES
-from .engines.fused.buffers import POOL
+from ._buffers import NUMPY_DTYPES, POOL
+from .engines.handover import numpy_loops
 
 __all__ = ["CellWrapper", "VariationalDropout", "Zoneout", "WeightDrop", "embedding_dropout",
            "locked_dropout", "unwrap_cell"]
@@ -59,15 +59,13 @@ def _bernoulli(shape, probability: float, like: dict, generator) -> Tensor:
     """0/1 draws with ``P(1) = probability`` (uniforms below ``p``: on CPU many times faster
     than ``bernoulli_``)."""
     device, dtype, drawn = torch.device(like["device"]), like["dtype"], torch.get_default_dtype()
-    numpy_types = NUMPY_DTYPES
-    if (device.type != "cpu" or dtype not in numpy_types or drawn not in numpy_types
-            or torch.compiler.is_compiling()):            # torch.compile traces torch's ops, not NumPy's
+    if drawn not in NUMPY_DTYPES or not numpy_loops(device, dtype):      # a traced call gets torch's ops
         uniform = torch.rand(shape, device=device, generator=generator)
         return (uniform < probability).to(dtype)
-    # on CPU the same draws into reused NumPy blocks (the fused engine's pool: no page faults at every step)
-    uniform = torch.from_numpy(POOL.array(shape, numpy_types[drawn]))
+    # on CPU the same draws into reused NumPy blocks (rnnkit._buffers' pool: no page faults at every step)
+    uniform = torch.from_numpy(POOL.array(shape, NUMPY_DTYPES[drawn]))
     torch.rand(shape, generator=generator, out=uniform)
-    mask = POOL.array(shape, numpy_types[dtype])
+    mask = POOL.array(shape, NUMPY_DTYPES[dtype])
     np.copyto(mask, np.less(uniform.numpy(), probability))
     return torch.from_numpy(mask)
 

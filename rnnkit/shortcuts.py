@@ -18,9 +18,10 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from ._checks import check_tensor_like
 from ._torch_private import sequence_kernels
-from .cells import ElmanCell, GatedCell, GRUCell, LeakyCell, LSTMCell, ProjectedLSTMCell
+from .cells import CELLS, ElmanCell, GatedCell, GRUCell, LeakyCell, LSTMCell, ProjectedLSTMCell
 from .cells.base import check_sizes, state_tensors
 from .engines.native import flatten_cell
+from .engines.select import network_kernel
 from .layers import Bidirectional, Recurrent, Stack, autocast_state
 
 __all__ = ["LSTM", "GRU", "ElmanRNN", "GatedRNN", "LeakyRNN", "cell_networks"]
@@ -90,10 +91,10 @@ class _StackedRNN(nn.Module):
         """
         if isinstance(x, PackedSequence):
             return self._packed(x, state, lengths)
-        if lengths is None and torch.compiler.is_exporting() and isinstance(x, Tensor) and x.dim() == 3:
-            mode = self._one_kernel_mode()
-            if mode is not None:
-                return self._one_kernel(mode, x, state)
+        mode = network_kernel(lambda: [runner.cell for runner in self._runners()], x, lengths,
+                              training=self.training, residual=self.stack.residual)
+        if mode is not None:
+            return self._one_kernel(mode, x, state)
         per_layer = None if state is None else self._split(state, x)
         outputs, finals = self.stack(x, per_layer, lengths)
         return outputs, self._merge(finals)
@@ -124,14 +125,6 @@ class _StackedRNN(nn.Module):
         result = super()._apply(fn, recurse)            # .to(), .cuda(), .half(): the weights moved
         self.flatten_parameters()
         return result
-
-    # an exported program gets every layer in one call of torch's multi-layer kernel: the exporters
-    # keep a length-free op for that call, where a chain of single-layer calls loses it
-    def _one_kernel_mode(self):
-        if self.training or self.stack.residual:
-            return None
-        modes = {runner.cell.native_mode() for runner in self._runners()}
-        return modes.pop() if len(modes) == 1 and None not in modes else None
 
     def _one_kernel(self, mode: str, x: Tensor, state):
         directions = 2 if self.bidirectional else 1
@@ -294,7 +287,5 @@ class LeakyRNN(_StackedRNN):
 def cell_networks() -> dict:
     """``{name: network class}`` for the names of :data:`rnnkit.cells.CELLS` that have a torch-like
     multi-layer network here (the cells' one registry decides the names)."""
-    from .cells import CELLS
-
     by_cell = {network.cell_class: network for network in _StackedRNN.__subclasses__()}
     return {name: by_cell[cell] for name, cell in CELLS.items() if cell in by_cell}

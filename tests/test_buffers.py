@@ -1,4 +1,5 @@
-"""The fused engine's reused CPU buffers: a block goes out again only when nothing refers to it."""
+"""The reused CPU buffers of rnnkit._buffers (the fused engine's, the masks', the HMMs'): a block goes out
+again only when nothing refers to it."""
 import gc
 
 import numpy as np
@@ -8,7 +9,7 @@ import torch
 import rnnkit
 from rnnkit.cells import LSTMCell
 from rnnkit.engines import release_memory
-from rnnkit.engines.fused import POOL
+from rnnkit._buffers import POOL
 
 SHAPE = (256, 1024)                                             # 1 MiB of float32: pooled
 

@@ -150,3 +150,47 @@ def test_loop_engine_runs_a_cell_defined_by_forward_only():
     assert_close(out[1, :4], x[1, :4].cumsum(0))
     assert torch.all(out[1, 4:] == 0)
     assert_close(final[1], x[1, :4].sum(0))
+
+
+# ----- the hand-over: which engine runs an input (rnnkit/engines/select.py) --------------------------------
+def test_engine_for_says_which_engine_runs_an_input_after_the_hand_over():
+    x = torch.randn(2, 5, 3)
+    fused = rnnkit.Recurrent(GRUCell(3, 4), engine="fused")
+    traced = rnnkit.Recurrent(JordanCell(3, 4, output_size=2), engine="traced")
+    lstm = rnnkit.Recurrent(LSTMCell(3, 4), engine="fused")
+    assert (fused.engine_for(x), traced.engine_for(x), fused.engine_for(x[:0])) == ("fused", "traced", "loop")
+    with torch.autocast("cpu", dtype=torch.bfloat16):            # fused computes in float32, traced hands over
+        assert (fused.engine_for(x), traced.engine_for(x)) == ("fused", "loop")
+    seen = []
+
+    def loss(x):
+        seen.extend([fused.engine_for(x), lstm.engine_for(x)])
+        return fused(x)[0].sum() + lstm(x)[0].sum()
+    torch.func.grad(loss)(x)                                        # torch.func sees through the step loop only
+    assert seen == ["loop", "loop"]
+
+    class Exported(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = torch.nn.ModuleList([rnnkit.Recurrent(GatedCell(3, 4), engine="fused"), lstm])
+
+        def forward(self, x):
+            seen.extend(layer.engine_for(x) for layer in self.layers)
+            return x
+    seen.clear()
+    torch.export.export(Exported(), (x,))
+    assert seen == ["loop", "native"]                               # a torch kernel where the cell has one
+
+
+def test_running_on_swaps_a_layers_engine_for_a_block_and_restores_it_after_an_error():
+    layer = rnnkit.Recurrent(GRUCell(3, 4))
+    auto = layer._engine
+    with pytest.raises(KeyError):
+        with layer.running_on("loop"):
+            assert layer.engine == layer.engine_for(torch.randn(2, 5, 3)) == "loop"
+            raise KeyError("inside")
+    assert layer._engine is auto and layer.engine == "fused"
+    with pytest.raises(ValueError, match="^Recurrent\\(GRUCell\\): unknown engine 'nope'"):
+        with layer.running_on("nope"):
+            pass
+    assert layer._engine is auto

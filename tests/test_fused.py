@@ -1,5 +1,6 @@
 """The fused engine equals the reference ``loop`` engine: outputs, final states and all gradients,
 in float64, for every cell it runs and every regularizer around them (with the same masks)."""
+import contextlib
 import re
 
 import pytest
@@ -13,6 +14,7 @@ from rnnkit.cells.rate import RateCell
 from rnnkit.engines import AUTO_PREFERENCE, ENGINES
 from rnnkit.engines import fused
 from rnnkit.engines.fused import configured
+from rnnkit.engines.fused.engine import _FusedRun
 from rnnkit.regularizers import VariationalDropout, WeightDrop, Zoneout
 
 from conftest import F64, assert_close
@@ -67,6 +69,23 @@ def run_with_grads(layer, x, state, lengths, seed):
     return out.detach(), tuple(f.detach() for f in final), grads
 
 
+@contextlib.contextmanager
+def runs_of(function):
+    """The runs of an autograd Function (its ``forward``) inside the block, one entry each: proof that an
+    engine's own kernel ran, not a step loop it handed over to."""
+    calls, kept = [], vars(function)["forward"]
+    real = function.forward
+
+    def forward(ctx, *args):
+        calls.append(function.__name__)
+        return real(ctx, *args)
+    function.forward = staticmethod(forward)
+    try:
+        yield calls
+    finally:
+        function.forward = kept
+
+
 def masks_of(cell):
     found = []
     while hasattr(cell, "masks"):
@@ -87,7 +106,11 @@ def check_fused_equals_loop(kind, wrapper, batch, steps, input_size, hidden_size
     lengths = torch.randint(1, steps + 1, (batch,)) if ragged else None
     fast = rnnkit.Recurrent(cell, engine="fused", reverse=reverse)
     slow = rnnkit.Recurrent(cell, engine="loop", reverse=reverse)
-    got = run_with_grads(fast, x, state, lengths, seed)
+    assert (fast.engine_for(x), slow.engine_for(x)) == ("fused", "loop")        # no hand-over: fused runs x
+    with runs_of(_FusedRun) as runs:
+        got = run_with_grads(fast, x, state, lengths, seed)
+    assert runs == ["_FusedRun"]                                                 # its kernel, once
+
     fast_masks = masks_of(cell)
     want = run_with_grads(slow, x, state, lengths, seed)
     assert_close(fast_masks, masks_of(cell), what="masks")
@@ -269,9 +292,9 @@ def test_double_backward_is_refused_not_silently_wrong():
     layer = rnnkit.Recurrent(GatedCell(2, 3, dtype=F64), engine="fused")
     x = torch.randn(2, 4, 2, dtype=F64, requires_grad=True)
     out, _ = layer(x)
-    msg = ("fused engine: the hand-derived backward cannot itself be differentiated (backward with "
-           "create_graph=True); run this layer with engine='loop', or for an LSTMCell, GRUCell or ElmanCell "
-           "engine='native' (on the CPU, engine='auto' trains GRU and Elman cells on fused)")
+    msg = ("fused engine: its backward cannot itself be differentiated (backward with create_graph=True); run "
+           "this layer with engine='loop', or for an LSTMCell, GRUCell or ElmanCell engine='native' (on the CPU, "
+           "engine='auto' trains GRU and Elman cells on fused)")
     with pytest.raises(RuntimeError, match=re.escape(msg)):
         torch.autograd.grad(out.sum(), x, create_graph=True)
     gru = rnnkit.GRU(2, 3, dtype=F64, batch_first=True)                         # auto: fused on the CPU
@@ -395,3 +418,16 @@ def test_compiled_float32_tanh():
     assert np.all(np.abs(y[finite] - exact) <= 4e-7 * np.maximum(np.abs(exact), 1e-30) + 1e-37)  # relative near 0
     assert y[-3] == 1.0 and y[-2] == -1.0 and np.isnan(y[-1])
     assert np.abs(_lstm_compiled.tanh32(x[finite]) - y[finite]).max() <= 8e-7       # FMAs round differently
+
+
+def test_a_run_crosses_the_compiled_operator_as_text_and_comes_back_the_same():
+    from rnnkit.engines.fused.adjoint import Run
+
+    keep, mask = torch.rand(6, 2, 1), torch.ones(2, 3)
+    run = Run((keep, None), mask, True, act="relu", phi="softplus", alpha_value=0.1 + 0.2, eps=1e-5)
+    back = Run.decode(run.encode(), [keep, torch.empty(0)], mask)
+    assert back.keep[0] is keep and back.keep[1] is None and back.mask is mask
+    assert (back.binary, back.act, back.phi, back.alpha_value, back.eps) == (True, "relu", "softplus", 0.1 + 0.2, 1e-5)
+    plain = Run.decode(Run((None,), None, False).encode(), [torch.empty(0)], torch.empty(0))
+    assert (plain.keep, plain.mask, plain.binary, plain.act, plain.phi, plain.alpha_value, plain.eps) == \
+        ((None,), None, False, None, None, None, 0.0)

@@ -14,8 +14,10 @@ from rnnkit.cells import (Cell, ElmanCell, GatedCell, GRUCell, IndRNNCell, Jorda
                           MinLSTMCell, NTMCell, PeepholeLSTMCell, PlainGRUCell, ProjectedLSTMCell, RateCell,
                           ReservoirCell, state_tensors)
 from rnnkit.engines import traced
-from rnnkit.engines.traced.engine import _CACHE
+from rnnkit.engines.traced.engine import _CACHE, _TracedRun
 from rnnkit.regularizers import VariationalDropout, WeightDrop, Zoneout
+
+from test_fused import runs_of
 
 USER_CELLS = (PlainGRUCell, PeepholeLSTMCell, IndRNNCell, MinimalGatedCell)
 BUILT_IN = (LSTMCell, GRUCell, ElmanCell, GatedCell, LeakyCell, RateCell, MinGRUCell, MinLSTMCell, LinearLeakyCell,
@@ -37,12 +39,16 @@ def program_of(cell):
     return found
 
 
-def run_both(cell, x, lengths=None, reverse=False, h0=None):
-    """Outputs, final state tensors and gradients (input, initial state, parameters) on loop and traced."""
+def run_both(cell, x, lengths=None, reverse=False, h0=None, traceable=True):
+    """Outputs, final state tensors and gradients (input, initial state, parameters) on loop and traced; the
+    traced run is checked to be the traced program's (no hand-over to the loop) when the step is ``traceable``."""
     results = {}
     for engine in ("loop", "traced"):
         layer = rnnkit.Recurrent(cell, engine=engine, reverse=reverse)
-        out, final = layer(x, h0, lengths=lengths)
+        assert layer.engine_for(x) == engine
+        with runs_of(_TracedRun) as runs:
+            out, final = layer(x, h0, lengths=lengths)
+        assert runs == (["_TracedRun"] if engine == "traced" and traceable else [])
         finals = state_tensors(final)
         weights = torch.sin(torch.arange(out.numel(), dtype=out.dtype)).reshape(out.shape)
         loss = (out * weights).sum() + sum((f * f.cos()).sum() for f in finals)
@@ -53,7 +59,7 @@ def run_both(cell, x, lengths=None, reverse=False, h0=None):
 
 
 def assert_equal(reference, ours, tol=1e-10):
-    for a, b in zip([reference[0], *reference[1], *reference[2]], [ours[0], *ours[1], *ours[2]]):
+    for a, b in zip([reference[0], *reference[1], *reference[2]], [ours[0], *ours[1], *ours[2]], strict=True):
         assert (a is None) == (b is None)
         if a is not None:
             torch.testing.assert_close(b, a, rtol=tol, atol=tol)
@@ -144,7 +150,7 @@ def test_an_untraceable_step_falls_back_to_the_loop_with_its_reason(kind, words)
     x = torch.randn(2, 4, 2, dtype=torch.float64, requires_grad=kind is ValueDependent)
     with pytest.warns(UserWarning, match=words):
         if kind is ValueDependent:
-            assert_equal(*run_both(cell, x))
+            assert_equal(*run_both(cell, x, traceable=False))
         else:
             rnnkit.Recurrent(cell, engine="traced")(x)
     reason = traced.reason(cell)

@@ -115,14 +115,14 @@ def test_a_run_too_large_for_32_bit_offsets_takes_the_torch_loops():
     fits, too_large = torch.empty(()).expand(1000, 512, 4096), torch.empty(()).expand(1024, 512, 4096)
     with configured(triton="on"):
         assert (fits.shape[0] + 1) * 512 * 4096 <= gpu.MAX_ELEMENTS < (too_large.shape[0] + 1) * 512 * 4096
-        assert uses_triton(fits) and not uses_triton(too_large)
+        assert uses_triton(fits.device, fits.shape) and not uses_triton(too_large.device, too_large.shape)
 
 
 def test_dispatch_takes_triton_on_cuda_only_unless_asked():
-    cpu = torch.zeros(1)
-    assert not uses_triton(cpu)                          # auto: CUDA only
+    cpu = torch.device("cpu")
+    assert not uses_triton(cpu, (1, 1, 1))               # auto: CUDA only
     with configured(triton="on"):
-        assert uses_triton(cpu)
+        assert uses_triton(cpu, (1, 1, 1))
     with configured(triton="off"):
         assert triton_status() == "the Triton kernels are turned off (configured(triton='off'))"
     assert type(twin("lstm")).__name__ == "TritonLSTM"

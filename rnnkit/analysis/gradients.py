@@ -35,7 +35,7 @@ says where each part starts, ``GradientFlow.component(1)`` picks one.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -140,9 +140,7 @@ class _RecordingEngine:
         return None
 
     def run(self, cell: Cell, x: Tensor, state: State, lengths: Tensor | None):
-        begin = getattr(cell, "begin_sequence", None)     # per-run masks of rnnkit.regularizers' cells
-        if begin is not None:
-            begin(x.shape[0], x.shape[1], device=x.device, dtype=x.dtype)
+        # the layer drew the run's masks (cell.begin_sequence) before calling
         run = LayerRun(self.layer_name, cell, x, probes=[] if self.probe else None, lengths=lengths)
         self.recording.runs[self.layer_name].append(run)
         probed = _ProbedCell(cell, run, self.probe)
@@ -211,14 +209,10 @@ def record_states(model: nn.Module, *, probe: bool = True) -> Iterator[Recording
 def _recording(owner: str, model: nn.Module, probe: bool) -> Iterator[Recording]:
     layers = _recurrent_layers(owner, model)
     recording = Recording([name for name, _ in layers])
-    saved = [(layer, layer._engine) for _, layer in layers]
-    try:
+    with ExitStack() as stack:                   # every layer back on its own engine on exit
         for name, layer in layers:
-            layer._engine = _RecordingEngine(name, recording, probe)
+            stack.enter_context(layer.running_on(_RecordingEngine(name, recording, probe)))
         yield recording
-    finally:
-        for layer, engine in saved:
-            layer._engine = engine
 
 
 # ----- running a model once, losses per step -------------------------------------------------

@@ -16,7 +16,9 @@ and optional capabilities that faster engines look for:
   ``"GRU"``, ``"RNN_TANH"``, ``"RNN_RELU"``) that computes exactly this cell, with
   weights laid out as ``torch.nn`` lays them out (the ``native`` engine).
 - ``fused_kernel() -> str | None``  the name of the kernel of :mod:`rnnkit.engines.fused`
-  that computes exactly this cell (``"lstm"``, ``"gru"``, ...).
+  that computes exactly this cell (``"lstm"``, ``"gru"``, ...), and ``fused_parameters()``,
+  everything that kernel computes with, as the frozen record of its family
+  (:mod:`rnnkit.cells.fused`): besides ``output``, the kernels read nothing else of the cell.
 - ``linear_coefficients(x) -> (A, b)``  the update as ``A_t s + b_t`` for every step at
   once, for a cell linear in its state (the ``scan`` engine).
 
@@ -37,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from .._arguments import check_int
+from .fused import GateParameters
 
 State = Union[Tensor, Tuple[Tensor, ...]]
 
@@ -155,6 +158,10 @@ class Cell(nn.Module):
     def fused_kernel(self) -> str | None:
         return None
 
+    def fused_parameters(self):
+        """What the kernel ``fused_kernel()`` names computes with: a record of :mod:`rnnkit.cells.fused`."""
+        return None
+
     def begin_sequence(self, batch_size: int, steps: int, *, device=None, dtype=None) -> None:
         """Called once per run, before the first step: where per-sequence randomness is drawn.
 
@@ -226,6 +233,13 @@ class GatedWeightsMixin:
 
     def _recur(self, h: Tensor) -> Tensor:
         return torch.nn.functional.linear(self._recurrent_input(h), self.weight_hh, self.bias_hh)
+
+    def fused_parameters(self) -> GateParameters:
+        """The gate blocks as the fused kernels read them (:class:`~rnnkit.cells.fused.GateParameters`)."""
+        return GateParameters(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self._layer_norms())
+
+    def _layer_norms(self):
+        return None
 
     def flat_weights(self) -> list:
         """Weights in the order torch's fused kernels take them."""

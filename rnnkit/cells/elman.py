@@ -4,6 +4,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from .base import Cell, GatedWeightsMixin, check_sizes, resolve_activation
+from .fused import LeakyParameters
 
 __all__ = ["ElmanCell"]
 
@@ -41,6 +42,9 @@ class ElmanCell(GatedWeightsMixin, Cell):
 
     def fused_kernel(self) -> str:
         return "elman"                # the kernel of rnnkit.engines.fused
+
+    def fused_parameters(self) -> LeakyParameters:
+        return LeakyParameters(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.nonlinearity)
 
     def step(self, projected_t: Tensor, h: Tensor) -> Tensor:
         return self._act(projected_t + self._recur(h))

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 
 from .._arguments import check_positive
 from .base import Cell, GatedWeightsMixin, check_sizes
+from .fused import LayerNormParameters
 
 __all__ = ["LayerNormLSTMCell", "LayerNormGRUCell"]
 
@@ -51,6 +52,9 @@ class _LayerNormGates(GatedWeightsMixin):
     def project_inputs(self, x: Tensor) -> Tensor:
         a = F.linear(x, self.weight_ih)                                   # (..., G)
         return F.layer_norm(a, a.shape[-1:], self.ln_input_weight, self.bias_ih, self.eps)
+
+    def _layer_norms(self, **cell_norm) -> LayerNormParameters:
+        return LayerNormParameters(self.ln_input_weight, self.ln_hidden_weight, self.eps, **cell_norm)
 
     def _recurrent_norm(self, h: Tensor) -> Tensor:
         u = F.linear(self._recurrent_input(h), self.weight_hh)            # (B, G)
@@ -102,6 +106,9 @@ class LayerNormLSTMCell(_LayerNormGates, Cell):
 
     def fused_kernel(self) -> str:
         return "layernorm-lstm"                # the kernel of rnnkit.engines.fused
+
+    def _layer_norms(self) -> LayerNormParameters:
+        return super()._layer_norms(cell_weight=self.ln_cell_weight, cell_bias=self.ln_cell_bias)
 
     def step(self, projected_t: Tensor, state):
         h, c = state

@@ -5,6 +5,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import Cell, GatedWeightsMixin, check_sizes, resolve_activation
+from .fused import LeakyParameters
 
 __all__ = ["LeakyCell"]
 
@@ -74,6 +75,10 @@ class LeakyCell(_LeakRates, GatedWeightsMixin, Cell):
 
     def fused_kernel(self) -> str:
         return "leaky"                # the kernel of rnnkit.engines.fused
+
+    def fused_parameters(self) -> LeakyParameters:
+        return LeakyParameters(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.nonlinearity,
+                               alpha=self.alpha)
 
     def step(self, projected_t: Tensor, h: Tensor) -> Tensor:
         target = self._act(projected_t + self._recur(h))

@@ -20,6 +20,7 @@ from torch.nn import functional as F
 from .._arguments import check_number, check_positive
 from .base import ACTIVATIONS, Cell, check_sizes
 from .base import spectral_radius as radius_of
+from .fused import LeakyParameters
 
 __all__ = ["RateCell", "RATE_ACTIVATIONS"]
 
@@ -198,11 +199,20 @@ class RateCell(Cell):
     def fused_kernel(self) -> str:
         return "rate"                # the kernel of rnnkit.engines.fused
 
+    def fused_parameters(self) -> LeakyParameters:
+        return LeakyParameters(self.weight_ih, self.recurrent_weights(), self.bias, phi=self.activation,
+                               alpha=self.alpha, noise_std=self._noise_scale())
+
+    def _noise_scale(self) -> float | None:
+        """σ √(2α), the std of the noise an Euler step adds to the state; None in evaluation mode or without noise."""
+        return self.noise_std * math.sqrt(2 * self.alpha) if self.training and self.noise_std > 0 else None
+
     def step(self, projected_t: Tensor, x: Tensor) -> Tensor:
         drive = F.linear(self._phi(x), self.recurrent_weights()) + projected_t      # (B, H)
         x_next = x + self.alpha * (drive - x)
-        if self.training and self.noise_std > 0:
-            x_next = x_next + self.noise_std * math.sqrt(2 * self.alpha) * torch.randn_like(x)
+        noise = self._noise_scale()
+        if noise is not None:
+            x_next = x_next + noise * torch.randn_like(x)
         return x_next
 
     def output(self, x: Tensor) -> Tensor:

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ..cells.base import Cell, State, state_where
+from .handover import tracing_tool
 
 __all__ = ["LoopEngine"]
 
@@ -23,7 +24,7 @@ class LoopEngine:
     def run(self, cell: Cell, x: Tensor, state: State, lengths: Tensor | None):
         """``x`` (B, T, X) batch-first; ``lengths`` (B,) or None. Returns (outputs, final_state)."""
         steps = x.shape[1]
-        if torch.compiler.is_exporting():
+        if tracing_tool() == "export":
             warnings.warn(f"{type(cell).__name__}: exported as the step loop, unrolled over the {steps} steps of "
                           f"the example input; the program holds for that length only (a cell with a torch "
                           f"kernel, LSTM, GRU or Elman, exports as one op of any length)", stacklevel=2)

@@ -12,8 +12,9 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from .._torch_private import flatten_for_cudnn, inside_functorch, sequence_kernels
+from .._torch_private import flatten_for_cudnn, sequence_kernels
 from ..cells.base import Cell, State, state_tensors
+from .handover import tracing_tool
 
 __all__ = ["NativeEngine", "flatten_cell"]
 
@@ -51,13 +52,16 @@ def _call(kernel, *args):
     and the like, with any batch and length), but run eagerly inside a compiled model (inductor's
     lowering of the oneDNN LSTM fails on inputs that need no gradient, and the eager kernel is
     what inductor would call anyway)."""
-    if torch.compiler.is_exporting():
+    if tracing_tool() == "export":
         return kernel(*args)
     return _eager(kernel, *args)
 
 
 class NativeEngine:
     name = "native"
+    # for the hand-over (:func:`.select.hand_over`): torch's sequence kernels have no vmap rule, so inside a
+    # torch.func transform the step loop runs (export traces them as one op, torch.compile runs them eagerly)
+    opaque_to = {"functorch": ("loop",)}
 
     def supports(self, cell: Cell) -> str | None:
         mode = cell.native_mode()
@@ -68,15 +72,10 @@ class NativeEngine:
         return None
 
     def run(self, cell: Cell, x: Tensor, state: State, lengths: Tensor | None):
-        # torch's sequence kernels have no vmap rule: the step loop does (the query is left out of
-        # compiled graphs, where asking it cost a fifth of an LSTM language model's step)
-        if not torch.compiler.is_compiling() and inside_functorch():
-            from .loop import LoopEngine
-            return LoopEngine().run(cell, x, state, lengths)
         mode = cell.native_mode()
         kernel = _KERNELS[mode]
         weights = cell.flat_weights()
-        if weights[0].is_cuda and not (torch.compiler.is_compiling() or torch.compiler.is_exporting()):
+        if weights[0].is_cuda and tracing_tool() is None:
             flatten_cell(cell)                              # once: cuDNN then takes the weights as they are
         has_biases = len(weights) >= 4                     # (w_ih, w_hh[, b_ih, b_hh][, w_hr])
         hx = tuple(s.unsqueeze(0) for s in state_tensors(state))      # (1, B, H) each

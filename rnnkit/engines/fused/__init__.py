@@ -29,22 +29,24 @@ the forward and adjoint recursions run as Triton kernels instead, one launch per
 of these paths (their twins).
 
 **Under torch.compile** a run is one custom operator, ``rnnkit::fused_recurrence`` (:mod:`.ops`),
-running the same kernels: a compiled model keeps its fused layers inside one graph.
+running the same kernels: a compiled model keeps its fused layers inside one graph. Which of these
+paths a run takes, and what runs instead where none can (an exported program, a ``torch.func``
+transform), :func:`rnnkit.engines.select.hand_over` decides.
 
 Every result equals the ``loop`` engine's to rounding (tests/test_fused.py checks outputs,
 final states and all gradients in float64). Double backward (``create_graph=True``) is
 refused with an error; the ``loop`` engine does it.
 """
 from ._cpu import SETTINGS, configured, onednn
-from .buffers import POOL
+from ..._buffers import POOL
 from .engine import KERNELS, FusedEngine
 from .gpu import triton_status
 
-__all__ = ["FusedEngine", "KERNELS", "SETTINGS", "configured", "onednn", "POOL", "release_memory", "triton_status"]
+__all__ = ["FusedEngine", "KERNELS", "SETTINGS", "configured", "onednn", "release_memory", "triton_status"]
 
 
 def release_memory() -> int:
     """Free the CPU buffers kept for reuse between training steps by the fused engine, the regularizers'
-    masks and the HMMs' forward-backward passes (those no tensor uses any more); returns the bytes freed. The pool also drops free blocks beyond 2 GiB by itself
-    (``POOL.max_bytes``)."""
+    masks and the HMMs' forward-backward passes (those no tensor uses any more); returns the bytes freed.
+    The pool (:data:`rnnkit._buffers.POOL`) also drops free blocks beyond 2 GiB by itself (``max_bytes``)."""
     return POOL.release()

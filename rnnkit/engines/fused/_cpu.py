@@ -8,7 +8,7 @@
 - :func:`onednn`: oneDNN's fp32 matmul as torch ships it, behind a probe that runs once, on first
   use, and checks a product against its known value.
 
-The buffers the loops write into are in :mod:`.buffers`.
+The buffers the loops write into come from :mod:`rnnkit._buffers`.
 """
 from __future__ import annotations
 
@@ -19,12 +19,11 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from ..._buffers import NUMPY_DTYPES, numpy_backed
 from ..._torch_private import onednn_matmul
 
 __all__ = ["SETTINGS", "configured", "onednn", "NumpyOps", "TorchOps", "ops_for", "gemm_tn", "numpy_or_none",
-           "compiled", "NUMPY_DTYPES"]
-
-NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}     # the dtypes NumPy loops run
+           "compiled", "NUMPY_DTYPES"]       # NUMPY_DTYPES (rnnkit._buffers'): for models/hmm/inference.py
 
 
 class Settings:
@@ -258,8 +257,8 @@ class NumpyOps:
         return self._ones[key]
 
 
-NUMPY_OPS = {(dtype, large): NumpyOps(np_dtype, large) for dtype, np_dtype in
-              ((torch.float32, np.float32), (torch.float64, np.float64)) for large in (False, True)}
+NUMPY_OPS = {(dtype, large): NumpyOps(np_dtype, large) for dtype, np_dtype in NUMPY_DTYPES.items()
+             for large in (False, True)}
 
 
 class TorchOps:
@@ -320,7 +319,7 @@ class TorchOps:
 def ops_for(P: Tensor, W: Tensor):
     """The operations a run's loops use: NumPy's on CPU float32/float64 (unless the settings ask for
     torch's everywhere), torch's on every other device and dtype."""
-    if SETTINGS.backend == "auto" and P.device.type == "cpu" and P.dtype in NUMPY_DTYPES:
+    if SETTINGS.backend == "auto" and numpy_backed(P):
         T, B, G = P.shape
         return NUMPY_OPS[P.dtype, B * G * W.shape[1] > SETTINGS.numpy_gemm_max]
     return TorchOps

@@ -20,17 +20,19 @@ projects ``dW_c`` back onto ``W``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import Tensor
 
 from ...cells.base import ACTIVATIONS, Cell
-from ._cpu import NUMPY_DTYPES, SETTINGS, gemm_tn
-from .buffers import dense, empty, times
+from ..._buffers import dense, empty, numpy_backed, times
+from ._cpu import SETTINGS, gemm_tn
 
 __all__ = ["Kernel", "Run", "adjoint_single", "weight_grad", "step_chunks", "previous_states", "per_step",
            "act_grad", "phi_grad", "phi_op", "PHI", "layer_norm_scales", "norm_weight_grad", "centred_rows",
-           "sigmoid_scale", "bias_sum", "dense", "empty", "times", "or_zeros"]
+           "sigmoid_scale", "bias_sum", "dense", "empty", "times", "or_zeros", "norms_match"]
 
 
 def act_grad(name: str, y: Tensor) -> Tensor:
@@ -99,7 +101,7 @@ def norm_weight_grad(D: Tensor, X: Tensor, S: Tensor) -> Tensor:
     outputs, centred inputs ``X`` (T, B, m) and scales ``S`` (T, B, 1) (the normalized vectors are
     ``X · S · √m``). On CPU in cache-sized blocks of rows: no (T, B, m) temporaries."""
     m = X.shape[-1]
-    if D.device.type != "cpu" or D.dtype not in NUMPY_DTYPES:
+    if not numpy_backed(D):
         return (D * (X * (S * m ** 0.5))).sum((0, 1))
     D_, X_, S_ = (a.detach().numpy().reshape(-1, a.shape[-1]) for a in (D.contiguous(), X, S))
     rows = max(1, SETTINGS.chunk_elements // m)
@@ -135,14 +137,36 @@ def bias_sum(*biases):
     return None if not present else present[0] if len(present) == 1 else sum(present[1:], present[0])
 
 
+@dataclass(frozen=True, eq=False)
 class Run:
-    """Per-run data autograd does not track: masks and options."""
+    """Per-run data autograd does not track: the masks, and the options a kernel's ``prepare`` gives."""
+    keep: tuple                       # per state tensor: None or (T, B|1, H|1) with 1 = keep the old value
+    mask: Tensor | None               # (B, H) hidden-dropout mask on the recurrent input, or None
+    binary: bool                      # every keep mask is 0 or 1 (training zoneout, sequence ends)
+    act: str | None = None            # the leaky family's f (None: the identity) ...
+    phi: str | None = None            # ... and ψ, applied to the state before W (None: the identity)
+    alpha_value: float | None = None  # a leak that is one number (the rate cell's dt/τ); a tensor is an extra
+    eps: float = 0.0                  # the layer norms' epsilon
 
-    def __init__(self, keep, mask, binary: bool, **options):
-        self.keep = keep              # per state tensor: None or (T, B|1, H|1) with 1 = keep the old value
-        self.binary = binary          # every keep mask is 0 or 1 (training zoneout, sequence ends)
-        self.mask = mask              # (B, H) hidden-dropout mask on the recurrent input, or None
-        self.__dict__.update(options)
+    def encode(self) -> str:
+        """The fields that are not tensors, and which masks are present, as text for torch.compile's operator
+        (:mod:`.ops`): plain string work that dynamo traces (json's C encoder it cannot); numbers as
+        ``repr``, which :meth:`decode` reads back exactly."""
+        alpha = "" if self.alpha_value is None else repr(float(self.alpha_value))
+        return ";".join((f"binary={int(bool(self.binary))}", f"act={self.act or ''}", f"phi={self.phi or ''}",
+                         f"alpha_value={alpha}", f"eps={float(self.eps)!r}",
+                         "keep=" + "".join("0" if k is None else "1" for k in self.keep),
+                         f"mask={int(self.mask is not None)}"))
+
+    @classmethod
+    def decode(cls, text: str, keep, mask) -> "Run":
+        """The run :meth:`encode` wrote, with its tensors ``keep`` and ``mask`` (absent ones as placeholders)."""
+        fields = dict(item.split("=", 1) for item in text.split(";"))
+        return cls(keep=tuple(k if flag == "1" else None for k, flag in zip(keep, fields["keep"])),
+                   mask=mask if fields["mask"] == "1" else None, binary=fields["binary"] == "1",
+                   act=fields["act"] or None, phi=fields["phi"] or None,
+                   alpha_value=float(fields["alpha_value"]) if fields["alpha_value"] else None,
+                   eps=float(fields["eps"]))
 
 
 def adjoint_single(ops, coefficients, W: Tensor, dZ: Tensor, ln_weight=None):
@@ -212,20 +236,33 @@ def per_step(k: Tensor | None, T: int, B: int, H: int) -> Tensor | None:
 class Kernel:
     """One cell family: ``prepare`` (autograd side), ``forward`` and ``backward`` (inside the Function).
 
-    ``prepare(cell, xs) -> (P, W, extras, options)``: the input side of every step (autograd
-    tracks it), the recurrent matrix, the extra tensors the loops need (their gradients are
-    returned by ``backward``) and the options of the run. ``forward(ops, run, P, W, states,
+    ``prepare(parameters, xs) -> (P, W, extras, options)``, from the cell's ``fused_parameters()``
+    (a :data:`record`, :mod:`rnnkit.cells.fused`): the input side of every step (autograd tracks it),
+    the recurrent matrix, the extra tensors the loops need (their gradients are returned by
+    ``backward``) and the fields of the :class:`Run`. ``forward(ops, run, P, W, states,
     extras) -> (histories, saved)``; ``backward(ops, run, saved, W, states, extras, outputs,
     grads, needs) -> (dP, dW, d_states, d_extras)``.
     """
     components = 1                    # state tensors
+    blocks = 1                        # gate blocks of P: (T, B, blocks·H)
+    record: type = object             # the type of the cell's ``fused_parameters()`` that ``prepare`` reads
 
-    def supports(self, cell: Cell) -> str | None:
+    def supports(self, parameters) -> str | None:
+        """Why this kernel cannot run a cell whose ``fused_parameters()`` gave ``parameters`` (after the
+        cell's name), or None."""
+        if not isinstance(parameters, self.record):
+            return (f"gives a {type(parameters).__name__} from fused_parameters(), where the kernel reads a "
+                    f"{self.record.__name__}")
         return None
 
     def emitted(self, cell: Cell, Z0: Tensor) -> Tensor:
         """The layer output for the history of the first state tensor, (T, B, O)."""
         return Z0
+
+    def histories(self, outputs: dict) -> tuple:
+        """What :meth:`forward` returns (the autograd Function's outputs), from the operator's outputs by
+        name (:meth:`operator_outputs`): the first state tensor's history, and here nothing else."""
+        return (next(iter(outputs.values())),)
 
     # the kernel as torch.compile's operator sees it (:mod:`.ops`): what crosses it, and back
     def operator_outputs(self, run: Run, extras, H: int, G: int) -> list:
@@ -239,6 +276,13 @@ class Kernel:
         with what the forward kept besides its outputs."""
         (name, _), *_ = self.operator_outputs(run, extras, 1, 1)
         return (saved[name],), (or_zeros(grads[name], saved[name]),)
+
+
+def norms_match(layer_norm: bool, parameters) -> str | None:
+    """Why a kernel with (``layer_norm``) or without layer norms cannot read ``parameters``, or None."""
+    if (parameters.layer_norm is not None) != layer_norm:
+        return f"gives fused_parameters() {'without' if layer_norm else 'with'} the layer norms the kernel reads"
+    return None
 
 
 def or_zeros(grad: Tensor | None, like: Tensor) -> Tensor:

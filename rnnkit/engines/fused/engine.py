@@ -1,5 +1,7 @@
-"""The fused engine: a registry of kernels by the names cells give (``Cell.fused_kernel()``), the
-autograd Function of a run, and :class:`FusedEngine`, which never asks which cell it runs."""
+"""The fused engine: the autograd Function of a run and :class:`FusedEngine`, which never asks which cell it
+runs: the kernel comes from :data:`KERNELS` by the name the cell gives (``Cell.fused_kernel()``), the
+parameters from the cell's ``fused_parameters()``, and the path (Function or torch.compile's operator,
+the loops or their Triton twins) from :mod:`..select`."""
 from __future__ import annotations
 
 import contextlib
@@ -7,16 +9,17 @@ import contextlib
 import torch
 from torch import Tensor
 
-from ..._torch_private import can_swap_parameters, inside_functorch, swapped_parameters
+from ..._torch_private import can_swap_parameters, swapped_parameters
 from ...cells.base import Cell, State, state_tensors
 from ...cells.wrapper import combined_masks, unknown_wrapper, unwrap_cell
+from ..handover import keep_past_the_end, refuse_double_backward
 from ._cpu import ops_for
 from .adjoint import Run
-from .gpu import twin, uses_triton
+from .gpu import twin
+from .ops import run_as_operator
 from .registry import KERNELS
 
 __all__ = ["FusedEngine", "KERNELS"]
-
 
 
 class _FusedRun(torch.autograd.Function):
@@ -34,11 +37,7 @@ class _FusedRun(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads):
-        if torch.is_grad_enabled():
-            raise RuntimeError("fused engine: the hand-derived backward cannot itself be differentiated "
-                               "(backward with create_graph=True); run this layer with engine='loop', or for an "
-                               "LSTMCell, GRUCell or ElmanCell engine='native' (on the CPU, engine='auto' "
-                               "trains GRU and Elman cells on fused)")
+        refuse_double_backward("fused")
         W, *rest = ctx.saved_tensors
         m, e = ctx.m, ctx.n_extras
         states, extras, outputs = rest[:m], rest[m:m + e], rest[m + e:]
@@ -48,44 +47,22 @@ class _FusedRun(torch.autograd.Function):
         return (None, None, dP, dW, *d_states, *d_extras)
 
 
-def _run_opaque(name: str, kernel, run, P, W, states, extras):
-    """The run: the autograd Function eagerly; inside ``torch.compile`` the operator of :mod:`.ops`,
-    which the compiled graph holds as one node (dynamo must not trace into the NumPy loops, whose
-    in-place writes into reused buffers it cannot follow)."""
-    if torch.compiler.is_compiling():
-        from .ops import run_as_operator
-        return run_as_operator(name, run, P, W, states, extras)
-    return _FusedRun.apply(kernel, run, P, W, *states, *extras)
-
-
-def _traceable(cell: Cell, loop_only: bool = False):
-    """What runs in place of the fused engine where its NumPy loops cannot be seen through. In an
-    exported program: torch's kernel for a cell that has one (one op, any length), else the step
-    loop (traced step by step: the program then holds for the traced length only, and the
-    exporters refuse a dynamic length rather than answer wrongly). Inside a ``torch.func``
-    transform: the step loop, plain torch ops that every transform handles."""
-    from ..loop import LoopEngine
-    from ..native import NativeEngine
-
-    native = NativeEngine()
-    return native if not loop_only and native.supports(cell) is None else LoopEngine()
-
-
-def _cast_state(state: State, dtype) -> State:
-    if state is None or isinstance(state, Tensor):
-        return None if state is None else state.to(dtype)
-    return tuple(t.to(dtype) for t in state)
-
-
-def _kernel_for(cell: Cell):
-    name = cell.fused_kernel()
-    return None if name is None else KERNELS.get(name)
-
-
 class FusedEngine:
     """Whole-sequence forward and hand-derived BPTT for every cell whose ``fused_kernel()`` names a
     kernel of :data:`KERNELS`, under any wrappers that describe themselves (``run_masks``)."""
     name = "fused"
+    # for the hand-over (:func:`..select.hand_over`): tools that cannot see through the NumPy and Triton
+    # loops, each with what runs instead (in an exported program torch's kernel for a cell that has one:
+    # one op, any length; else the step loop, traced for the example's length only; torch.compile holds
+    # a run as one custom operator, :mod:`.ops`); an empty batch goes to the loop; the kernels have no
+    # reduced-precision arithmetic, so under autocast a run computes in the weights' dtype
+    opaque_to = {"export": ("native", "loop"), "functorch": ("loop",)}
+    whole_sequence = True
+    under_autocast = "weights' dtype"
+
+    def __init__(self, *, operator: bool = False, triton: bool = False):
+        self.operator, self.triton = operator, triton
+        self._paths = {(operator, triton): self}
 
     def supports(self, cell: Cell) -> str | None:
         base, wrappers = unwrap_cell(cell)
@@ -102,42 +79,34 @@ class FusedEngine:
                     f"one: {', '.join(sorted(KERNELS))})")
         if name not in KERNELS:
             return f"{type(base).__name__}.fused_kernel() returned unknown kernel {name!r}"
-        return KERNELS[name].supports(base)
+        reason = KERNELS[name].supports(base.fused_parameters())
+        return None if reason is None else f"{type(base).__name__} {reason}"
+
+    def on(self, *, operator: bool, triton: bool) -> "FusedEngine":
+        """This engine on a path (:mod:`..select` chooses it for each input)."""
+        key = (operator, triton)
+        if key not in self._paths:
+            self._paths[key] = FusedEngine(operator=operator, triton=triton)
+        return self._paths[key]
 
     def run(self, cell: Cell, x: Tensor, state: State, lengths: Tensor | None):
-        if x.shape[0] == 0:                  # an empty batch: nothing to fuse, the loop handles it
-            return _traceable(cell, loop_only=True).run(cell, x, state, lengths)
-        if torch.compiler.is_exporting() or (not torch.compiler.is_compiling() and inside_functorch()):
-            return _traceable(cell, loop_only=not torch.compiler.is_exporting()).run(cell, x, state, lengths)
-        device = x.device.type
-        if torch.is_autocast_enabled(device):
-            # the kernels have no reduced-precision arithmetic: inside autocast the run computes in
-            # the weights' dtype (float32), autocast off, and hands its float32 outputs on
-            like = next(iter(cell.parameters()), x)
-            with torch.autocast(device, enabled=False):
-                return self._run(cell, x.to(like.dtype), _cast_state(state, like.dtype), lengths)
-        return self._run(cell, x, state, lengths)
-
-    def _run(self, cell: Cell, x: Tensor, state: State, lengths: Tensor | None):
         base, wrappers = unwrap_cell(cell)
-        kernel = _kernel_for(base)
-        B, T = x.shape[:2]
+        name = base.fused_kernel()
+        kernel = twin(name) if self.triton else KERNELS[name]     # the same kernel with its recursions on Triton
         xs = x.transpose(0, 1)                                                # (T, B, X)
-        in_mask, hidden_mask, keep, dropped, binary = combined_masks(base, wrappers, T, x)
+        in_mask, hidden_mask, keep, dropped, binary = combined_masks(base, wrappers, x.shape[1], x)
         if in_mask is not None:
             xs = xs * in_mask
-        alive = None
-        if lengths is not None:
-            alive = torch.arange(T, device=x.device).unsqueeze(1) < lengths.to(x.device)   # (T, B)
-            dead = (~alive).unsqueeze(-1)
-            keep = [torch.where(dead, 1.0, k if k is not None else 0.0).to(x.dtype) for k in keep]
+        alive, keep = keep_past_the_end(keep, lengths, x)
         swap = swapped_parameters(base, dropped) if dropped else contextlib.nullcontext()
-        with swap:
-            P, W, extras, options = kernel.prepare(base, xs)
-        if uses_triton(P):                        # the same kernel with its recursions on Triton
-            kernel = twin(base.fused_kernel())
+        with swap:                                       # the record holds the dropped weights of this run
+            P, W, extras, options = kernel.prepare(base.fused_parameters(), xs)
         run = Run(tuple(keep), hidden_mask, binary, **options)
-        histories = _run_opaque(base.fused_kernel(), kernel, run, P.contiguous(), W, state_tensors(state), extras)
+        P, states = P.contiguous(), state_tensors(state)
+        if self.operator:            # one node of the compiled graph (dynamo cannot follow the NumPy loops)
+            histories = run_as_operator(name, self.triton, run, P, W, states, extras)
+        else:
+            histories = _FusedRun.apply(kernel, run, P, W, *states, *extras)
         Z0 = histories[0]
         finals = (Z0[-1], *histories[1:])
         out = kernel.emitted(base, Z0)

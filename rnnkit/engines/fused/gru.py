@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from .adjoint import (Kernel, adjoint_single, bias_sum, centred_rows, dense, empty, layer_norm_scales,
-                      norm_weight_grad, per_step, previous_states, sigmoid_scale, times, weight_grad)
+from ...cells.fused import GateParameters
+from .adjoint import (Kernel, adjoint_single, bias_sum, centred_rows, dense, empty, layer_norm_scales, norm_weight_grad,
+                      norms_match, per_step, previous_states, sigmoid_scale, times, weight_grad)
 from .projection import linear, linear_layer_norm
 
 __all__ = ["GRUKernel"]
@@ -21,22 +22,28 @@ class GRUKernel(Kernel):
     on ``u``, ``E = ζ``, ``ρ = m``; the input side gets ``[du_r, du_z, a ⊙ dh]``.
     """
 
+    record, blocks = GateParameters, 3
+
     def __init__(self, layer_norm: bool):
         self.layer_norm = layer_norm
+
+    def supports(self, parameters):
+        return super().supports(parameters) or norms_match(self.layer_norm, parameters)
 
     def operator_outputs(self, run, extras, H, G):
         return [("Z", H), ("U", G), ("RZ", 2 * H), ("N", H)] + ([("V", G), ("S", 1)] if self.layer_norm else [])
 
-    def prepare(self, cell, xs):
-        H = cell.hidden_size
+    def prepare(self, parameters, xs):
+        p, norm = parameters, parameters.layer_norm
+        H = p.weight_hh.shape[1]
         if self.layer_norm:                                                           # = project_inputs
-            P = linear_layer_norm(xs, cell.weight_ih, cell.ln_input_weight, cell.bias_ih, cell.eps)
-            return P, centred_rows(cell.weight_hh), (cell.ln_hidden_weight, cell.bias_hh), {"eps": cell.eps}
-        if cell.bias_hh is None:
-            return linear(xs, cell.weight_ih, cell.bias_ih), cell.weight_hh, (None,), {}
+            P = linear_layer_norm(xs, p.weight_ih, norm.input_weight, p.bias_ih, norm.eps)
+            return P, centred_rows(p.weight_hh), (norm.hidden_weight, p.bias_hh), {"eps": norm.eps}
+        if p.bias_hh is None:
+            return linear(xs, p.weight_ih, p.bias_ih), p.weight_hh, (None,), {}
         # the r and z parts of b_hh add to the inputs; the n part sits inside r ⊙ (W_hn h + b_hn)
-        P = linear(xs, cell.weight_ih, bias_sum(cell.bias_ih, F.pad(cell.bias_hh[:2 * H], (0, H))))
-        return P, cell.weight_hh, (cell.bias_hh[2 * H:],), {}
+        P = linear(xs, p.weight_ih, bias_sum(p.bias_ih, F.pad(p.bias_hh[:2 * H], (0, H))))
+        return P, p.weight_hh, (p.bias_hh[2 * H:],), {}
 
     def forward(self, ops, run, P, W, states, extras):
         (h0,) = states

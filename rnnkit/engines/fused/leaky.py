@@ -1,5 +1,5 @@
 """The fused kernels of the cells whose state is one vector updated by a leak: Elman, leaky,
-firing-rate (:class:`LeakyKernel`, :class:`RateKernel`) and gated (:class:`GatedKernel`).
+firing-rate (:class:`LeakyKernel`) and gated (:class:`GatedKernel`).
 Their slow twin is the same loop on :class:`~._cpu.TorchOps`; tests/test_fused.py checks both
 against the ``loop`` engine."""
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ...cells.fused import GateParameters, LeakyParameters
 from .adjoint import (PHI, Kernel, act_grad, adjoint_single, bias_sum, dense, empty, per_step, phi_grad, phi_op,
                       previous_states, sigmoid_scale, times, weight_grad)
 from .projection import linear
@@ -18,18 +19,27 @@ class LeakyKernel(Kernel):
     r"""Elman, leaky and firing-rate cells: ``z_t = lerp(z_{t-1}, y_t, β_t)``, ``y_t = f(P_t + W ψ(z_{t-1}))``.
 
     Elman: ``f`` tanh/relu, ``ψ`` identity, no ``β`` (``z_t = y_t``); leaky: ``β = α``;
-    rate: ``f`` identity, ``ψ = φ``, ``β = α = dt/τ``. With a keep mask ``β_t = α (1 - k_t)``.
-    Backward: ``R = β ⊙ f'``, ``E = 1 - β``, ``ρ = ψ'(z_{t-1}) ⊙ m``;
+    rate: ``f`` identity, ``ψ = φ``, ``β = α = dt/τ`` (a number), and noise ``σ ξ_t`` on the state,
+    which enters as ``σ/α ξ_t`` on the input side (``β = α`` multiplies it). With a keep mask
+    ``β_t = α (1 - k_t)``. Backward: ``R = β ⊙ f'``, ``E = 1 - β``, ``ρ = ψ'(z_{t-1}) ⊙ m``;
     ``∂L/∂α = Σ dz_t ⊙ (1 - k_t) ⊙ (y_t - z_{t-1})``.
     """
+    record = LeakyParameters
 
-    def __init__(self, leaky: bool):
-        self.leaky = leaky                 # False: Elman (no leak)
+    def supports(self, parameters):
+        reason = super().supports(parameters)
+        if reason is None and parameters.phi is not None and parameters.phi not in PHI:
+            return f"activation {parameters.phi!r} has no fused derivative"
+        return reason
 
-    def prepare(self, cell, xs):
-        P = linear(xs, cell.weight_ih, bias_sum(cell.bias_ih, cell.bias_hh))         # = project_inputs + b_hh
-        alpha = cell.alpha if self.leaky else None
-        return P, cell.weight_hh, (alpha,), {"act": cell.nonlinearity, "phi": None, "alpha_value": None}
+    def prepare(self, parameters, xs):
+        p, alpha = parameters, parameters.alpha
+        P = linear(xs, p.weight_ih, bias_sum(p.bias_ih, p.bias_hh))                   # = project_inputs + b_hh
+        if p.noise_std is not None:
+            P = P + (p.noise_std / alpha) * torch.randn_like(P)
+        tracked = alpha if isinstance(alpha, Tensor) else None          # a number is an option, not an extra
+        return P, p.weight_hh, (tracked,), {"act": p.activation, "phi": p.phi,
+                                            "alpha_value": None if tracked is not None else alpha}
 
     def emitted(self, cell, Z0):
         return cell.output(Z0)
@@ -120,25 +130,8 @@ class LeakyKernel(Kernel):
         return DU, weight_grad(DU, z0, Z, transform), (dz0,), (d_alpha,)
 
 
-
 class RateKernel(LeakyKernel):
-    """The firing-rate cell on the leaky kernel: ``x' = x + α (W φ(x) + P - x) + σ √(2α) ξ``, the
-    noise an input folded into ``P``; ``f`` the identity, ``ψ = φ``, ``β = α = dt/τ`` (a number)."""
-
-    def __init__(self):
-        super().__init__(leaky=False)
-
-    def prepare(self, cell, xs):
-        P = linear(xs, cell.weight_ih, cell.bias)                                    # = project_inputs
-        if cell.training and cell.noise_std > 0:
-            P = P + (cell.noise_std * (2 * cell.alpha) ** 0.5 / cell.alpha) * torch.randn_like(P)
-        return P, cell.recurrent_weights(), (None,), {"act": None, "phi": cell.activation,
-                                                       "alpha_value": cell.alpha}
-
-    def supports(self, cell):
-        if cell.activation not in PHI:
-            return f"{type(cell).__name__} activation {cell.activation!r} has no fused derivative"
-        return None
+    """The firing-rate cell's kernel: the leaky kernel (``f`` the identity, ``ψ = φ``, one number ``α``)."""
 
 
 class GatedKernel(Kernel):
@@ -147,12 +140,15 @@ class GatedKernel(Kernel):
     Backward: ``R = [(tanh(c) - z_{t-1}) (1 - k) σ'(g), β (1 - tanh²(c))]``, ``E = 1 - β``, ``ρ = m``.
     """
 
+    record, blocks = GateParameters, 2
+
     def operator_outputs(self, run, extras, H, G):
         return [("Z", H), ("A", G)]
 
-    def prepare(self, cell, xs):
-        P = linear(xs, cell.weight_ih, bias_sum(cell.bias_ih, cell.bias_hh))         # = project_inputs + b_hh
-        return P, cell.weight_hh, (), {}
+    def prepare(self, parameters, xs):
+        p = parameters
+        P = linear(xs, p.weight_ih, bias_sum(p.bias_ih, p.bias_hh))                   # = project_inputs + b_hh
+        return P, p.weight_hh, (), {}
 
     def forward(self, ops, run, P, W, states, extras):
         (z0,) = states

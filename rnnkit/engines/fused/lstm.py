@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ...cells.fused import GateParameters
 from ._cpu import SETTINGS, NumpyOps, compiled, numpy_or_none
-from .adjoint import (Kernel, bias_sum, centred_rows, dense, empty, norm_weight_grad, or_zeros, per_step,
+from .adjoint import (Kernel, bias_sum, centred_rows, dense, empty, norm_weight_grad, norms_match, or_zeros, per_step,
                       sigmoid_scale, step_chunks, weight_grad)
 from .projection import linear, linear_layer_norm
 
@@ -57,10 +58,16 @@ class LSTMKernel(Kernel):
     the LN backward of ``A dh``), ``du = [(1 - k^h) tanh(·) σ'(o) dh, g σ'(i) dc̃, c_{t-1} σ'(f) dc̃,
     i (1 - g²) dc̃]``, ``dc_{t-1} = f dc̃ + k^c dc``, ``dh_{t-1} = dH_{t-1} + k^h dh + (du W) ⊙ m``.
     """
-    components = 2
+    components, record, blocks = 2, GateParameters, 4
 
     def __init__(self, layer_norm: bool):
         self.layer_norm = layer_norm
+
+    def supports(self, parameters):
+        return super().supports(parameters) or norms_match(self.layer_norm, parameters)
+
+    def histories(self, outputs):
+        return outputs["Hs"], outputs["C"][-1]
 
     def operator_outputs(self, run, extras, H, G):
         return ([("Hs", H), ("A", G), ("TC", H), ("C", H)]
@@ -72,16 +79,15 @@ class LSTMKernel(Kernel):
         saved["compiled"] = compiled_for(ops, B, 4 * H, H)      # the forward's choice, from the same facts
         return (Hs, C[-1]), (or_zeros(grads["Hs"], Hs), or_zeros(None if grads["C"] is None else grads["C"][-1], C[-1]))
 
-    def prepare(self, cell, xs):
-        order = lstm_order(cell.hidden_size, xs.device)
-        W_ih, W_hh = cell.weight_ih[order], cell.weight_hh[order]
+    def prepare(self, parameters, xs):
+        p, norm = parameters, parameters.layer_norm
+        order = lstm_order(p.weight_hh.shape[1], xs.device)
+        W_ih, W_hh = p.weight_ih[order], p.weight_hh[order]
+        bias = bias_sum(p.bias_ih, p.bias_hh)
         if self.layer_norm:
-            bias = bias_sum(cell.bias_ih, cell.bias_hh)
-            P = linear_layer_norm(xs, W_ih, cell.ln_input_weight[order], None if bias is None else bias[order],
-                                  cell.eps)
-            extras = (cell.ln_hidden_weight[order], cell.ln_cell_weight, cell.ln_cell_bias)
-            return P, centred_rows(W_hh), extras, {"eps": cell.eps}
-        bias = bias_sum(cell.bias_ih, cell.bias_hh)
+            P = linear_layer_norm(xs, W_ih, norm.input_weight[order], None if bias is None else bias[order], norm.eps)
+            extras = (norm.hidden_weight[order], norm.cell_weight, norm.cell_bias)
+            return P, centred_rows(W_hh), extras, {"eps": norm.eps}
         return linear(xs, W_ih, None if bias is None else bias[order]), W_hh, (), {}
 
     def forward(self, ops, run, P, W, states, extras):
@@ -226,7 +232,7 @@ class LSTMKernel(Kernel):
             V, S, Cc, Sc = empty(P, T, B, G), empty(P, T, B, 1), empty(P, T, B, H), empty(P, T, B, 1)
             saved.update(V=V, S=S, Cc=Cc, Sc=Sc)
             ln = (extras[0] * G ** 0.5, extras[1] * H ** 0.5, extras[2], V, S, Cc, Sc)
-        n, eps = numpy_or_none, run.__dict__.get("eps", 0.0)
+        n, eps = numpy_or_none, run.eps
         P_, Wt, h0_, c0_, A_, Hs_, C_, TC_ = (n(v) for v in (P, W.t().contiguous(), h0.contiguous(),
                                                               c0.contiguous(), A, Hs, C, TC))
         if compiled_whole(ops, B, G, H):

@@ -7,40 +7,42 @@ Function, the twin the tests hold them to), so a compiled model computes what ea
 
 Eager calls keep the autograd Function (a custom operator's dispatch costs tens of microseconds a
 call). Exported programs and ``torch.func`` transforms do not see these operators: ONNX has no
-kernel for them, so there the engine hands over to torch's kernels or the step loop (:mod:`.engine`).
+kernel for them, so there torch's kernels or the step loop run instead (:func:`rnnkit.engines.select.hand_over`).
 
-What crosses the operator: the kernel's name, the run's options as text, the tensors. A kernel's
+What crosses the operator: the kernel's name and path (its Triton twin or not, as the engine chose), the
+run's fields and which extras are present as text (:meth:`~.adjoint.Run.encode`), the tensors. A kernel's
 saved intermediates are outputs of the forward operator (AOTAutograd keeps them for the backward),
 laid out by :func:`layout`; outputs never alias each other or an input.
 """
 from __future__ import annotations
 
-import ast
 from typing import Optional
 
 import torch
 from torch import Tensor
 
+from ..handover import refuse_double_backward
 from ._cpu import ops_for
 from .adjoint import Run
-from .gpu import twin, uses_triton
+from .gpu import twin
 from .registry import KERNELS
 
 __all__ = ["fused_recurrence", "layout", "run_as_operator"]
 
 
-def _kernel(name: str, like: Tensor):
-    return twin(name) if uses_triton(like) else KERNELS[name]
+def _kernel(name: str, triton: bool):
+    return twin(name) if triton else KERNELS[name]
+
+
+def _encode(run: Run, extras) -> str:
+    """The run's text (:meth:`~.adjoint.Run.encode`) and which extras are present."""
+    return run.encode() + ";extras=" + "".join("0" if e is None else "1" for e in extras)
 
 
 def _decode(config: str, extras, keep, mask):
-    """The run's options, the extras and keep masks with None where absent (the operators carry
-    absent tensors as empty ones, flagged in ``config``)."""
-    options = dict((k, ast.literal_eval(v)) for k, v in (item.split("=", 1) for item in config.split(";")))
-    binary, present = options.pop("binary"), options.pop("present")
-    extras = [e if p else None for e, p in zip(extras, present["extras"])]
-    keep = [k if p else None for k, p in zip(keep, present["keep"])]
-    return Run(tuple(keep), mask if present["mask"] else None, binary, **options), extras
+    """The run and the extras with None where absent (the operators carry absent tensors as empty ones)."""
+    text, _, present = config.rpartition(";extras=")
+    return Run.decode(text, keep, mask), [e if flag == "1" else None for e, flag in zip(extras, present)]
 
 
 def layout(name: str, run: Run, extras, H: int, G: int) -> list:
@@ -49,17 +51,17 @@ def layout(name: str, run: Run, extras, H: int, G: int) -> list:
 
 
 @torch.library.custom_op("rnnkit::fused_recurrence", mutates_args=())
-def fused_recurrence(kernel: str, config: str, P: Tensor, W: Tensor, states: list[Tensor],
+def fused_recurrence(kernel: str, triton: bool, config: str, P: Tensor, W: Tensor, states: list[Tensor],
                      extras: list[Tensor], keep: list[Tensor], mask: Tensor) -> list[Tensor]:
     run, extras = _decode(config, extras, keep, mask)
-    k = _kernel(kernel, P)
+    k = _kernel(kernel, triton)
     outputs, saved = k.forward(ops_for(P, W), run, P, W, tuple(states), tuple(extras))
     _, *rest = layout(kernel, run, extras, states[0].shape[-1], P.shape[-1])
     return [outputs[0].contiguous(), *[saved[name].contiguous() for name, _ in rest]]
 
 
 @fused_recurrence.register_fake
-def _(kernel, config, P, W, states, extras, keep, mask):
+def _(kernel, triton, config, P, W, states, extras, keep, mask):
     T, B, G = P.shape
     run, extras = _decode(config, extras, keep, mask)
     return [P.new_empty(T, B, width) for _, width in layout(kernel, run, extras, states[0].shape[-1], G)]
@@ -70,9 +72,9 @@ def _none_to_empty(t: Tensor | None, like: Tensor) -> Tensor:
 
 
 @torch.library.custom_op("rnnkit::fused_recurrence_backward", mutates_args=())
-def fused_recurrence_backward(kernel: str, config: str, W: Tensor, states: list[Tensor], extras: list[Tensor],
-                              keep: list[Tensor], mask: Tensor, outs: list[Tensor], grads: list[Optional[Tensor]],
-                              needs: list[bool]) -> list[Tensor]:
+def fused_recurrence_backward(kernel: str, triton: bool, config: str, W: Tensor, states: list[Tensor],
+                              extras: list[Tensor], keep: list[Tensor], mask: Tensor, outs: list[Tensor],
+                              grads: list[Optional[Tensor]], needs: list[bool]) -> list[Tensor]:
     """``[dP, dW, *d_states, *d_extras]``; an empty tensor where ``needs`` says no gradient is wanted."""
     run, extras = _decode(config, extras, keep, mask)
     T, B = outs[0].shape[:2]
@@ -81,7 +83,7 @@ def fused_recurrence_backward(kernel: str, config: str, W: Tensor, states: list[
     saved, by_name = dict(zip(names, outs)), dict(zip(names, grads))
     hist = outs[0]
     like_P = hist.new_empty(()).expand(T, B, G)                 # the forward's choices were made from P's shape
-    k, ops = _kernel(kernel, like_P), ops_for(like_P, W)
+    k, ops = _kernel(kernel, triton), ops_for(like_P, W)
     outputs, d_outputs = k.operator_inputs(ops, run, extras, saved, by_name)
     dP, dW, d_states, d_extras = k.backward(ops, run, saved, W, tuple(states), tuple(extras), outputs, d_outputs,
                                             tuple(needs))
@@ -91,15 +93,15 @@ def fused_recurrence_backward(kernel: str, config: str, W: Tensor, states: list[
 
 
 @fused_recurrence_backward.register_fake
-def _(kernel, config, W, states, extras, keep, mask, outs, grads, needs):
+def _(kernel, triton, config, W, states, extras, keep, mask, outs, grads, needs):
     T, B = outs[0].shape[:2]
     shapes = [(T, B, W.shape[0]), W.shape, *[s.shape for s in states], *[e.shape for e in extras]]
     return [outs[0].new_empty(shape if want else (0,)) for shape, want in zip(shapes, needs)]
 
 
 def _setup_context(ctx, inputs, output):
-    kernel, config, P, W, states, extras, keep, mask = inputs
-    ctx.kernel, ctx.config, ctx.keep, ctx.mask = kernel, config, keep, mask
+    kernel, triton, config, P, W, states, extras, keep, mask = inputs
+    ctx.kernel, ctx.triton, ctx.config, ctx.keep, ctx.mask = kernel, triton, config, keep, mask
     ctx.needs = [P.requires_grad, W.requires_grad, *[s.requires_grad for s in states],
                  *[e.requires_grad for e in extras]]
     ctx.n_states, ctx.n_extras = len(states), len(extras)
@@ -107,34 +109,25 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grads):
-    if torch.is_grad_enabled():
-        raise RuntimeError("fused engine: the hand-derived backward cannot itself be differentiated "
-                           "(backward with create_graph=True); run this layer with engine='loop'")
+    refuse_double_backward("fused")
     W, *rest = ctx.saved_tensors
     m = ctx.n_states
     states, extras, outs = rest[:m], rest[m:m + ctx.n_extras], rest[m + ctx.n_extras:]
-    result = fused_recurrence_backward(ctx.kernel, ctx.config, W, list(states), list(extras), list(ctx.keep),
-                                       ctx.mask, list(outs), list(grads), ctx.needs)
+    result = fused_recurrence_backward(ctx.kernel, ctx.triton, ctx.config, W, list(states), list(extras),
+                                       list(ctx.keep), ctx.mask, list(outs), list(grads), ctx.needs)
     result = [g if want else None for g, want in zip(result, ctx.needs)]
     dP, dW, d_states, d_extras = result[0], result[1], result[2:2 + m], result[2 + m:]
-    return None, None, dP, dW, d_states, d_extras, [None] * len(ctx.keep), None
+    return None, None, None, dP, dW, d_states, d_extras, [None] * len(ctx.keep), None
 
 
 fused_recurrence.register_autograd(_backward, setup_context=_setup_context)
 
 
-def run_as_operator(name: str, run: Run, P: Tensor, W: Tensor, states, extras):
-    """The histories the autograd Function returns, through the operators: ``(Z,)``, or ``(Hs, c_T)``."""
-    options = {k: v for k, v in vars(run).items() if k not in ("keep", "mask", "binary")}
-    present = {"extras": [e is not None for e in extras], "keep": [k is not None for k in run.keep],
-               "mask": run.mask is not None}
-    # "name=repr;...": plain string work that dynamo traces (json's C encoder it cannot)
-    config = ";".join(f"{k}={v!r}" for k, v in sorted({"binary": bool(run.binary), "present": present,
-                                                        **options}.items()))
+def run_as_operator(name: str, triton: bool, run: Run, P: Tensor, W: Tensor, states, extras):
+    """The histories the autograd Function returns (the kernel's ``forward`` outputs), through the operators."""
     absent = P.new_empty(0)
-    outs = fused_recurrence(name, config, P, W, list(states), [absent if e is None else e for e in extras],
+    outs = fused_recurrence(name, triton, _encode(run, extras), P, W, list(states),
+                            [absent if e is None else e for e in extras],
                             [absent if k is None else k for k in run.keep], absent if run.mask is None else run.mask)
-    if name in ("lstm", "layernorm-lstm"):
-        names = [n for n, _ in layout(name, run, extras, states[0].shape[-1], P.shape[-1])]
-        return outs[0], outs[names.index("C")][-1]
-    return (outs[0],)
+    names = [n for n, _ in layout(name, run, extras, states[0].shape[-1], P.shape[-1])]
+    return KERNELS[name].histories(dict(zip(names, outs)))

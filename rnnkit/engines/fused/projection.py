@@ -21,20 +21,16 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
-from ..._torch_private import inside_functorch
-from ._cpu import NUMPY_DTYPES, SETTINGS, compiled, gemm_tn, onednn
-from .buffers import empty
+from ..._buffers import empty
+from ..handover import numpy_loops
+from ._cpu import SETTINGS, compiled, gemm_tn, onednn
 
 __all__ = ["linear", "linear_layer_norm"]
 
 
 def _fast(x: Tensor, weight: Tensor) -> bool:
-    # torch.compile traces the slow twin (F.linear), which it compiles well, not the NumPy buffers;
-    # torch.func's transforms cannot see through NumPy either
-    return (not torch.compiler.is_compiling() and not inside_functorch() and x.device.type == "cpu"
-            and x.dtype in NUMPY_DTYPES
-            and weight.dtype == x.dtype
-            and x.dim() >= 2 and x.numel() > 0)
+    # where a tool traces the call it gets the slow twin (F.linear), which torch.compile compiles well
+    return numpy_loops(x.device, x.dtype) and weight.dtype == x.dtype and x.dim() >= 2 and x.numel() > 0
 
 
 def _blocks(rows: int, width: int):

@@ -8,6 +8,6 @@ from .lstm import LSTMKernel
 
 __all__ = ["KERNELS"]
 
-KERNELS = {"elman": LeakyKernel(leaky=False), "leaky": LeakyKernel(leaky=True), "rate": RateKernel(),
+KERNELS = {"elman": LeakyKernel(), "leaky": LeakyKernel(), "rate": RateKernel(),
            "gated": GatedKernel(), "gru": GRUKernel(layer_norm=False), "layernorm-gru": GRUKernel(layer_norm=True),
            "lstm": LSTMKernel(layer_norm=False), "layernorm-lstm": LSTMKernel(layer_norm=True)}

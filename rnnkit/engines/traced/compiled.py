@@ -20,6 +20,7 @@ import hashlib
 import importlib.util
 import operator
 import sys
+import types
 
 import numpy as np
 import torch
@@ -396,7 +397,6 @@ def _load(source: str):
         sys.modules[name] = module             # numba's disk cache finds the module by its name
         spec.loader.exec_module(module)
     except OSError:
-        import types
         module = types.ModuleType(f"rnnkit_traced_{digest}")
         exec(compile(text.replace("cache=True", "cache=False"), f"<rnnkit traced {digest}>", "exec"), vars(module))
     _MODULES[digest] = module

@@ -20,9 +20,11 @@ import weakref
 import torch
 from torch import Tensor, nn
 
-from ..._torch_private import inside_functorch
 from ...cells.base import Cell, State, recurrent_mask, state_tensors
 from ...cells.wrapper import combined_masks, unknown_wrapper, unwrap_cell
+from ..handover import keep_past_the_end, refuse_double_backward
+from ..loop import LoopEngine
+from . import compiled
 from .graph import NotTraceable, StepGraphs, trace_step
 from .lowering import SETTINGS, lowered
 
@@ -128,11 +130,10 @@ class _Compiled:
         if self.tried or after is None or self.steps < after or not self.program.numpy:
             return
         self.tried = True
-        from .compiled import compile_program
-        compiled = compile_program(self.program, P.detach(), [s.detach() for s in states],
-                                   [t.detach() for t in tensors])
-        if compiled is not None:
-            self.program = compiled
+        program = compiled.compile_program(self.program, P.detach(), [s.detach() for s in states],
+                                           [t.detach() for t in tensors])
+        if program is not None:
+            self.program = program
 
 
 class _TracedRun(torch.autograd.Function):
@@ -153,9 +154,7 @@ class _TracedRun(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *d_histories):
-        if torch.is_grad_enabled():
-            raise RuntimeError("traced engine: its backward cannot itself be differentiated (backward with "
-                               "create_graph=True); run this layer with engine='loop'")
+        refuse_double_backward("traced")
         graphs, code = ctx.program
         m = graphs.n_states
         P, *rest = ctx.saved_tensors
@@ -169,6 +168,11 @@ class _TracedRun(torch.autograd.Function):
 class TracedEngine:
     """Whole-sequence forward and BPTT for any cell from its traced step (see the module's text)."""
     name = "traced"
+    # for the hand-over (:func:`..select.hand_over`): no tool sees through the generated programs, and autocast
+    # would pick each operation's precision: there, and for an empty batch, the step loop, which every tool handles
+    opaque_to = {"export": ("loop",), "compile": ("loop",), "functorch": ("loop",)}
+    whole_sequence = True
+    under_autocast = "loop"
 
     def __init__(self, warn: bool = True):
         self.warn = warn
@@ -177,13 +181,6 @@ class TracedEngine:
         return unknown_wrapper(unwrap_cell(cell)[1], "the traced engine")
 
     def run(self, cell: Cell, x: Tensor, state: State, lengths: Tensor | None):
-        from ..loop import LoopEngine
-
-        if (x.shape[0] == 0 or x.shape[1] == 0 or torch.compiler.is_exporting() or torch.compiler.is_compiling()
-                or inside_functorch() or torch.is_autocast_enabled(x.device.type)):
-            # where the loops cannot be seen through (compile, export, torch.func) or autocast picks each
-            # operation's precision: the step loop, which every tool handles
-            return LoopEngine().run(cell, x, state, lengths)
         base, wrappers = unwrap_cell(cell)
         T, B = x.shape[1], x.shape[0]
         in_mask, hidden_mask, keep, dropped, binary = combined_masks(base, wrappers, T, x)
@@ -201,11 +198,7 @@ class TracedEngine:
                 if self.warn:
                     warnings.warn(_REASONS[base], stacklevel=3)
             return LoopEngine().run(cell, given, state, lengths)
-        alive = None
-        if lengths is not None:
-            alive = torch.arange(T, device=x.device).unsqueeze(1) < lengths.to(x.device)   # (T, B)
-            dead = (~alive).unsqueeze(-1)
-            keep = [torch.where(dead, 1.0, k if k is not None else 0.0).to(x.dtype) for k in keep]
+        alive, keep = keep_past_the_end(keep, lengths, x)
         mix = None
         if any(k is not None for k in keep):
             sizes = [s.shape[-1] for s in states]

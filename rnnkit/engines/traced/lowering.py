@@ -10,11 +10,13 @@ of a microsecond per operation instead of a torch dispatch. An operation without
 from __future__ import annotations
 
 import operator
+import warnings
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..._buffers import numpy_backed
 from .graph import StepGraphs
 
 __all__ = ["Program", "lowered", "to_numpy_code", "NUMPY_OPS", "SETTINGS"]
@@ -384,7 +386,6 @@ class _Inductor:
             try:
                 out = compiled(*args)
             except Exception as error:  # noqa: BLE001 - any compiler failure: run the graph as traced
-                import warnings
                 first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
                 warnings.warn(f"traced engine: torch.compile failed on a step graph ({first}); it runs "
                               f"uncompiled", stacklevel=2)
@@ -399,7 +400,7 @@ def lowered(graphs: StepGraphs, like: Tensor) -> Program:
     """The graphs as NumPy code where the settings, ``like``'s device and dtype and every operation
     allow it; else as the torch graphs, the per-step ones compiled by inductor where
     ``SETTINGS.inductor`` says so."""
-    if SETTINGS.numpy and like.device.type == "cpu" and like.dtype in (torch.float32, torch.float64):
+    if SETTINGS.numpy and numpy_backed(like):
         code = [to_numpy_code(gm) for gm in (graphs.forward, graphs.serial, graphs.deferred)]
         if all(c is not None for c in code):
             return Program(graphs, *code, numpy=True)

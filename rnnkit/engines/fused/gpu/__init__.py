@@ -35,17 +35,20 @@ def triton_status() -> str | None:
 MAX_ELEMENTS = 2 ** 31 - 1
 
 
-def uses_triton(P) -> bool:
-    """Whether a run whose input side is ``P`` (T, B, G) takes the Triton kernels: on CUDA where
-    Triton imports (``SETTINGS.triton == "auto"``), anywhere when ``"on"``; never for a run too
-    large for the kernels' 32-bit offsets."""
-    if SETTINGS.triton == "off" or (P.dim() == 3 and (P.shape[0] + 1) * P.shape[1] * P.shape[2] > MAX_ELEMENTS):
+def uses_triton(device, shape) -> bool:
+    """Whether a run on ``device`` whose input side has ``shape`` (T, B, G) can take the Triton kernels: on
+    CUDA where Triton imports (``SETTINGS.triton == "auto"``), anywhere when ``"on"``; never for a run too
+    large for the kernels' 32-bit offsets. (:func:`rnnkit.engines.select.hand_over` asks, once a run.)"""
+    choice = SETTINGS.triton
+    if choice == "off" or (choice == "auto" and getattr(device, "type", device) != "cuda"):
         return False
-    if SETTINGS.triton == "on":
+    if len(shape) == 3 and (shape[0] + 1) * shape[1] * shape[2] > MAX_ELEMENTS:
+        return False
+    if choice == "on":
         if _import_problem() is not None:
             raise RuntimeError(f"fused engine: configured(triton='on') but {_import_problem()}")
         return True
-    return P.device.type == "cuda" and _import_problem() is None
+    return _import_problem() is None
 
 
 def twin(name: str):

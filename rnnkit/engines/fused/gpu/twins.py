@@ -56,8 +56,7 @@ def _history(first: Tensor, T: int) -> Tensor:
 
 
 def _eps(run, like: Tensor, G: int, H: int) -> Tensor:
-    eps = run.__dict__.get("eps", 0.0)
-    return torch.tensor([G * eps, H * eps], dtype=like.dtype, device=like.device)
+    return torch.tensor([G * run.eps, H * run.eps], dtype=like.dtype, device=like.device)
 
 
 def _kernels():
@@ -215,6 +214,6 @@ def _code(name):
     return CODES[name]
 
 
-TWINS = {"elman": TritonLeaky(leaky=False), "leaky": TritonLeaky(leaky=True), "rate": TritonRate(),
+TWINS = {"elman": TritonLeaky(), "leaky": TritonLeaky(), "rate": TritonRate(),
          "gated": TritonGated(), "gru": TritonGRU(layer_norm=False), "layernorm-gru": TritonGRU(layer_norm=True),
          "lstm": TritonLSTM(layer_norm=False), "layernorm-lstm": TritonLSTM(layer_norm=True)}
