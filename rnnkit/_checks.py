@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .cells.base import State, state_tensors
+from ._state import State, state_tensors
 
 
 def _autocast_mix(x: Tensor, like: Tensor) -> bool:

@@ -2,6 +2,7 @@
 (:mod:`rnnkit.commands`), and turn what goes wrong into one line and an exit status."""
 from __future__ import annotations
 
+import errno
 import sys
 
 from .commands import build_parser, command
@@ -28,8 +29,6 @@ def main(argv=None) -> int:
         print(f"\nrnnkit {args.command}: interrupted", file=sys.stderr)
         return 130
     except OSError as error:                  # the file system refused: one line naming the file and the fix
-        import errno
-
         fix = {errno.ENOSPC: "free some space, or write to another disk (--out, --cache-dir)",
                errno.EACCES: "choose a folder you can write to (--out, --cache-dir)",
                errno.EROFS: "choose a folder on a writable disk (--out, --cache-dir)",

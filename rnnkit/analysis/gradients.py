@@ -45,6 +45,8 @@ from torch import Tensor, nn
 from ..cells.base import Cell, State, map_state, state_tensors
 from ..engines.loop import LoopEngine
 from ..layers import Recurrent
+from ..models.ensemble import LanguageModelEnsemble
+from ..models.language_model import LanguageModel
 
 __all__ = ["GradientFlow", "LayerRun", "Recording", "record_states", "gradient_flow",
            "gradient_decay_rate"]
@@ -249,9 +251,6 @@ def trajectory(owner: str, model, inputs, state=None, layer=0) -> LayerRun:
 
 
 def _language_model_losses(owner: str, module: nn.Module, outputs, targets) -> Tensor:
-    from ..models.ensemble import LanguageModelEnsemble
-    from ..models.language_model import LanguageModel
-
     if not isinstance(module, (LanguageModel, LanguageModelEnsemble)):
         raise TypeError(f"{owner}: targets= works for a LanguageModel (per-step cross-entropy); for "
                         f"{type(module).__name__} pass loss_fn=, a function of the model's output that "

@@ -39,17 +39,11 @@ import torch
 from torch import Tensor, nn
 
 from .._arguments import check_int
+from .._state import State, state_tensors
 from .fused import GateParameters
-
-State = Union[Tensor, Tuple[Tensor, ...]]
 
 __all__ = ["Cell", "State", "map_state", "state_tensors", "state_where", "MATHS", "CAPABILITIES",
            "recurrent_mask", "ACTIVATIONS", "spectral_radius"]
-
-
-def state_tensors(state: State) -> Tuple[Tensor, ...]:
-    """The tensors of a state as a tuple (a lone tensor becomes a 1-tuple)."""
-    return (state,) if isinstance(state, Tensor) else tuple(state)
 
 
 def map_state(fn: Callable[..., Tensor], *states: State) -> State:

@@ -1,7 +1,7 @@
 """What several commands share: where a loaded model runs."""
 from __future__ import annotations
 
-from ..train.distributed import DEVICES
+from ..train.distributed import DEVICES, choose_device
 
 
 def add_device(parser) -> None:
@@ -12,6 +12,4 @@ def add_device(parser) -> None:
 
 def device(args):
     """The torch device ``--device`` names."""
-    from ..train.distributed import choose_device
-
     return choose_device(args.device, option="--device")

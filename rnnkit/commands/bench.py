@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..models.language_model import CELL_NETWORKS
+from ..train.task_suite import SUITE, format_table, run_suite
 
 HELP = "benchmark suites (see: rnnkit bench tasks --help)"
 AT_LEAST_ONE = ("hidden_size",)
@@ -24,8 +25,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..train.task_suite import SUITE, format_table, run_suite
-
     suite = [entry for entry in SUITE if not args.task or entry[0] in args.task]
     if args.task:
         unknown = sorted(set(args.task) - {name for name, _, _ in SUITE})

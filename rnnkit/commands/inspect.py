@@ -2,9 +2,23 @@
 summary (the analyses themselves are the functions of :mod:`rnnkit.analysis`)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
+
+from .._arguments import check_int
+from ..analysis import plots
+from ..analysis.gradients import gradient_decay_rate, gradient_flow
+from ..analysis.hidden import hidden_pca, hidden_states, text_features, unit_responses
+from ..analysis.jacobians import (forget_gate_product, jacobian_products, jacobian_spectrum, recurrent_eigenvalues,
+                                  step_jacobians)
+from ..cells import LSTMCell
+from ..data.tokens import prepare
+from ..layers import Recurrent
+from ..models import load_language_model
+from ..train.lm_run import find_files, load, saved_data_record
 
 HELP = "plots of a trained model's gradient flow, Jacobians and hidden states"
 AT_LEAST_ONE = ("length",)
@@ -31,20 +45,6 @@ def run(args) -> int:
     features of the text. Runs the model (in float64) on the run's own validation text, or on
     --data, after a warm-up of --warmup tokens, and writes PNGs and a summary.json into
     RUN_DIR/inspect (or --out)."""
-    import json
-
-    from tqdm import tqdm
-
-    from ..analysis import plots
-    from ..analysis.gradients import gradient_decay_rate, gradient_flow
-    from ..analysis.hidden import hidden_pca, hidden_states, text_features, unit_responses
-    from ..analysis.jacobians import (forget_gate_product, jacobian_products, jacobian_spectrum,
-                                     recurrent_eigenvalues, step_jacobians)
-    from ..cells import LSTMCell
-    from .._arguments import check_int
-    from ..layers import Recurrent
-    from ..models import load_language_model
-
     check_int("", "--jacobian-steps", args.jacobian_steps)
     check_int("", "--warmup", args.warmup, 0)
     run_dir = Path(args.run_dir)
@@ -61,14 +61,10 @@ def run(args) -> int:
     check_int("", "--layer", args.layer, 0, f"this is a {len(layers)}-layer model", maximum=len(layers) - 1)
     limit = args.warmup + args.length + 1
     if args.data is not None:
-        from ..data.tokens import prepare
-
         text = prepare(args.data, level=vocab.level, split=(("text", 1.0),), vocab=vocab,
                        progress=not args.quiet).parts["text"]
         ids, where = text.tokens[:limit].tolist(), f"'{args.data}'"
     else:
-        from ..train.lm_run import find_files, load, saved_data_record
-
         splits, _ = load(find_files(saved_data_record(config), vocab, progress=not args.quiet))
         ids, where = splits["validation"].tokens[:limit].tolist(), "the run's validation text"
     if len(ids) < 3:

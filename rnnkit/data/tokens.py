@@ -62,6 +62,7 @@ import numpy as np
 
 from .._arguments import check_number
 from .._files import cache_root, umask_mode, write_text_atomic
+from .._version import __version__
 from .corpus import _DATA_HINT, DEFAULT_CORPUS_MODULES, DataNotFoundError, _default_corpus_files, default_corpus
 from .sources import BLOCK, Source, progress_bar, text_blocks
 from .vocab import LEVELS, Vocabulary
@@ -409,7 +410,6 @@ def _write(source: Source, options, split, min_count, max_vocab, vocab, target: 
             handle.flush()
             os.fsync(handle.fileno())
         vocab.save(staging / "vocab.json")
-        from .._version import __version__
         meta = {"format": FORMAT, "version": VERSION, "id": identity, "dtype": dtype.name, "count": count,
                 "vocabulary": vocab.fingerprint(), "vocabulary_size": len(vocab), "parts": parts,
                 "options": options,

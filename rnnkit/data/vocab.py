@@ -31,6 +31,7 @@ have), ``<start>`` and ``<end>``; the corpus tokens follow. Three levels of toke
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections import Counter
@@ -450,8 +451,6 @@ class Vocabulary:
 
     def fingerprint(self) -> str:
         """A short hash of the vocabulary, to tell token files made with it from others."""
-        import hashlib
-
         return hashlib.sha1(json.dumps(self.to_dict(), ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
 
 

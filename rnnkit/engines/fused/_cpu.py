@@ -23,7 +23,7 @@ from ..._buffers import NUMPY_DTYPES, numpy_backed
 from ..._torch_private import onednn_matmul
 
 __all__ = ["SETTINGS", "configured", "onednn", "NumpyOps", "TorchOps", "ops_for", "gemm_tn", "numpy_or_none",
-           "compiled", "NUMPY_DTYPES"]       # NUMPY_DTYPES (rnnkit._buffers'): for models/hmm/inference.py
+           "compiled"]
 
 
 class Settings:

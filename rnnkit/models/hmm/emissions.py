@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ...engines.fused.buffers import empty
+from ..._buffers import empty
 
 __all__ = ["_Emissions", "_CategoricalEmissions"]
 

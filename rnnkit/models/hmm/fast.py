@@ -12,8 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ...engines.fused._cpu import NUMPY_DTYPES
-from ...engines.fused.buffers import empty
+from ..._buffers import empty, numpy_backed
 from .emissions import _Emissions
 
 __all__ = ["_fast_forward", "_fast_log_likelihood", "_fast_passes"]
@@ -33,15 +32,15 @@ _SMALLEST_SUM = 1e-200   # below this a message may have lost digits: rerun reno
 
 
 # The loops run on NumPy views of torch tensors where the fused engine's loops do (CPU float32/float64,
-# its NUMPY_DTYPES: a third of torch's per-call overhead), on torch operations elsewhere. Their (T, B, K)
-# buffers come from the fused engine's pool (engines.fused.buffers.empty): reused once no tensor holds
+# rnnkit._buffers.numpy_backed: a third of torch's per-call overhead), on torch operations elsewhere. Their
+# (T, B, K) buffers come from the shared pool (rnnkit._buffers.empty): reused once no tensor holds
 # them, freed by rnnkit.engines.release_memory(), measured as fast as the per-fit workspace they replace
 # (fresh pages cost more than the recursions). The engine's NumpyOps/TorchOps are not used: ops_for
 # picks them by the engine's settings and GEMM sizes, for its kernels; these loops need three ufuncs.
 def _array_ops(like: Tensor):
     """``(module, view)`` the fast loops are written against: ``(numpy, Tensor.numpy)`` (a zero-copy
     view) or ``(torch, identity)``."""
-    if like.device.type == "cpu" and like.dtype in NUMPY_DTYPES:
+    if numpy_backed(like):
         return np, Tensor.numpy
     return torch, (lambda u: u)
 
