@@ -10,6 +10,8 @@ from .. import shortcuts
 from ..readouts import CategoricalReadout
 
 HELP = "train Elman, gated, GRU and LSTM cells on delayed recall (~20 s)"
+DESCRIPTION = ("Why gated cells exist, in seconds: each cell is trained to recall a symbol seen --delay steps "
+               "earlier, through noise, and the accuracies say which cells carried the error signal back that far.")
 AT_LEAST_ONE = ("delay", "steps", "hidden_size")
 
 

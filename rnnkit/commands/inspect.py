@@ -21,6 +21,9 @@ from ..models import load_language_model
 from ..train.lm_run import find_files, load, saved_data_record
 
 HELP = "plots of a trained model's gradient flow, Jacobians and hidden states"
+DESCRIPTION = ("Look inside a trained language model: gradient flow through time, the spectra of its step Jacobians, "
+               "the LSTM's forget gates, the path of its hidden state and the units that track features of the text, "
+               "on the run's validation text or --data, written as PNGs and a summary.json into RUN_DIR/inspect.")
 AT_LEAST_ONE = ("length",)
 
 
