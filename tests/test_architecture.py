@@ -23,6 +23,7 @@ LAYERS = (
     ("models", {"rnnkit.models"}),
     ("analysis", {"rnnkit.analysis"}),
     ("train", {"rnnkit.train", "rnnkit.generate"}),
+    ("products", {"rnnkit.forecast"}),
     ("commands", {"rnnkit.commands", "rnnkit.cli"}),
     ("face", {"rnnkit"}),
 )

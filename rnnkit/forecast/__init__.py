@@ -1,0 +1,20 @@
+"""Forecasting many series with recurrent networks: a user's table in, forecasts out.
+
+The data come in the field's long format (``unique_id``, ``ds``, ``y`` and covariate columns, as
+statsforecast and neuralforecast read them): :func:`load_panel` reads a CSV or Parquet file or a
+pandas DataFrame and checks it, and every mistake it finds is one line naming the series and the row.
+
+This package needs pandas (``pip install "rnnkit[forecast]"``); the rest of rnnkit does not.
+"""
+from __future__ import annotations
+
+try:
+    import pandas  # noqa: F401  (the extra this package needs: a clear line where it is missing)
+except ImportError:                                                    # pragma: no cover - tested in a subprocess
+    raise ImportError('rnnkit.forecast needs pandas, which is not installed: pip install "rnnkit[forecast]"') \
+        from None
+
+from .data import FILLS, Covariates, Panel, check_counts, check_future, check_horizon, load_panel, read_table
+
+__all__ = ["FILLS", "Covariates", "Panel", "check_counts", "check_future", "check_horizon", "load_panel",
+           "read_table"]
