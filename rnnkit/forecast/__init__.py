@@ -2,7 +2,9 @@
 
 The data come in the field's long format (``unique_id``, ``ds``, ``y`` and covariate columns, as
 statsforecast and neuralforecast read them): :func:`load_panel` reads a CSV or Parquet file or a
-pandas DataFrame and checks it, and every mistake it finds is one line naming the series and the row.
+pandas DataFrame and checks it, and every mistake it finds is one line naming the series and the row. :func:`score` measures
+forecasts as the field does (sMAPE, MASE, interval coverage, scaled CRPS; utilsforecast's measures), and
+:func:`seasonal_naive` is the baseline they are measured against.
 
 This package needs pandas (``pip install "rnnkit[forecast]"``); the rest of rnnkit does not.
 """
@@ -15,6 +17,7 @@ except ImportError:                                                    # pragma:
         from None
 
 from .data import FILLS, Covariates, Panel, check_counts, check_future, check_horizon, load_panel, read_table
+from .metrics import interval_columns, score, seasonal_naive
 
 __all__ = ["FILLS", "Covariates", "Panel", "check_counts", "check_future", "check_horizon", "load_panel",
-           "read_table"]
+           "read_table", "interval_columns", "score", "seasonal_naive"]
