@@ -4,7 +4,9 @@ The data come in the field's long format (``unique_id``, ``ds``, ``y`` and covar
 statsforecast and neuralforecast read them): :func:`load_panel` reads a CSV or Parquet file or a
 pandas DataFrame and checks it, and every mistake it finds is one line naming the series and the row. :func:`score` measures
 forecasts as the field does (sMAPE, MASE, interval coverage, scaled CRPS; utilsforecast's measures), and
-:func:`seasonal_naive` is the baseline they are measured against.
+:func:`seasonal_naive` is the baseline they are measured against. :class:`RNNForecaster` is the global
+recurrent forecaster (``fit``, ``predict`` with intervals, ``save``/``load``), a first version: no
+covariates yet, and not yet measured on the M3 archive.
 
 This package needs pandas (``pip install "rnnkit[forecast]"``); the rest of rnnkit does not.
 """
@@ -18,6 +20,7 @@ except ImportError:                                                    # pragma:
 
 from .data import FILLS, Covariates, Panel, check_counts, check_future, check_horizon, load_panel, read_table
 from .metrics import interval_columns, score, seasonal_naive
+from .model import QUANTILES, RNNForecaster
 
 __all__ = ["FILLS", "Covariates", "Panel", "check_counts", "check_future", "check_horizon", "load_panel",
-           "read_table", "interval_columns", "score", "seasonal_naive"]
+           "read_table", "interval_columns", "score", "seasonal_naive", "QUANTILES", "RNNForecaster"]
