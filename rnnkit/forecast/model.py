@@ -6,7 +6,8 @@ next ``h`` steps, a set of quantiles (a direct multi-horizon decoder: all steps 
 - **scaling**: the window is divided by its mean absolute value :math:`s` (a series of thousands and one
   of tens look alike to the network) and the forecasts are multiplied back by it;
 - **inputs per step**: the scaled value, whether it was observed (a short series is padded on the left)
-  and, for seasonal data, the step's place in the season as a sine and cosine;
+  and, for seasonal data, the step's place in the season as a sine and cosine, counted from the series'
+  first observation (not yet from the calendar: series that start in different months are not aligned);
 - **the network**: an LSTM (:class:`rnnkit.LSTM`) over the window, its last state mapped to ``h`` times
   ``Q`` numbers; the quantiles are the first plus a running sum of positive increments, so they never
   cross;
@@ -230,7 +231,8 @@ class RNNForecaster:
         path = Path(path)
         if path.exists():
             raise FileExistsError(f"'{path}' exists; save to a new folder")
-        staging = Path(tempfile.mkdtemp(prefix=".rnnkit-", dir=path.parent if path.parent.exists() else None))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".rnnkit-", dir=path.parent))     # beside it: the move is a rename
         try:
             config = asdict(self.config)
             config["quantiles"] = list(config["quantiles"])
