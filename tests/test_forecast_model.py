@@ -13,6 +13,13 @@ from rnnkit.forecast import load_panel, score, seasonal_naive  # noqa: E402
 from rnnkit.forecast.model import RNNForecaster  # noqa: E402
 
 
+def _umask() -> int:
+    import os
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def seasonal_panel(seed=0, count=40, n=80):
     """Series of level 10-1000 with a yearly (12-step) wave of 30 %, a small trend and 5 % noise."""
     rng = np.random.default_rng(seed)
@@ -55,6 +62,7 @@ def test_the_quantiles_never_cross_and_a_saved_model_predicts_the_same(fitted, t
     assert (np.diff(got[ordered].to_numpy(), axis=1) >= 0).all()
     assert len(got) == 40 * 12 and got["ds"].tolist()[:12] == list(range(68, 80))
     model.save(tmp_path / "model")
+    assert (tmp_path / "model").stat().st_mode & 0o777 == 0o777 & ~_umask()        # as a folder made by hand
     again = RNNForecaster.load(tmp_path / "model", progress=False).predict(level=[50, 80, 95])
     pd.testing.assert_frame_equal(again, got)
     shorter = model.predict(h=3, level=[])

@@ -33,6 +33,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .._arguments import check_int, check_number
+from .._files import umask_mode
 from ..shortcuts import LSTM
 from .data import ID, TARGET, Panel, check_horizon, load_panel
 from .metrics import interval_columns
@@ -233,6 +234,7 @@ class RNNForecaster:
             raise FileExistsError(f"'{path}' exists; save to a new folder")
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".rnnkit-", dir=path.parent))     # beside it: the move is a rename
+        umask_mode(staging, directory=True)              # mkdtemp's 0700 would outlive the rename
         try:
             config = asdict(self.config)
             config["quantiles"] = list(config["quantiles"])
