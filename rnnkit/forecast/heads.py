@@ -18,11 +18,12 @@ with a mean proportional to :math:`s`:
 - ``negbin``: the negative binomial of the counts, a mean :math:`s\\,\\mathrm{softplus}(\\cdot)` and a
   dispersion (the variance is :math:`\\mu + \\alpha\\mu^2`).
 
-Quantiles of the Student-t and negative binomial heads are read off 2,000 draws from a seeded
-generator, so the same model gives the same intervals every time.
+The parametric heads' quantiles are exact: torch's inverse for the normal, scipy's (``stdtrit``,
+``nbinom.ppf``) for the Student-t and the negative binomial.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.distributions import NegativeBinomial, Normal, StudentT
@@ -32,7 +33,6 @@ __all__ = ["QUANTILES", "LIKELIHOODS", "head", "empirical_quantiles"]
 # the quantiles the quantile head learns: the median and the bounds of the 50, 80, 90 and 95 % intervals
 QUANTILES = (0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.975)
 LIKELIHOODS = ("quantile", "normal", "studentt", "negbin")
-DRAWS = 2000
 
 
 def _masked_mean(loss: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
@@ -91,26 +91,21 @@ def _interpolate(values, known, wanted):
 
 
 class _Parametric:
-    """A head whose distribution torch knows: quantiles analytic where torch has them, else from draws."""
+    """A head whose distribution torch knows; its quantiles are exact (scipy's inverse distribution
+    functions where torch has none), so they depend on nothing but their own step's outputs."""
 
     def quantiles(self, raw, scale, levels, generator=None):
         dist = self.distribution(raw, scale)
-        wanted = torch.tensor(levels, dtype=raw.dtype)
-        if isinstance(dist, Normal):
-            return dist.icdf(wanted.expand(*raw.shape[:-1], len(levels)).movedim(-1, 0)).movedim(0, -1)
-        return empirical_quantiles(self._draws(dist, generator), levels, dim=0)
+        wanted = torch.tensor(levels, dtype=torch.float64)
+        return self._inverse(dist, wanted.expand(*raw.shape[:-1], len(levels)).movedim(-1, 0)).movedim(0, -1)
 
     def sample(self, raw, scale, generator=None):
-        return self._draws(self.distribution(raw, scale), generator, 1)[0]
-
-    @staticmethod
-    def _draws(dist, generator, count=DRAWS):
         # torch's samplers take no generator: draw under a fork of the global one, seeded from ``generator``
         seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator)) if generator is not None else None
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
-            return dist.sample((count,)).to(torch.float64)
+            return self.distribution(raw, scale).sample().to(torch.float64)
 
     def loss(self, raw, y, scale, known):
         return _masked_mean(-self.distribution(raw, scale).log_prob(self._target(y, known)), known)
@@ -125,6 +120,10 @@ class NormalHead(_Parametric):
     def distribution(self, raw, scale):
         return Normal(raw[..., 0] * scale, (nn.functional.softplus(raw[..., 1]) + 1e-3) * scale)
 
+    @staticmethod
+    def _inverse(dist, q):
+        return dist.icdf(q.to(dist.loc.dtype))
+
 
 class StudentTHead(_Parametric):
     name, n = "studentt", 3
@@ -132,6 +131,12 @@ class StudentTHead(_Parametric):
     def distribution(self, raw, scale):
         return StudentT(2.0 + nn.functional.softplus(raw[..., 2]), raw[..., 0] * scale,
                         (nn.functional.softplus(raw[..., 1]) + 1e-3) * scale)
+
+    @staticmethod
+    def _inverse(dist, q):
+        from scipy.special import stdtrit
+        t = torch.from_numpy(stdtrit(dist.df.double().numpy(), q.numpy()))
+        return dist.loc.double() + dist.scale.double() * t
 
 
 class NegBinHead(_Parametric):
@@ -144,6 +149,13 @@ class NegBinHead(_Parametric):
 
     def _target(self, y, known):
         return torch.where(known > 0, y, torch.zeros_like(y)).round()
+
+    @staticmethod
+    def _inverse(dist, q):
+        from scipy.stats import nbinom
+        # torch counts successes (probability p) before total_count failures; scipy failures before n successes
+        got = nbinom.ppf(q.numpy(), dist.total_count.double().numpy(), 1.0 - dist.probs.double().numpy())
+        return torch.from_numpy(got.astype(np.float64))
 
 
 def head(likelihood: str, quantiles=QUANTILES):
