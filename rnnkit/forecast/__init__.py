@@ -5,8 +5,8 @@ statsforecast and neuralforecast read them): :func:`load_panel` reads a CSV or P
 pandas DataFrame and checks it, and every mistake it finds is one line naming the series and the row. :func:`score` measures
 forecasts as the field does (sMAPE, MASE, interval coverage, scaled CRPS; utilsforecast's measures), and
 :func:`seasonal_naive` is the baseline they are measured against. :class:`RNNForecaster` is the global
-recurrent forecaster (``fit``, ``predict`` with intervals, ``save``/``load``), a first version: no
-covariates yet, and not yet measured on the M3 archive.
+recurrent forecaster (``fit``, ``predict`` with intervals, ``cross_validation``, ``save``/``load``) with
+covariates, four likelihoods and two decoders.
 
 This package needs pandas (``pip install "rnnkit[forecast]"``); the rest of rnnkit does not.
 """
@@ -20,7 +20,8 @@ except ImportError:                                                    # pragma:
 
 from .data import FILLS, Covariates, Panel, check_counts, check_future, check_horizon, load_panel, read_table
 from .metrics import interval_columns, score, seasonal_naive
-from .model import QUANTILES, RNNForecaster
+from .model import DECODERS, LIKELIHOODS, QUANTILES, RNNForecaster
 
 __all__ = ["FILLS", "Covariates", "Panel", "check_counts", "check_future", "check_horizon", "load_panel",
-           "read_table", "interval_columns", "score", "seasonal_naive", "QUANTILES", "RNNForecaster"]
+           "read_table", "interval_columns", "score", "seasonal_naive", "QUANTILES", "LIKELIHOODS", "DECODERS",
+           "RNNForecaster"]

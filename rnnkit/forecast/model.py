@@ -1,27 +1,29 @@
 r"""A global recurrent forecaster for many series: one network learns from every series at once.
 
-For each series the network reads a window of its last ``context`` values and gives, for each of the
-next ``h`` steps, a set of quantiles (a direct multi-horizon decoder: all steps at once, no sampling):
+For each series the network reads a window of its last ``context`` steps and says, for each of the
+next ``h`` steps, what the value will be and how sure it is:
 
-- **scaling**: the window is divided by its mean absolute value :math:`s` (a series of thousands and one
-  of tens look alike to the network) and the forecasts are multiplied back by it;
-- **inputs per step**: the scaled value, whether it was observed (a short series is padded on the left)
-  and, for seasonal data, the step's place in the season as a sine and cosine, counted from the series'
-  first observation (not yet from the calendar: series that start in different months are not aligned);
-- **the network**: an LSTM (:class:`rnnkit.LSTM`) over the window, its last state mapped to ``h`` times
-  ``Q`` numbers; the quantiles are the first plus a running sum of positive increments, so they never
-  cross;
-- **the loss**: the pinball loss of every quantile, averaged (its minimum is the true quantile).
+- **scaling**: the window's values are divided by their mean absolute value :math:`s` (a series of
+  thousands and one of tens look alike to the network) and the forecasts are multiplied back by it;
+- **what each step shows** (:mod:`rnnkit.forecast.features`): the scaled value, whether it was
+  observed (a short series is padded on the left), the step's place in the season and in the
+  calendar (from ``ds``, aligned across series where ``ds`` holds dates), the future and past
+  covariates (standardized), and the static ones;
+- **the network** (:mod:`rnnkit.forecast.network`): an LSTM (:class:`rnnkit.LSTM`) over the window
+  and a decoder, ``direct`` (every step ahead at once) or ``autoregressive`` (sample paths, each draw
+  fed back);
+- **the likelihood** (:mod:`rnnkit.forecast.heads`): ``quantile`` (the pinball loss of the 2.5 ... 97.5 %
+  quantiles, which never cross), ``normal``, ``studentt`` or ``negbin`` (counts);
+- **an ensemble**: ``ensemble`` networks from different seeds, their quantiles averaged.
 
 The point forecast is the median; the ``l`` % interval is the pair of quantiles ``(1 ∓ l/100)/2``.
-Training draws windows from every series at random ends, for a number of steps or a time budget.
 """
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,19 +31,18 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
-from torch import nn
-from tqdm import tqdm
 
 from .._arguments import check_int, check_number
 from .._files import umask_mode
-from ..shortcuts import LSTM
-from .data import ID, TARGET, Panel, check_horizon, load_panel
+from .data import ID, TARGET, TIME, Panel, check_counts, check_future, check_horizon, load_panel
+from .features import Encoded, Standardizer, encode
+from .heads import LIKELIHOODS, QUANTILES, empirical_quantiles, head
 from .metrics import interval_columns
+from .network import DECODERS, PATHS, Network, scaled, train
 
-__all__ = ["RNNForecaster", "QUANTILES"]
+__all__ = ["RNNForecaster", "QUANTILES", "LIKELIHOODS", "DECODERS"]
 
-# the quantiles every model learns: the median and the bounds of the 50, 80, 90 and 95 % intervals
-QUANTILES = (0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.975)
+_OWNER = "RNNForecaster"
 
 
 @dataclass
@@ -55,31 +56,19 @@ class ForecasterConfig:
     steps: int = 1500
     batch_size: int = 128
     lr: float = 3e-3
+    likelihood: str = "quantile"
+    decoder: str = "direct"
+    ensemble: int = 1
     max_minutes: float | None = None
     alias: str = "RNN"
     random_state: int = 0
     quantiles: tuple = field(default_factory=lambda: QUANTILES)
 
 
-class _Network(nn.Module):
-    def __init__(self, inputs: int, config: ForecasterConfig):
-        super().__init__()
-        self.h, self.q = config.h, len(config.quantiles)
-        self.rnn = LSTM(inputs, config.hidden_size, num_layers=config.num_layers, batch_first=True)
-        self.head = nn.Linear(config.hidden_size, self.h * self.q)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` (B, context, inputs) -> quantiles (B, h, Q), increasing along Q."""
-        out, _ = self.rnn(x)                                                   # (B, context, H)
-        raw = self.head(out[:, -1]).view(-1, self.h, self.q)
-        steps = nn.functional.softplus(raw[..., 1:])
-        return torch.cat([raw[..., :1], raw[..., :1] + torch.cumsum(steps, -1)], -1)
-
-
-def _pinball(quantiles: torch.Tensor, y: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-    """Mean pinball loss of ``quantiles`` (B, h, Q) at ``levels`` (Q,) for the truth ``y`` (B, h)."""
-    u = y.unsqueeze(-1) - quantiles
-    return torch.maximum(levels * u, (levels - 1) * u).mean()
+def _choice(name, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"{_OWNER}: {name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
 
 
 class RNNForecaster:
@@ -96,129 +85,192 @@ class RNNForecaster:
 
     def __init__(self, h: int, season_length: int = 1, *, context: int | None = None, hidden_size: int = 64,
                  num_layers: int = 1, steps: int = 1500, batch_size: int = 128, lr: float = 3e-3,
+                 likelihood: str = "quantile", decoder: str = "direct", ensemble: int = 1,
                  max_minutes: float | None = None, alias: str = "RNN", random_state: int = 0, progress: bool = True):
+        positive = {"low": 0.0, "low_closed": False, "high_closed": False}
         self.config = ForecasterConfig(
-            h=check_horizon(h), season_length=check_int("RNNForecaster", "season_length", season_length),
-            context=None if context is None else check_int("RNNForecaster", "context", context),
-            hidden_size=check_int("RNNForecaster", "hidden_size", hidden_size),
-            num_layers=check_int("RNNForecaster", "num_layers", num_layers),
-            steps=check_int("RNNForecaster", "steps", steps), batch_size=check_int("RNNForecaster", "batch_size",
-                                                                                    batch_size),
-            lr=check_number("RNNForecaster", "lr", lr, low=0.0, low_closed=False, high_closed=False),
-            max_minutes=None if max_minutes is None else check_number(
-                "RNNForecaster", "max_minutes", max_minutes, low=0.0, low_closed=False, high_closed=False),
-            alias=str(alias), random_state=check_int("RNNForecaster", "random_state", random_state, 0))
+            h=check_horizon(h), season_length=check_int(_OWNER, "season_length", season_length),
+            context=None if context is None else check_int(_OWNER, "context", context),
+            hidden_size=check_int(_OWNER, "hidden_size", hidden_size),
+            num_layers=check_int(_OWNER, "num_layers", num_layers), steps=check_int(_OWNER, "steps", steps),
+            batch_size=check_int(_OWNER, "batch_size", batch_size), lr=check_number(_OWNER, "lr", lr, **positive),
+            likelihood=_choice("likelihood", likelihood, LIKELIHOODS), decoder=_choice("decoder", decoder, DECODERS),
+            ensemble=check_int(_OWNER, "ensemble", ensemble),
+            max_minutes=None if max_minutes is None else check_number(_OWNER, "max_minutes", max_minutes, **positive),
+            alias=str(alias), random_state=check_int(_OWNER, "random_state", random_state, 0))
         self.progress = progress
         self.panel: Panel | None = None
-        self.network: _Network | None = None
+        self.standardizer: Standardizer | None = None
+        self.networks: list = []
 
     # ----- fitting -------------------------------------------------------------------------------
-    def fit(self, df, *, freq=None, fill: str | None = None) -> "RNNForecaster":
-        """Learn from every series of ``df`` (a table as :func:`~rnnkit.forecast.load_panel` reads it)."""
-        panel = df if isinstance(df, Panel) else load_panel(df, freq=freq, fill=fill)
-        if panel.covariates.columns:
-            raise ValueError(f"RNNForecaster does not read covariates yet; drop {', '.join(panel.covariates.columns)}")
+    def fit(self, df, *, freq=None, fill: str | None = None, future=(), past=(), static=()) -> "RNNForecaster":
+        """Learn from every series of ``df`` (a table, or the path of one, as :func:`~rnnkit.forecast.load_panel`
+        reads it, with the covariate columns ``future``, ``past`` and ``static``; or a :class:`Panel`)."""
+        panel = df if isinstance(df, Panel) else load_panel(df, freq=freq, fill=fill, future=future, past=past,
+                                                            static=static)
         c = self.config
-        short = panel.lengths()
-        short = short[short < c.h + 1]
-        if len(short):
-            raise ValueError(f"series {short.index[0]!r} has {int(short.iloc[0])} observation(s); forecasting {c.h} "
-                             f"steps needs at least {c.h + 1}; drop it or lower h")
+        if c.likelihood == "negbin":
+            check_counts(panel, "negbin")
+        if c.decoder == "autoregressive" and panel.covariates.past:
+            raise ValueError(f"{_OWNER}: the autoregressive decoder cannot read past covariates "
+                             f"({', '.join(panel.covariates.past)}), which are unknown beyond each series' end; "
+                             f"use decoder='direct' or declare them as future covariates")
+        _long_enough(panel, c.h + 1, f"forecasting {c.h} steps needs at least {c.h + 1}; drop it or lower h")
         longest = int(panel.lengths().max())
         if c.context is None:
             c.context = max(2 * c.h, 2 * c.season_length, 8)
         c.context = min(c.context, max(longest - c.h, 1))
         self.panel = panel
-        torch.manual_seed(c.random_state)
-        self.network = _Network(self._inputs(), c)
-        self._train(np.random.default_rng(c.random_state))
+        self.standardizer = Standardizer.fit(panel.df, (*panel.covariates.future, *panel.covariates.past,
+                                                        *panel.covariates.static))
+        encoded = self._encode(panel)
+        budget = None if c.max_minutes is None else 60 * c.max_minutes / c.ensemble
+        self.networks = []
+        for member in range(c.ensemble):
+            torch.manual_seed(c.random_state + member)
+            network = self._network(encoded)
+            train(network, self._head(), encoded, context=c.context, h=c.h, steps=c.steps, batch_size=c.batch_size,
+                  lr=c.lr, budget=budget, rng=np.random.default_rng(c.random_state + member), progress=self.progress,
+                  desc="fit" if c.ensemble == 1 else f"fit {member + 1}/{c.ensemble}")
+            self.networks.append(network)
         return self
 
-    def _inputs(self) -> int:
-        return 2 + (2 if self.config.season_length > 1 else 0)
+    def _encode(self, panel: Panel, extra: int = 0, future=None) -> Encoded:
+        return encode(panel, self.config.season_length, self.standardizer, extra=extra, future=future)
 
-    def _series(self) -> list:
-        return [group[TARGET].to_numpy(dtype=np.float64) for _, group in self.panel.df.groupby(ID, sort=False)]
+    def _head(self):
+        return head(self.config.likelihood, self.config.quantiles)
 
-    def _window(self, y: np.ndarray, end: int) -> tuple:
-        """The network's input for the window of ``context`` values before position ``end`` of ``y``, and
-        the scale: ``(features (context, inputs), scale)``."""
+    def _network(self, encoded: Encoded) -> Network:
         c = self.config
-        start = max(0, end - c.context)
-        values = y[start:end]
-        scale = float(np.mean(np.abs(values))) or 1.0
-        x = np.zeros((c.context, self._inputs()))
-        x[c.context - len(values):, 0] = values / scale
-        x[c.context - len(values):, 1] = 1.0
-        if c.season_length > 1:                                   # the step's place in its season
-            phase = 2 * np.pi * (np.arange(end - c.context, end) % c.season_length) / c.season_length
-            x[:, 2], x[:, 3] = np.sin(phase), np.cos(phase)
-        return x, scale
+        return Network(values=2, steps=encoded.steps.shape[1], past=encoded.past.shape[1],
+                       static=encoded.static.shape[1], h=c.h, outputs=self._head().n, hidden=c.hidden_size,
+                       layers=c.num_layers, decoder=c.decoder)
 
-    def _train(self, rng) -> None:
-        c, series = self.config, self._series()
-        ends = [np.arange(1, len(y) - c.h + 1) for y in series]             # windows with h values after them
-        weights = np.array([len(e) for e in ends], dtype=float)
-        optimizer = torch.optim.Adam(self.network.parameters(), lr=c.lr)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, c.steps, eta_min=c.lr * 0.05)
-        levels = torch.tensor(c.quantiles)
-        started, budget = time.perf_counter(), None if c.max_minutes is None else 60 * c.max_minutes
-        bar = tqdm(range(c.steps), desc="fit", disable=not self.progress, leave=False)
-        for _ in bar:
-            picks = rng.choice(len(series), size=c.batch_size, p=weights / weights.sum())
-            xs, ys = [], []
-            for i in picks:
-                end = int(rng.choice(ends[i]))
-                x, scale = self._window(series[i], end)
-                xs.append(x)
-                ys.append(series[i][end:end + c.h] / scale)
-            x, y = (torch.from_numpy(np.stack(a)).float() for a in (xs, ys))
-            loss = _pinball(self.network(x), y, levels)
-            optimizer.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(self.network.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-            if budget is not None and time.perf_counter() - started > budget:
-                break
-
-    # ----- forecasting -------------------------------------------------------------------------------
-    def predict(self, h: int | None = None, level=(80, 95), X_df=None) -> pd.DataFrame:
+    # ----- forecasting ---------------------------------------------------------------------------
+    def predict(self, h: int | None = None, level=(80, 95), X_df=None, df=None) -> pd.DataFrame:
         """The forecasts of the next ``h`` steps (default: the ``h`` fitted) of every series: ``unique_id, ds,
-        ALIAS`` (the median) and ``ALIAS-lo-L, ALIAS-hi-L`` for each level of ``level``."""
-        if self.network is None:
-            raise RuntimeError("RNNForecaster: call fit(df) before predict()")
-        c = self.config
-        h = c.h if h is None else check_horizon(h)
-        if h > c.h:
-            raise ValueError(f"RNNForecaster: the model forecasts up to {c.h} steps (its h), got h={h}; refit with "
-                             f"h={h}")
-        if X_df is not None:
-            raise ValueError("RNNForecaster was fitted without future covariates; drop X_df")
+        ALIAS`` (the median) and ``ALIAS-lo-L, ALIAS-hi-L`` for each level of ``level``. ``X_df``: the future
+        covariates of those steps; ``df``: forecast after this table's series instead of the fitted ones
+        (same columns; the model is not refitted)."""
+        h = self._horizon(h)
         columns = self._columns(level)
-        series = self._series()
-        windows = [self._window(y, len(y)) for y in series]
-        x = torch.from_numpy(np.stack([w for w, _ in windows])).float()
-        scales = np.array([s for _, s in windows])[:, None, None]
-        self.network.eval()
-        with torch.no_grad():
-            quantiles = self.network(x).double().numpy()[:, :h] * scales                # (series, h, Q)
-        out = self.panel.future_frame(h)
-        for name, q in columns.items():
-            out[name] = quantiles[..., c.quantiles.index(q)].reshape(-1)
+        panel = self.panel if df is None else self._panel(df)
+        future = _extended(check_future(panel, h, X_df), panel, h, self.config.h)
+        encoded = self._encode(panel, extra=self.config.h, future=future)
+        series = np.arange(len(encoded.lengths))
+        quantiles = self._quantiles(encoded, series, encoded.lengths, list(columns.values()))[:, :h]
+        out = panel.future_frame(h)
+        for k, name in enumerate(columns):
+            out[name] = quantiles[..., k].reshape(-1)
         return out
+
+    def cross_validation(self, df=None, *, h: int | None = None, n_windows: int = 1, step_size: int | None = None,
+                         level=(80, 95), refit: bool = False) -> pd.DataFrame:
+        """Forecasts from each of the last ``n_windows`` cutoffs of every series of ``df`` (default: the fitted
+        table), ``step_size`` steps apart (default ``h``), beside the truth: ``unique_id, ds, cutoff, y`` and
+        the forecast columns. The model reads each series up to the cutoff and is not refitted (one batched
+        pass for every window); ``refit=True`` fits a fresh model on the table cut at each cutoff instead."""
+        h = self._horizon(h, "cross_validation")
+        n_windows = check_int(_OWNER, "n_windows", n_windows)
+        step_size = h if step_size is None else check_int(_OWNER, "step_size", step_size)
+        panel = self.panel if df is None else self._panel(df)
+        back = h + (n_windows - 1) * step_size
+        _long_enough(panel, back + 1, f"{n_windows} window(s) of {h} steps, {step_size} apart, need at least "
+                                      f"{back + 1}; lower n_windows or h")
+        if refit:
+            return self._refitted(panel, h, n_windows, step_size, level)
+        columns = self._columns(level)
+        encoded = self._encode(panel)
+        lengths = encoded.lengths
+        ends = np.stack([lengths - h - j * step_size for j in reversed(range(n_windows))], 1)     # (series, windows)
+        series = np.repeat(np.arange(len(lengths)), n_windows)
+        quantiles = self._quantiles(encoded, series, ends.reshape(-1), list(columns.values()))[:, :h]
+        rows = (encoded.starts[:, None, None] + ends[..., None] + np.arange(h)).reshape(-1)   # (series, window, h)
+        cut = (encoded.starts[:, None] + ends - 1).reshape(-1)
+        df_ = panel.df
+        out = pd.DataFrame({ID: df_[ID].to_numpy()[rows], TIME: df_[TIME].to_numpy()[rows],
+                            "cutoff": np.repeat(df_[TIME].to_numpy()[cut], h), TARGET: df_[TARGET].to_numpy()[rows]})
+        for k, name in enumerate(columns):
+            out[name] = quantiles[..., k].reshape(-1)
+        return out
+
+    def _refitted(self, panel, h, n_windows, step_size, level) -> pd.DataFrame:
+        parts = []
+        for j in reversed(range(n_windows)):
+            keep = panel.df.groupby(ID, sort=False).cumcount(ascending=False) >= h + j * step_size
+            past = panel.df[keep].reset_index(drop=True)
+            model = copy.deepcopy(self)
+            model.config.context = self.config.context
+            model.fit(Panel(past, panel.freq, panel.covariates, panel.rows[keep.to_numpy()]))
+            truth = panel.df[~keep].groupby(ID, sort=False).head(h)
+            X_df = truth[[ID, TIME, *panel.covariates.future]] if panel.covariates.future else None
+            got = model.predict(h, level, X_df=X_df)
+            got.insert(2, "cutoff", got[ID].map(past.groupby(ID, sort=False)[TIME].last()))
+            parts.append(got.merge(truth[[ID, TIME, TARGET]], on=[ID, TIME]))
+        out = pd.concat(parts, ignore_index=True)
+        order = {uid: i for i, uid in enumerate(panel.ids)}
+        out = out.sort_values([ID, "cutoff", TIME], key=lambda s: s.map(order) if s.name == ID else s, kind="stable")
+        return out[[ID, TIME, "cutoff", TARGET, *[c for c in out.columns if c not in (ID, TIME, "cutoff", TARGET)]]] \
+            .reset_index(drop=True)
+
+    def _quantiles(self, encoded: Encoded, series: np.ndarray, ends: np.ndarray, levels: list) -> np.ndarray:
+        """The quantiles at ``levels`` of the ``h`` steps after each window, averaged over the ensemble:
+        (windows, h, len(levels)) in the series' units."""
+        c, h_ = self.config, self._head()
+        batch = {k: v.astype(np.float32) for k, v in encoded.windows(series, ends, c.context, c.h).items()}
+        x, scale = scaled(batch)
+        ahead, static = torch.from_numpy(batch["ahead"]), torch.from_numpy(batch["static"])
+        generator = torch.Generator().manual_seed(c.random_state)
+        total = 0.0
+        with torch.no_grad():
+            for network in self._require():
+                if c.decoder == "direct":
+                    got = h_.quantiles(network(x, ahead, static).double(),
+                                       scale.double()[:, None], levels, generator)
+                else:
+                    paths = network.paths(x, ahead, static, scale, h_, generator, PATHS)
+                    got = empirical_quantiles(paths.double(), levels, dim=1)
+                total = total + got.double().numpy()
+        return total / len(self.networks)
+
+    def _require(self, method: str = "predict") -> list:
+        if not self.networks:
+            raise RuntimeError(f"{_OWNER}: call fit(df) before {method}()")
+        return self.networks
+
+    def _horizon(self, h, method: str = "predict") -> int:
+        self._require(method)
+        h = self.config.h if h is None else check_horizon(h)
+        if h > self.config.h:
+            raise ValueError(f"{_OWNER}: the model forecasts up to {self.config.h} steps (its h), got h={h}; refit "
+                             f"with h={h}")
+        return h
+
+    def _panel(self, df) -> Panel:
+        """``df`` read as the fitted table was: its frequency and covariates."""
+        cov = self.panel.covariates
+        panel = df if isinstance(df, Panel) else load_panel(df, freq=self.panel.freq, future=cov.future,
+                                                            past=cov.past, static=cov.static)
+        if panel.freq != self.panel.freq:
+            raise ValueError(f"the table's frequency is {panel.freq!r}, the model was fitted on {self.panel.freq!r}; "
+                             f"pass a table of the same frequency")
+        return panel
 
     def _columns(self, level) -> dict:
         """``{column: quantile}`` of the median and each interval of ``level``."""
         c = self.config
         columns = {c.alias: 0.5}
+        learnt = c.quantiles if c.likelihood == "quantile" else None
         for lv in sorted(level):
             lo, hi = round((1 - lv / 100) / 2, 6), round((1 + lv / 100) / 2, 6)
-            if lo not in c.quantiles or hi not in c.quantiles:
-                trained = sorted({round(100 * (1 - 2 * q)) for q in c.quantiles if q < 0.5})
-                raise ValueError(f"RNNForecaster: level {lv} needs the {lo:g} and {hi:g} quantiles, which the model "
+            if learnt is not None and (lo not in learnt or hi not in learnt):
+                trained = sorted({round(100 * (1 - 2 * q)) for q in learnt if q < 0.5})
+                raise ValueError(f"{_OWNER}: level {lv} needs the {lo:g} and {hi:g} quantiles, which the model "
                                  f"does not learn; choose levels among {', '.join(map(str, trained))}")
+            if not 0 < lv < 100:
+                raise ValueError(f"{_OWNER}: a level is a percentage between 0 and 100, got {lv}")
             low, high = interval_columns(c.alias, lv)
             columns[low], columns[high] = lo, hi
         return columns
@@ -227,8 +279,8 @@ class RNNForecaster:
     def save(self, path) -> Path:
         """Write the fitted model to the folder ``path`` (its settings, weights and the series it forecasts),
         all or nothing: the folder appears only once every file is written."""
-        if self.network is None:
-            raise RuntimeError("RNNForecaster: call fit(df) before save()")
+        if not self.networks:
+            raise RuntimeError(f"{_OWNER}: call fit(df) before save()")
         path = Path(path)
         if path.exists():
             raise FileExistsError(f"'{path}' exists; save to a new folder")
@@ -238,8 +290,13 @@ class RNNForecaster:
         try:
             config = asdict(self.config)
             config["quantiles"] = list(config["quantiles"])
-            (staging / "config.json").write_text(json.dumps({"forecaster": config, "freq": self.panel.freq}))
-            save_file({k: v.contiguous() for k, v in self.network.state_dict().items()}, str(staging / "weights.safetensors"))
+            cov = self.panel.covariates
+            (staging / "config.json").write_text(json.dumps({
+                "forecaster": config, "freq": self.panel.freq, "standardizer": asdict(self.standardizer),
+                "covariates": {"future": list(cov.future), "past": list(cov.past), "static": list(cov.static)}}))
+            weights = {f"{i}.{k}": v.contiguous() for i, network in enumerate(self.networks)
+                       for k, v in network.state_dict().items()}
+            save_file(weights, str(staging / "weights.safetensors"))
             self.panel.df.to_parquet(staging / "series.parquet", index=False)
             shutil.move(str(staging), str(path))
         except BaseException:
@@ -257,8 +314,38 @@ class RNNForecaster:
         config = ForecasterConfig(**{**saved["forecaster"], "quantiles": tuple(saved["forecaster"]["quantiles"])})
         model = cls(config.h, config.season_length, progress=progress)
         model.config = config
-        model.panel = load_panel(pd.read_parquet(path / "series.parquet"), freq=saved["freq"])
-        model.network = _Network(model._inputs(), config)
-        model.network.load_state_dict(load_file(str(path / "weights.safetensors")))
-        model.network.eval()
+        cov = saved.get("covariates", {})
+        model.panel = load_panel(pd.read_parquet(path / "series.parquet"), freq=saved["freq"],
+                                 future=cov.get("future", ()), past=cov.get("past", ()), static=cov.get("static", ()))
+        model.standardizer = Standardizer(**saved.get("standardizer", {"mean": {}, "std": {}}))
+        encoded = model._encode(model.panel)
+        weights = load_file(str(path / "weights.safetensors"))
+        members = sorted({int(k.split(".", 1)[0]) for k in weights})
+        for i in members:
+            network = model._network(encoded)
+            network.load_state_dict({k.split(".", 1)[1]: v for k, v in weights.items() if k.startswith(f"{i}.")})
+            network.eval()
+            model.networks.append(network)
         return model
+
+
+def _long_enough(panel: Panel, needed: int, why: str) -> None:
+    lengths = panel.lengths()
+    short = lengths[lengths < needed]
+    if len(short):
+        raise ValueError(f"series {short.index[0]!r} has {int(short.iloc[0])} observation(s); {why}")
+
+
+def _extended(future, panel: Panel, h: int, fitted_h: int):
+    """The future covariates of the first ``h`` steps (checked, in :meth:`Panel.future_frame`'s order) made
+    ``fitted_h`` steps long, as the network reads them: the later steps, whose forecasts are dropped,
+    repeat each series' last row."""
+    if future is None or h == fitted_h:
+        return future
+    grid = panel.future_frame(fitted_h)
+    last = future.groupby(ID, sort=False).last()
+    columns = list(panel.covariates.future)
+    values = future[columns].to_numpy().reshape(len(last), h, len(columns))
+    padded = np.concatenate([values, np.repeat(last[columns].to_numpy()[:, None], fitted_h - h, 1)], 1)
+    grid[columns] = padded.reshape(-1, len(columns))
+    return grid
