@@ -2,7 +2,6 @@
 number, evaluate prints the scores that score() gives, every mistake is one line that leaves nothing
 behind, and without pandas the command says what to install."""
 import contextlib
-import inspect
 import io
 import re
 import subprocess
@@ -15,14 +14,10 @@ import torch
 pd = pytest.importorskip("pandas")
 
 from rnnkit.cli import main  # noqa: E402
-from rnnkit.commands.forecast import FILLS, season_length_for  # noqa: E402
-from rnnkit.forecast import FILLS as LIBRARY_FILLS  # noqa: E402
-from rnnkit.forecast import RNNForecaster, load_panel, score, seasonal_naive  # noqa: E402
+from rnnkit.commands import forecast as command  # noqa: E402
+from rnnkit.forecast import FILLS, LIKELIHOODS, RNNForecaster, load_panel, score, seasonal_naive  # noqa: E402
 
 H, STEPS, SEED = 6, 30, 3                       # a fit of 30 steps: a trial of the command, seconds on one thread
-COVARIATES = "future" in inspect.signature(RNNForecaster.fit).parameters           # main's model.py, issue 30
-LIKELIHOOD = "likelihood" in inspect.signature(RNNForecaster).parameters
-BACKTESTS = hasattr(RNNForecaster, "cross_validation")
 
 
 def cli(argv):
@@ -66,39 +61,11 @@ def files(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        printed = cli(["forecast", "fit", "--data", root / "train.csv", "--horizon", H, "--steps", STEPS, "--seed", SEED,
-                       "--out", root / "model"])
+        printed = cli(["forecast", "fit", "--data", root / "train.csv", "--horizon", H, "--steps", STEPS,
+                       "--seed", SEED, "--out", root / "model"])
     finally:
         torch.set_num_threads(threads)
     return root, printed
-
-
-def _stand_in_cross_validation(self, df=None, *, h=None, n_windows=1, step_size=None, level=(80, 95), refit=False):
-    """The contract of RNNForecaster.cross_validation (issue 30, on main soon), from predict: each window's
-    forecasts condition the fitted network on the history before its cutoff."""
-    h = self.config.h if h is None else h
-    step = h if step_size is None else step_size
-    table = self.panel if df is None else load_panel(df, freq=self.panel.freq)
-    fitted, parts = self.panel, []
-    try:
-        for window in reversed(range(n_windows)):
-            back = h + window * step
-            known = table.df[table.df.groupby("unique_id").cumcount(ascending=False) >= back]
-            self.panel = load_panel(known, freq=table.freq)
-            ahead = self.predict(h=h, level=level)
-            ahead.insert(2, "cutoff", ahead["unique_id"].map(known.groupby("unique_id")["ds"].max()))
-            ahead.insert(3, "y", ahead.merge(table.df, on=["unique_id", "ds"], how="left")["y"].to_numpy())
-            parts.append(ahead)
-    finally:
-        self.panel = fitted
-    return pd.concat(parts, ignore_index=True)
-
-
-@pytest.fixture
-def backtests(monkeypatch):
-    """RNNForecaster.cross_validation: main's, or until it lands a stand-in that keeps its contract."""
-    if not BACKTESTS:
-        monkeypatch.setattr(RNNForecaster, "cross_validation", _stand_in_cross_validation, raising=False)
 
 
 # ----- what the commands compute -------------------------------------------------------------------------
@@ -122,7 +89,7 @@ def test_fit_and_predict_give_the_forecasts_the_library_gives(files, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["forecasts.csv"]          # no temporary file left
 
 
-def test_predict_from_another_history_forecasts_from_its_end(files, backtests):
+def test_predict_from_another_history_forecasts_from_its_end(files):
     root, _ = files
     saved = read_forecasts(io.StringIO(cli(["forecast", "predict", root / "model"])[1]))
     status, out, err = cli(["forecast", "predict", root / "model", "--data", root / "train.csv"])
@@ -135,7 +102,7 @@ def test_predict_from_another_history_forecasts_from_its_end(files, backtests):
 
 
 @pytest.mark.parametrize("windows", [1, 2])
-def test_evaluate_prints_the_scores_of_score_beside_the_seasonal_naive_forecast(files, backtests, windows):
+def test_evaluate_prints_the_scores_of_score_beside_the_seasonal_naive_forecast(files, windows):
     root, _ = files
     status, out, err = cli(["forecast", "evaluate", root / "model", "--data", root / "full.csv",
                             "--windows", windows])
@@ -163,7 +130,7 @@ def test_evaluate_prints_the_scores_of_score_beside_the_seasonal_naive_forecast(
         "evaluate on data past the fitted history for a fair measure"])
 
 
-def test_plot_writes_fan_charts_as_png(files, backtests, tmp_path):
+def test_plot_writes_fan_charts_as_png(files, tmp_path):
     root, _ = files
     for argv in (["predict", root / "model", "--output", tmp_path / "f.csv", "--plot", tmp_path / "predict.png"],
                  ["evaluate", root / "model", "--data", root / "full.csv", "--plot", tmp_path / "evaluate.png",
@@ -184,11 +151,11 @@ def test_plot_writes_fan_charts_as_png(files, backtests, tmp_path):
     ("5h", 1, "hourly data in steps of 5 (5h), no whole number of steps a day"),
     (1, 1, "ds counts steps, with no calendar to find a season in")])
 def test_the_season_length_follows_the_frequency(freq, length, why):
-    assert season_length_for(freq) == (length, why)
+    assert command.season_length_for(freq) == (length, why)
 
 
-def test_the_command_offers_the_librarys_fills():
-    assert FILLS == LIBRARY_FILLS
+def test_the_command_offers_the_librarys_fills_and_likelihoods():
+    assert (command.FILLS, command.LIKELIHOODS) == (FILLS, LIKELIHOODS)
 
 
 # ----- mistakes ------------------------------------------------------------------------------------------
@@ -200,23 +167,27 @@ def _mistakes(root, tmp):
         (["forecast", "fit", "--data", tmp / "absent.csv", "--horizon", H, "--out", tmp / "new"],
          f"'{tmp / 'absent.csv'}' is not a file; pass the path of a CSV or Parquet file"),
         (["forecast", "fit", "--data", tmp / "table.txt", "--horizon", H, "--out", tmp / "new"],
-         f"'{tmp / 'table.txt'}' is neither a CSV (.csv) nor a Parquet (.parquet) file; save the table as one of them"),
+         f"'{tmp / 'table.txt'}' is neither a CSV (.csv) nor a Parquet (.parquet) file; save the table as one of "
+         f"them"),
         (["forecast", "fit", "--data", train, "--horizon", H, "--out", model],
          f"--out '{model}' exists; name a new folder (a model is saved whole, never over another)"),
         ([*fit[:5], 0, *fit[6:]], "horizon must be a positive integer, got 0; a forecast is at least one step ahead"),
         ([*fit, "--max-minutes", "0"], "--max-minutes must be in (0, inf), got 0.0"),
         ([*fit, "--seed", "-1"], "--seed must be a non-negative integer, got -1"),
-        ([*fit, "--freq", "fortnightly"], "unknown frequency 'fortnightly'; use a pandas offset alias, e.g. 'D' (days), "
-                                          "'W' (weeks), 'MS' (months), 'QS' (quarters), 'YS' (years), 'h' (hours)"),
+        ([*fit, "--freq", "fortnightly"], "unknown frequency 'fortnightly'; use a pandas offset alias, e.g. 'D' "
+                                          "(days), 'W' (weeks), 'MS' (months), 'QS' (quarters), 'YS' (years), 'h' "
+                                          "(hours)"),
         ([*fit[:3], tmp / "extra.csv", *fit[4:]],
          "column(s) price are neither unique_id, ds, y nor a declared covariate; declare each as future, past or "
          "static (--future/--past/--static) or drop it"),
         (["forecast", "predict", tmp], f"'{tmp}' holds no saved forecaster (no config.json); pass the folder save() "
                                        f"wrote"),
-        (["forecast", "predict", model, "--level", "99"], "RNNForecaster: level 99 needs the 0.005 and 0.995 quantiles, "
-                                                         "which the model does not learn; choose levels among 50, 80, "
-                                                         "90, 95"),
-        (["forecast", "predict", model, "--level", "80", "100"], "--level must be an integer in [1, 99], got 100"),
+        (["forecast", "predict", model, "--level", "80", "99"],
+         "RNNForecaster: level 99 needs the 0.005 and 0.995 quantiles, which the model does not learn; choose levels "
+         "among 50, 80, 90, 95"),
+        (["forecast", "predict", model, "--data", tmp / "extra.csv"],
+         "column(s) price are neither unique_id, ds, y nor a declared covariate; declare each as future, past or "
+         "static (--future/--past/--static) or drop it"),
         (["forecast", "predict", model, "--future-data", tmp / "extra.csv"],
          "future covariates were given, but the model was fitted without any; drop X_df (--future-data), or refit "
          "declaring them"),
@@ -265,9 +236,8 @@ def test_without_pandas_the_command_says_what_to_install():
     assert result.stdout.startswith("2\nusage: rnnkit") and "forecast  forecast tables of series" in result.stdout
 
 
-# ----- what waits on main's model.py (issue 30: covariates, likelihoods) ---------------------------------------
+# ----- covariates and likelihoods -----------------------------------------------------------------------
 
-@pytest.mark.skipif(not COVARIATES, reason="RNNForecaster.fit reads covariates once main's model.py lands")
 def test_future_covariates_go_in_at_fit_and_predict(tmp_path):
     table = monthly(36).assign(price=lambda d: 1.0 + (d["ds"].dt.month == 12))
     table.to_csv(tmp_path / "train.csv", index=False)
@@ -286,7 +256,6 @@ def test_future_covariates_go_in_at_fit_and_predict(tmp_path):
     pd.testing.assert_frame_equal(read_forecasts(io.StringIO(out)), model.predict(X_df=future), check_exact=True)
 
 
-@pytest.mark.skipif(not LIKELIHOOD, reason="RNNForecaster takes likelihood= once main's model.py lands")
 def test_the_likelihood_is_the_models(files, tmp_path):
     root, _ = files
     status, _, err = cli(["forecast", "fit", "--data", root / "train.csv", "--horizon", H, "--steps", 5,

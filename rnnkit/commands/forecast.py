@@ -28,7 +28,7 @@ AT_LEAST_ONE = ("season_length", "steps", "windows", "plot_series")
 
 ID, TIME, TARGET = "unique_id", "ds", "y"          # the long format's columns (rnnkit.forecast.data's names)
 FILLS = ("previous", "zero", "linear")            # rnnkit.forecast.FILLS, named here without importing pandas
-LIKELIHOODS = ("quantile", "normal", "studentt", "negbin")
+LIKELIHOODS = ("quantile", "normal", "studentt", "negbin")  # rnnkit.forecast.LIKELIHOODS, likewise
 NAIVE = "SeasonalNaive"
 EXTRA = ("pandas", "pyarrow", "utilsforecast")    # the forecast extra
 
@@ -178,7 +178,7 @@ def _fit(args) -> int:
               if value is not None}                      # else the model's defaults
     model = RNNForecaster(horizon, season_length, max_minutes=minutes, random_state=seed, progress=not args.quiet,
                           **chosen)
-    model.fit(panel.df, freq=panel.freq, **{kind: columns for kind, columns in covariates.items() if columns})
+    model.fit(panel)
     model.save(out)
     print(f"saved to {out}: {len(panel.ids)} series, horizon {horizon} steps ({panel.freq}); forecast with: "
           f"rnnkit forecast predict {shlex.quote(str(out))}")
@@ -186,18 +186,12 @@ def _fit(args) -> int:
 
 
 def _predict(args) -> int:
-    from ..forecast import check_future
-
-    levels, output, picture = _check_levels(args.level), _output(args.output), _picture(args.plot)
+    levels, output, picture = sorted(set(args.level)), _output(args.output), _picture(args.plot)
     model = _load(args.model_dir)
-    history = model.panel if args.data is None else _history(model, args.data, args.fill)
-    future = check_future(history, model.config.h, args.future_data)
-    if args.data is None:
-        forecasts = model.predict(level=levels, **({} if future is None else {"X_df": future}))
-    else:
-        forecasts = _predict_from(model, history, future, levels)
+    history = None if args.data is None else _history(model, args.data, args.fill)
+    forecasts = model.predict(level=levels, X_df=args.future_data, df=history)
     if picture is not None:
-        _draw(model, history.df, forecasts, levels, args.plot_series, picture)
+        _draw(model, (model.panel if history is None else history).df, forecasts, levels, args.plot_series, picture)
     text = forecasts.to_csv(index=False)
     if output is None:
         sys.stdout.write(text)
@@ -211,23 +205,23 @@ def _predict(args) -> int:
 def _evaluate(args) -> int:
     from ..forecast import score
 
-    levels, picture = _check_levels(args.level), _picture(args.plot)
+    levels, picture = sorted(set(args.level)), _picture(args.plot)
     model = _load(args.model_dir)
     c = model.config
     panel = _history(model, args.data, args.fill)
-    backtest = model.cross_validation(panel.df, n_windows=args.windows, level=levels)
+    backtest = model.cross_validation(panel, n_windows=args.windows, level=levels)
     both = backtest.merge(_naive_windows(panel, backtest, c.h, c.season_length, levels), on=[ID, TIME, "cutoff"],
                           how="left")
     scores = score(both, panel.df, models=[c.alias, NAIVE], season_length=c.season_length, level=levels)
     windows = backtest["cutoff"].nunique()
-    print(f"{len(panel.ids)} series, {windows} window{'s' if windows > 1 else ''} of {c.h} steps (the last cutoff "
+    print(f"{len(panel.ids)} series, {windows} window{'s' * (windows > 1)} of {c.h} steps (the last cutoff "
           f"{_show(backtest['cutoff'].max())}); MASE against the seasonal naive forecast of season length "
           f"{c.season_length}")
     print(_table(scores))
     fitted_end = backtest[ID].map(model.panel.df.groupby(ID)[TIME].max())
     inside = backtest.loc[backtest[TIME] <= fitted_end, "cutoff"].nunique()
     if inside:
-        print(f"note: the model was fitted on steps that {inside} of these {windows} window{'s' if windows > 1 else ''} "
+        print(f"note: the model was fitted on steps that {inside} of these {windows} window{'s' * (windows > 1)} "
               f"forecast, so the scores are in-sample; evaluate on data past the fitted history for a fair measure")
     if picture is not None:
         last = backtest[backtest["cutoff"] == backtest.groupby(ID)["cutoff"].transform("max")]
@@ -241,10 +235,6 @@ def _evaluate(args) -> int:
 def _freq(text):
     """``--freq`` as load_panel takes it: an integer step for integer ``ds``, else an offset alias."""
     return int(text) if text is not None and text.isdigit() else text
-
-
-def _check_levels(levels) -> list:
-    return sorted({check_int("", "--level", level, 1, maximum=99) for level in levels})
 
 
 def _output(path):
@@ -277,31 +267,13 @@ def _load(folder):
 
 
 def _history(model, data, fill):
-    """The table ``data``, read as the model's series are: its frequency and its covariates."""
+    """The table ``data``, read as the model's series are (its frequency and its covariates), its gaps
+    filled as ``--fill`` says."""
     from ..forecast import load_panel
 
     kinds = model.panel.covariates
     return load_panel(data, freq=model.panel.freq, fill=fill, future=kinds.future, past=kinds.past,
                       static=kinds.static)
-
-
-def _predict_from(model, history, future, levels):
-    """The forecasts of the ``h`` steps after the end of ``history``, another table than the one the model was
-    fitted on. The model's one way to read a given history without refitting is ``cross_validation``, which
-    forecasts from a cutoff reading only what comes before it: its one window, on ``history`` followed by ``h``
-    placeholder steps per series (the last value and covariates repeated, the future covariates' values from
-    ``future``), forecasts from the end of ``history``, and the placeholders are never read."""
-    import pandas as pd
-
-    ahead = history.future_frame(model.config.h)
-    last = history.df.groupby(ID, sort=False).tail(1).drop(columns=TIME).set_index(ID)
-    placeholders = ahead.join(last, on=ID)
-    if future is not None:
-        columns = list(history.covariates.future)
-        placeholders[columns] = future[columns].to_numpy()          # check_future's rows: ahead's order
-    table = pd.concat([history.df, placeholders[history.df.columns]], ignore_index=True)
-    backtest = model.cross_validation(table, n_windows=1, level=levels)
-    return backtest.drop(columns=["cutoff", TARGET]).reset_index(drop=True)
 
 
 def _naive_windows(panel, backtest, h: int, season_length: int, levels):
