@@ -26,16 +26,20 @@ def _section(parser: argparse.ArgumentParser, title: str, level: int) -> list:
     return lines
 
 
-def cli_reference() -> str:
-    from rnnkit.commands import build_parser
-
-    parser = build_parser()
-    lines = _section(parser, "rnnkit", 2)
+def _sections(parser: argparse.ArgumentParser, title: str, level: int) -> list:
+    """The section of ``parser`` and, a level deeper, those of its sub-commands (``rnnkit forecast fit``)."""
+    lines = _section(parser, title, level)
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
-                lines += _section(sub, f"rnnkit {name}", 3)
-    return "\n".join(lines)
+                lines += _sections(sub, f"{title} {name}", level + 1)
+    return lines
+
+
+def cli_reference() -> str:
+    from rnnkit.commands import build_parser
+
+    return "\n".join(_sections(build_parser(), "rnnkit", 2))
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:

@@ -21,7 +21,8 @@ except ImportError:                                                    # pragma:
 from .data import FILLS, Covariates, Panel, check_counts, check_future, check_horizon, load_panel, read_table
 from .metrics import interval_columns, score, seasonal_naive
 from .model import DECODERS, LIKELIHOODS, QUANTILES, RNNForecaster
+from .plots import plot_forecasts
 
 __all__ = ["FILLS", "Covariates", "Panel", "check_counts", "check_future", "check_horizon", "load_panel",
            "read_table", "interval_columns", "score", "seasonal_naive", "QUANTILES", "LIKELIHOODS", "DECODERS",
-           "RNNForecaster"]
+           "RNNForecaster", "plot_forecasts"]
