@@ -126,10 +126,12 @@ def main(argv=None) -> int:
         return 2
     peers = json.loads(peers_path.read_text())["groups"]
     path = RESULTS / "forecast_choose.json"
-    results = json.loads(path.read_text())["candidates"] if path.exists() else {}
     for name in args.candidates:
-        results[name] = candidate(name, peers)
+        got = candidate(name, peers)
+        results = json.loads(path.read_text())["candidates"] if path.exists() else {}    # another run may have written
+        results[name] = got
         write_results("forecast_choose", {"panel": list(GROUPS), "candidates": results})
+    results = json.loads(path.read_text())["candidates"] if path.exists() else {}
     print(f"\n{'candidate':16} {'sMAPE/best':>10} {'MASE/best':>10} {'seconds':>8}   (geometric means over the panel)")
     for name, r in sorted(results.items(), key=lambda kv: kv[1]["summary"]["smape_ratio"]):
         s = r["summary"]

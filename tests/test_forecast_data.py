@@ -170,7 +170,7 @@ def test_a_horizon_below_one_step_and_negative_counts_are_refused():
     table.loc[8, "y"] = -2.0
     with pytest.raises(ValueError, match=re.escape(
             "series 'b', row 9: y is -2; the negative binomial likelihood models counts, which are never negative; "
-            "choose a likelihood for real values (e.g. 'student-t') or fix y")):
+            "choose a likelihood for real values (e.g. 'studentt') or fix y")):
         check_counts(load_panel(table), "negative binomial")
 
 

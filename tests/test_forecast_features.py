@@ -215,7 +215,7 @@ def test_each_misuse_of_the_new_options_is_one_line():
             (lambda: RNNForecaster(h=2, likelihood="negbin").fit(counts), ValueError,
              f"series 's0', row {int(np.flatnonzero(counts['y'] < 0)[0]) + 1}: y is "
              f"{counts['y'][counts['y'] < 0].iloc[0]:g}; the negbin likelihood models counts, which are never "
-             f"negative; choose a likelihood for real values (e.g. 'student-t') or fix y"),
+             f"negative; choose a likelihood for real values (e.g. 'studentt') or fix y"),
             (lambda: RNNForecaster(h=2, decoder="autoregressive", likelihood="normal").fit(df, past=["promo"],
                                                                                            static=["size"]),
              ValueError, "RNNForecaster: the autoregressive decoder cannot read past covariates (promo), which are "

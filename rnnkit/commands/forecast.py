@@ -30,7 +30,7 @@ ID, TIME, TARGET = "unique_id", "ds", "y"          # the long format's columns (
 FILLS = ("previous", "zero", "linear")            # rnnkit.forecast.FILLS, named here without importing pandas
 LIKELIHOODS = ("quantile", "normal", "studentt", "negbin")  # rnnkit.forecast.LIKELIHOODS, likewise
 NAIVE = "SeasonalNaive"
-EXTRA = ("pandas", "pyarrow", "utilsforecast")    # the forecast extra
+EXTRA = ("pandas", "pyarrow", "utilsforecast", "scipy")    # the forecast extra
 
 # the calendar's seasons: a frequency's offset alias (its part before "-") -> (the data's adjective, the
 # step's name, steps in a season, the season's name)

@@ -164,7 +164,7 @@ def check_counts(panel: Panel, likelihood: str) -> None:
         row = panel.df.iloc[i].copy()
         row[ROW] = panel.rows[i]
         raise ValueError(f"{_where(row)}: y is {row[TARGET]:g}; the {likelihood} likelihood models counts, which "
-                         f"are never negative; choose a likelihood for real values (e.g. 'student-t') or fix y")
+                         f"are never negative; choose a likelihood for real values (e.g. 'studentt') or fix y")
 
 
 def check_future(panel: Panel, h: int, X_df) -> pd.DataFrame | None:
