@@ -42,8 +42,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # every candidate tried, by name: keywords of RNNForecaster on top of its defaults
 CANDIDATES = {
     "base": {},
+    "plain-scale": {"transform": "none"},
+    "log-ensemble5": {"ensemble": 5},
     "ensemble5": {"ensemble": 5},
     "steps3000": {"steps": 3000},
+    "steps6000": {"steps": 6000},
+    "steps6000-plain": {"steps": 6000, "transform": "none"},
+    "steps3000-lr1e-2": {"steps": 3000, "lr": 1e-2},
     "hidden128": {"hidden_size": 128},
     "normal": {"likelihood": "normal"},
     "studentt": {"likelihood": "studentt"},
@@ -84,10 +89,10 @@ def statistical() -> dict:
     return out
 
 
-def candidate(name: str, peers: dict) -> dict:
+def candidate(name: str, peers: dict, groups=GROUPS) -> dict:
     from rnnkit.forecast import RNNForecaster
     out = {}
-    for group in GROUPS:
+    for group in groups:
         train, test, h, m = frames(group)
         start = time.perf_counter()
         model = RNNForecaster(h=h, season_length=m, alias="rnnkit", progress=False, **CANDIDATES[name])
@@ -100,9 +105,9 @@ def candidate(name: str, peers: dict) -> dict:
         print(f"{name:14} {group:18} sMAPE {row['smape']:6.2f} ({row['smape_ratio']:.3f}) MASE {row['mase']:.3f} "
               f"({row['mase_ratio']:.3f}) cov {row['coverage80']:.0f}/{row['coverage95']:.0f} "
               f"{row['seconds']:.0f} s", flush=True)
-    out["summary"] = {k: float(np.exp(np.mean([np.log(out[g][k]) for g in GROUPS])))
+    out["summary"] = {k: float(np.exp(np.mean([np.log(out[g][k]) for g in groups])))
                       for k in ("smape_ratio", "mase_ratio")}
-    out["summary"]["seconds"] = float(sum(out[g]["seconds"] for g in GROUPS))
+    out["summary"]["seconds"] = float(sum(out[g]["seconds"] for g in groups))
     out["keywords"] = CANDIDATES[name]
     return out
 
@@ -110,6 +115,7 @@ def candidate(name: str, peers: dict) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("candidates", nargs="*", help=f"among {', '.join(CANDIDATES)}")
+    parser.add_argument("--groups", nargs="+", default=list(GROUPS), help="a quick look at some groups (not saved)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a small network)")
     parser.add_argument("--statistical", action="store_true", help="run the statistical peers (once)")
     args = parser.parse_args(argv)
@@ -126,6 +132,10 @@ def main(argv=None) -> int:
         return 2
     peers = json.loads(peers_path.read_text())["groups"]
     path = RESULTS / "forecast_choose.json"
+    if args.groups != list(GROUPS):
+        for name in args.candidates:
+            candidate(name, peers, args.groups)
+        return 0
     for name in args.candidates:
         got = candidate(name, peers)
         results = json.loads(path.read_text())["candidates"] if path.exists() else {}    # another run may have written

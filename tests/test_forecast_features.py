@@ -131,7 +131,7 @@ def test_the_negative_binomial_head_has_the_mean_it_says():
 def ar1_model():
     torch.set_num_threads(1)
     df = ar1_panel()
-    return RNNForecaster(h=4, steps=600, likelihood="normal", context=16, progress=False).fit(df), df
+    return RNNForecaster(h=4, steps=600, likelihood="normal", transform="none", context=16, progress=False).fit(df), df
 
 
 def test_intervals_of_an_ar1_process_cover_what_they_say(ar1_model):

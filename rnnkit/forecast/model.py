@@ -38,11 +38,12 @@ from .data import ID, TARGET, TIME, Panel, check_counts, check_future, check_hor
 from .features import Encoded, Standardizer, encode
 from .heads import LIKELIHOODS, QUANTILES, empirical_quantiles, head
 from .metrics import interval_columns
-from .network import DECODERS, PATHS, Network, scaled, train
+from .network import DECODERS, PATHS, Network, Scaler, scaled, train
 
 __all__ = ["RNNForecaster", "QUANTILES", "LIKELIHOODS", "DECODERS"]
 
 _OWNER = "RNNForecaster"
+TRANSFORMS = ("auto", "log", "none")
 
 
 @dataclass
@@ -58,6 +59,7 @@ class ForecasterConfig:
     lr: float = 3e-3
     likelihood: str = "quantile"
     decoder: str = "direct"
+    transform: str = "auto"               # auto: log where no y is negative (not for counts); log; none
     ensemble: int = 1
     max_minutes: float | None = None
     alias: str = "RNN"
@@ -85,7 +87,7 @@ class RNNForecaster:
 
     def __init__(self, h: int, season_length: int = 1, *, context: int | None = None, hidden_size: int = 64,
                  num_layers: int = 1, steps: int = 1500, batch_size: int = 128, lr: float = 3e-3,
-                 likelihood: str = "quantile", decoder: str = "direct", ensemble: int = 1,
+                 likelihood: str = "quantile", decoder: str = "direct", transform: str = "auto", ensemble: int = 1,
                  max_minutes: float | None = None, alias: str = "RNN", random_state: int = 0, progress: bool = True):
         positive = {"low": 0.0, "low_closed": False, "high_closed": False}
         self.config = ForecasterConfig(
@@ -95,6 +97,7 @@ class RNNForecaster:
             num_layers=check_int(_OWNER, "num_layers", num_layers), steps=check_int(_OWNER, "steps", steps),
             batch_size=check_int(_OWNER, "batch_size", batch_size), lr=check_number(_OWNER, "lr", lr, **positive),
             likelihood=_choice("likelihood", likelihood, LIKELIHOODS), decoder=_choice("decoder", decoder, DECODERS),
+            transform=_choice("transform", transform, TRANSFORMS),
             ensemble=check_int(_OWNER, "ensemble", ensemble),
             max_minutes=None if max_minutes is None else check_number(_OWNER, "max_minutes", max_minutes, **positive),
             alias=str(alias), random_state=check_int(_OWNER, "random_state", random_state, 0))
@@ -117,6 +120,12 @@ class RNNForecaster:
                              f"({', '.join(panel.covariates.past)}), which are unknown beyond each series' end; "
                              f"use decoder='direct' or declare them as future covariates")
         _long_enough(panel, c.h + 1, f"forecasting {c.h} steps needs at least {c.h + 1}; drop it or lower h")
+        nonnegative = bool((panel.df[TARGET] >= 0).all())
+        if c.transform == "log" and (not nonnegative or c.likelihood == "negbin"):
+            raise ValueError(f"{_OWNER}: transform='log' needs series that are never negative, and a likelihood for "
+                             f"real values (not negbin); use transform='none'")
+        if c.transform == "auto":
+            c.transform = "log" if nonnegative and c.likelihood != "negbin" else "none"
         longest = int(panel.lengths().max())
         if c.context is None:
             c.context = max(2 * c.h, 2 * c.season_length, 8)
@@ -130,7 +139,7 @@ class RNNForecaster:
         for member in range(c.ensemble):
             torch.manual_seed(c.random_state + member)
             network = self._network(encoded)
-            train(network, self._head(), encoded, context=c.context, h=c.h, steps=c.steps, batch_size=c.batch_size,
+            train(network, self._head(), self._scaler(), encoded, context=c.context, h=c.h, steps=c.steps, batch_size=c.batch_size,
                   lr=c.lr, budget=budget, rng=np.random.default_rng(c.random_state + member), progress=self.progress,
                   desc="fit" if c.ensemble == 1 else f"fit {member + 1}/{c.ensemble}")
             self.networks.append(network)
@@ -138,6 +147,9 @@ class RNNForecaster:
 
     def _encode(self, panel: Panel, extra: int = 0, future=None) -> Encoded:
         return encode(panel, self.config.season_length, self.standardizer, extra=extra, future=future)
+
+    def _scaler(self) -> Scaler:
+        return Scaler(log=self.config.transform == "log", counts=self.config.likelihood == "negbin")
 
     def _head(self):
         return head(self.config.likelihood, self.config.quantiles)
@@ -220,17 +232,19 @@ class RNNForecaster:
         (windows, h, len(levels)) in the series' units."""
         c, h_ = self.config, self._head()
         batch = {k: v.astype(np.float32) for k, v in encoded.windows(series, ends, c.context, c.h).items()}
-        x, scale = scaled(batch)
+        scaler = self._scaler()
+        x, scale = scaled(batch, scaler)
         ahead, static = torch.from_numpy(batch["ahead"]), torch.from_numpy(batch["static"])
         generator = torch.Generator().manual_seed(c.random_state)
         total = 0.0
         with torch.no_grad():
             for network in self._require():
                 if c.decoder == "direct":
-                    got = h_.quantiles(network(x, ahead, static).double(),
-                                       scale.double()[:, None], levels, generator)
+                    target_scale = scaler.targets(scale, scale)[1].double()[:, None]
+                    got = h_.quantiles(network(x, ahead, static).double(), target_scale, levels, generator)
+                    got = scaler.values(got, scale.double()[:, None, None])
                 else:
-                    paths = network.paths(x, ahead, static, scale, h_, generator, PATHS)
+                    paths = network.paths(x, ahead, static, scale, h_, scaler, generator, PATHS)
                     got = empirical_quantiles(paths.double(), levels, dim=1)
                 total = total + got.double().numpy()
         return total / len(self.networks)

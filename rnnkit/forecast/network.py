@@ -26,20 +26,45 @@ from tqdm import tqdm
 
 from ..shortcuts import LSTM
 
-__all__ = ["DECODERS", "Network", "scaled", "train"]
+__all__ = ["DECODERS", "Network", "Scaler", "scaled", "train"]
 
 DECODERS = ("direct", "autoregressive")
 PATHS = 200                       # sample paths per series of the autoregressive decoder
 
 
-def scaled(batch: dict) -> tuple:
-    """``(x, scale)``: the window's rows with ``y`` divided by its scale, the mean absolute value of the
+class Scaler:
+    r"""What the network reads and models instead of ``y``: :math:`z = y/s`, or :math:`z = \log(1 + y/s)`
+    (``log``, for series that are never negative: errors become relative, as the field's measures are,
+    and the quantiles map back exactly, the map being increasing). Counts (the negative binomial) are
+    modelled as they are, with a mean proportional to :math:`s`."""
+
+    def __init__(self, log: bool = False, counts: bool = False):
+        self.log, self.counts = log, counts
+
+    def __call__(self, y, scale):
+        z = y / scale
+        return torch.log1p(z.clamp_min(0.0)) if self.log else z
+
+    def inverse(self, z, scale):
+        return (torch.expm1(z).clamp_min(0.0) if self.log else z) * scale
+
+    def targets(self, y, scale) -> tuple:
+        """``(target, scale)`` as the head's loss and quantiles take them."""
+        return (y, scale) if self.counts else (self(y, scale), torch.ones_like(scale))
+
+    def values(self, got, scale):
+        """The head's quantiles or draws in the series' units."""
+        return got if self.counts else self.inverse(got, scale)
+
+
+def scaled(batch: dict, scaler: Scaler) -> tuple:
+    """``(x, scale)``: the window's rows with ``y`` scaled (``scaler``) by the mean absolute value of the
     observed context (1 where that is 0)."""
     x = torch.from_numpy(batch["x"])
     y, observed = x[..., 0], x[..., 1]
     scale = (y.abs() * observed).sum(1) / observed.sum(1).clamp_min(1.0)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    return torch.cat([(y / scale[:, None]).unsqueeze(-1), x[..., 1:]], -1), scale
+    return torch.cat([(scaler(y, scale[:, None]) * observed).unsqueeze(-1), x[..., 1:]], -1), scale
 
 
 class Network(nn.Module):
@@ -81,7 +106,7 @@ class Network(nn.Module):
                            torch.zeros(*y.shape, x.shape[-1] - 2 - ahead.shape[-1], dtype=x.dtype)], -1)
         return torch.cat([x, later], 1)
 
-    def paths(self, x, ahead, static, scale, head, generator, paths: int = PATHS):
+    def paths(self, x, ahead, static, scale, head, scaler, generator, paths: int = PATHS):
         """Autoregressive forecasts: ``paths`` sample paths per series, (B, paths, h), in the series' units."""
         b = x.shape[0]
         rows = torch.cat([torch.zeros_like(x[:, :1, :2]), x[:, :-1, :2]], 1)
@@ -96,25 +121,26 @@ class Network(nn.Module):
             step = torch.cat([last, ahead_p[:, k], torch.zeros(b * paths, x.shape[-1] - 2 - ahead.shape[-1],
                                                                dtype=x.dtype)], -1).unsqueeze(1)
             out, state = self.rnn(self._inputs(step, static_p), state)
-            draw = head.sample(self.out(out[:, -1]), scale_p, generator)
-            draws.append(draw)
-            last = torch.stack([draw / scale_p, torch.ones_like(draw)], -1).to(x.dtype)
+            draw = head.sample(self.out(out[:, -1]), scaler.targets(scale_p, scale_p)[1], generator)
+            value = scaler.values(draw, scale_p)
+            draws.append(value)
+            last = torch.stack([scaler(value, scale_p), torch.ones_like(draw)], -1).to(x.dtype)
         return torch.stack(draws, -1).view(b, paths, -1)
 
 
-def loss_of(network: Network, head, batch: dict) -> torch.Tensor:
-    x, scale = scaled(batch)
+def loss_of(network: Network, head, scaler: Scaler, batch: dict) -> torch.Tensor:
+    x, scale = scaled(batch, scaler)
     ahead, static = (torch.from_numpy(batch[k]) for k in ("ahead", "static"))
     y, known = torch.from_numpy(batch["y"]), torch.from_numpy(batch["known"])
     if network.decoder == "direct":
-        return head.loss(network(x, ahead, static), y, scale[:, None], known)
-    raw = network.teacher_forced(x, ahead, y / scale[:, None], static)
-    y_all = torch.cat([x[..., 0] * scale[:, None], y], 1)
+        return head.loss(network(x, ahead, static), *scaler.targets(y, scale[:, None]), known)
+    raw = network.teacher_forced(x, ahead, scaler(y, scale[:, None]), static)
+    y_all = torch.cat([torch.from_numpy(batch["x"])[..., 0], y], 1)
     known_all = torch.cat([x[..., 1], known], 1)
-    return head.loss(raw, y_all, scale[:, None], known_all)
+    return head.loss(raw, *scaler.targets(y_all, scale[:, None]), known_all)
 
 
-def train(network: Network, head, encoded, *, context: int, h: int, steps: int, batch_size: int, lr: float,
+def train(network: Network, head, scaler: Scaler, encoded, *, context: int, h: int, steps: int, batch_size: int, lr: float,
           budget: float | None, rng: np.random.Generator, progress: bool, desc: str = "fit") -> int:
     """Train ``network`` on windows of ``encoded`` (see the module's text); returns the steps taken."""
     counts = np.maximum(encoded.lengths - h, 0)                    # window ends 1 .. length - h
@@ -130,7 +156,7 @@ def train(network: Network, head, encoded, *, context: int, h: int, steps: int, 
         ends = 1 + np.floor(rng.random(batch_size) * counts[series]).astype(np.int64)
         batch = {k: (v.astype(np.float32) if isinstance(v, np.ndarray) else v)
                  for k, v in encoded.windows(series, ends, context, h).items()}
-        loss = loss_of(network, head, batch)
+        loss = loss_of(network, head, scaler, batch)
         optimizer.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(network.parameters(), 1.0)
