@@ -24,7 +24,7 @@ import copy
 import json
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,7 @@ from .network import DECODERS, PATHS, Network, Scaler, scaled, train
 __all__ = ["RNNForecaster", "QUANTILES", "LIKELIHOODS", "DECODERS"]
 
 _OWNER = "RNNForecaster"
+STEPS = (300, 4000)        # the fewest and most training steps the epochs rule gives
 TRANSFORMS = ("auto", "log", "none")
 
 
@@ -54,7 +55,8 @@ class ForecasterConfig:
     context: int | None = None            # None: max(2 h, 2 seasons, 8), capped by the longest series
     hidden_size: int = 64
     num_layers: int = 1
-    steps: int = 1500
+    steps: int | None = None              # None: epochs passes over the windows, within STEPS
+    epochs: float = 10.0
     batch_size: int = 128
     lr: float = 3e-3
     likelihood: str = "quantile"
@@ -86,7 +88,7 @@ class RNNForecaster:
     """
 
     def __init__(self, h: int, season_length: int = 1, *, context: int | None = None, hidden_size: int = 64,
-                 num_layers: int = 1, steps: int = 1500, batch_size: int = 128, lr: float = 3e-3,
+                 num_layers: int = 1, steps: int | None = None, epochs: float = 10.0, batch_size: int = 128, lr: float = 3e-3,
                  likelihood: str = "quantile", decoder: str = "direct", transform: str = "auto", ensemble: int = 1,
                  max_minutes: float | None = None, alias: str = "RNN", random_state: int = 0, progress: bool = True):
         positive = {"low": 0.0, "low_closed": False, "high_closed": False}
@@ -94,13 +96,15 @@ class RNNForecaster:
             h=check_horizon(h), season_length=check_int(_OWNER, "season_length", season_length),
             context=None if context is None else check_int(_OWNER, "context", context),
             hidden_size=check_int(_OWNER, "hidden_size", hidden_size),
-            num_layers=check_int(_OWNER, "num_layers", num_layers), steps=check_int(_OWNER, "steps", steps),
+            num_layers=check_int(_OWNER, "num_layers", num_layers), steps=None if steps is None else check_int(_OWNER, "steps", steps),
+            epochs=check_number(_OWNER, "epochs", epochs, **positive),
             batch_size=check_int(_OWNER, "batch_size", batch_size), lr=check_number(_OWNER, "lr", lr, **positive),
             likelihood=_choice("likelihood", likelihood, LIKELIHOODS), decoder=_choice("decoder", decoder, DECODERS),
             transform=_choice("transform", transform, TRANSFORMS),
             ensemble=check_int(_OWNER, "ensemble", ensemble),
             max_minutes=None if max_minutes is None else check_number(_OWNER, "max_minutes", max_minutes, **positive),
             alias=str(alias), random_state=check_int(_OWNER, "random_state", random_state, 0))
+        self.settings = self.config          # as given; fit resolves what is left to the data in a copy
         self.progress = progress
         self.panel: Panel | None = None
         self.standardizer: Standardizer | None = None
@@ -112,7 +116,7 @@ class RNNForecaster:
         reads it, with the covariate columns ``future``, ``past`` and ``static``; or a :class:`Panel`)."""
         panel = df if isinstance(df, Panel) else load_panel(df, freq=freq, fill=fill, future=future, past=past,
                                                             static=static)
-        c = self.config
+        c = self.config = replace(self.settings)
         if c.likelihood == "negbin":
             check_counts(panel, "negbin")
         if c.decoder == "autoregressive" and panel.covariates.past:
@@ -130,6 +134,9 @@ class RNNForecaster:
         if c.context is None:
             c.context = max(2 * c.h, 2 * c.season_length, 8)
         c.context = min(c.context, max(longest - c.h, 1))
+        if c.steps is None:
+            windows = int((panel.lengths() - c.h).sum())
+            c.steps = int(np.clip(round(c.epochs * windows / c.batch_size), *STEPS))
         self.panel = panel
         self.standardizer = Standardizer.fit(panel.df, (*panel.covariates.future, *panel.covariates.past,
                                                         *panel.covariates.static))
@@ -139,7 +146,8 @@ class RNNForecaster:
         for member in range(c.ensemble):
             torch.manual_seed(c.random_state + member)
             network = self._network(encoded)
-            train(network, self._head(), self._scaler(), encoded, context=c.context, h=c.h, steps=c.steps, batch_size=c.batch_size,
+            train(network, self._head(), self._scaler(), encoded, context=c.context, h=c.h, steps=c.steps,
+                  batch_size=c.batch_size,
                   lr=c.lr, budget=budget, rng=np.random.default_rng(c.random_state + member), progress=self.progress,
                   desc="fit" if c.ensemble == 1 else f"fit {member + 1}/{c.ensemble}")
             self.networks.append(network)
@@ -214,7 +222,6 @@ class RNNForecaster:
             keep = panel.df.groupby(ID, sort=False).cumcount(ascending=False) >= h + j * step_size
             past = panel.df[keep].reset_index(drop=True)
             model = copy.deepcopy(self)
-            model.config.context = self.config.context
             model.fit(Panel(past, panel.freq, panel.covariates, panel.rows[keep.to_numpy()]))
             truth = panel.df[~keep].groupby(ID, sort=False).head(h)
             X_df = truth[[ID, TIME, *panel.covariates.future]] if panel.covariates.future else None
@@ -327,7 +334,7 @@ class RNNForecaster:
         saved = json.loads((path / "config.json").read_text())
         config = ForecasterConfig(**{**saved["forecaster"], "quantiles": tuple(saved["forecaster"]["quantiles"])})
         model = cls(config.h, config.season_length, progress=progress)
-        model.config = config
+        model.config = model.settings = config
         cov = saved.get("covariates", {})
         model.panel = load_panel(pd.read_parquet(path / "series.parquet"), freq=saved["freq"],
                                  future=cov.get("future", ()), past=cov.get("past", ()), static=cov.get("static", ()))
