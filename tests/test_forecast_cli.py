@@ -15,7 +15,7 @@ pd = pytest.importorskip("pandas")
 
 from rnnkit.cli import main  # noqa: E402
 from rnnkit.commands import forecast as command  # noqa: E402
-from rnnkit.forecast import FILLS, LIKELIHOODS, RNNForecaster, load_panel, score, seasonal_naive  # noqa: E402
+from rnnkit.forecast import DECODERS, FILLS, LIKELIHOODS, RNNForecaster, load_panel, score, seasonal_naive  # noqa: E402
 
 H, STEPS, SEED = 6, 30, 3                       # a fit of 30 steps: a trial of the command, seconds on one thread
 
@@ -155,7 +155,7 @@ def test_the_season_length_follows_the_frequency(freq, length, why):
 
 
 def test_the_command_offers_the_librarys_fills_and_likelihoods():
-    assert (command.FILLS, command.LIKELIHOODS) == (FILLS, LIKELIHOODS)
+    assert (command.FILLS, command.LIKELIHOODS, command.DECODERS) == (FILLS, LIKELIHOODS, DECODERS)
 
 
 # ----- mistakes ------------------------------------------------------------------------------------------
@@ -256,9 +256,12 @@ def test_future_covariates_go_in_at_fit_and_predict(tmp_path):
     pd.testing.assert_frame_equal(read_forecasts(io.StringIO(out)), model.predict(X_df=future), check_exact=True)
 
 
-def test_the_likelihood_is_the_models(files, tmp_path):
+def test_the_likelihood_decoder_and_ensemble_are_the_models(files, tmp_path):
     root, _ = files
     status, _, err = cli(["forecast", "fit", "--data", root / "train.csv", "--horizon", H, "--steps", 5,
-                          "--likelihood", "normal", "--out", tmp_path / "model", "--quiet"])
+                          "--likelihood", "normal", "--decoder", "autoregressive", "--ensemble", 2,
+                          "--out", tmp_path / "model", "--quiet"])
     assert status == 0, err
-    assert RNNForecaster.load(tmp_path / "model", progress=False).config.likelihood == "normal"
+    model = RNNForecaster.load(tmp_path / "model", progress=False)
+    assert (model.config.likelihood, model.config.decoder, model.config.ensemble, len(model.networks)) == \
+        ("normal", "autoregressive", 2, 2)

@@ -24,11 +24,12 @@ DESCRIPTION = ("Forecast many series at once with one recurrent network (rnnkit.
                "pip install \"rnnkit[forecast]\" (and \"rnnkit[plot]\" for --plot).")
 EPILOG = ("example: rnnkit forecast fit --data sales.csv --horizon 12 --out runs/sales && "
           "rnnkit forecast predict runs/sales --output forecasts.csv --plot forecasts.png")
-AT_LEAST_ONE = ("season_length", "steps", "windows", "plot_series")
+AT_LEAST_ONE = ("season_length", "steps", "windows", "plot_series", "ensemble")
 
 ID, TIME, TARGET = "unique_id", "ds", "y"          # the long format's columns (rnnkit.forecast.data's names)
 FILLS = ("previous", "zero", "linear")            # rnnkit.forecast.FILLS, named here without importing pandas
 LIKELIHOODS = ("quantile", "normal", "studentt", "negbin")  # rnnkit.forecast.LIKELIHOODS, likewise
+DECODERS = ("direct", "autoregressive")           # rnnkit.forecast.DECODERS, likewise
 NAIVE = "SeasonalNaive"
 EXTRA = ("pandas", "pyarrow", "utilsforecast", "scipy")    # the forecast extra
 
@@ -64,6 +65,10 @@ def add_arguments(parser) -> None:
                          help=f"covariate columns {meaning}")
     fit.add_argument("--likelihood", choices=LIKELIHOODS, help="what the network's outputs describe: quantiles, or "
                      "a normal, Student-t or negative binomial (counts) distribution (default: the model's, quantile)")
+    fit.add_argument("--decoder", choices=DECODERS, help="direct: every step ahead at once (the default); "
+                     "autoregressive: sample paths, each draw fed back")
+    fit.add_argument("--ensemble", type=int, metavar="K", help="networks from K seeds, their quantiles averaged "
+                     "(default: the model's)")
     fit.add_argument("--max-minutes", type=float, metavar="X", help="stop training after X minutes")
     fit.add_argument("--steps", type=int, metavar="N", help="training steps (default: the model's, 1500); a few "
                      "dozen make a quick trial of the command, not a useful model")
@@ -174,7 +179,8 @@ def _fit(args) -> int:
     if season_length is None:
         season_length, why = season_length_for(panel.freq)
         print(f"season length {season_length}: {why}; --season-length sets another")
-    chosen = {name: value for name, value in (("likelihood", args.likelihood), ("steps", args.steps))
+    chosen = {name: value for name, value in (("likelihood", args.likelihood), ("steps", args.steps),
+                                              ("decoder", args.decoder), ("ensemble", args.ensemble))
               if value is not None}                      # else the model's defaults
     model = RNNForecaster(horizon, season_length, max_minutes=minutes, random_state=seed, progress=not args.quiet,
                           **chosen)
