@@ -1,133 +1,147 @@
-"""Lesson 14: forecasting a noisy periodic series with predictive intervals, and checking that the intervals hold.
+"""Lesson 14: forecasting many noisy periodic series with intervals, and checking that the intervals hold.
 
-rnnkit.models.Forecaster is an autoregressive RNN: an LSTM reads the series and a Gaussian readout
-predicts the next value's mean and standard deviation. To forecast it runs closed loop, feeding each
-sampled value back in as the next input, so many sample paths give a whole predictive distribution
-and its quantiles give intervals. The series here is a periodic signal plus AR(1) noise, whose true
-forecast uncertainty grows with the horizon and is known exactly; the lesson measures how often
-held-out values fall inside the model's 50% and 90% intervals and compares the interval widths with
-the exact ones. Run: python examples/14_forecasting_uncertainty.py [--quick]
+rnnkit.forecast.RNNForecaster is a global model: one LSTM learns from every series of a table at once
+and forecasts the next h steps of each with a median and intervals. The series here are a periodic
+signal plus AR(1) noise, each with its own level and phase, so the true predictive law h steps ahead
+is Gaussian with a known mean and standard deviation. The lesson fits three forecasters (quantile or
+normal likelihood; direct or autoregressive decoder) on the first part of the series, backtests them
+with cross_validation on the held-out rest, and compares their coverage by horizon, interval widths,
+sMAPE and MASE with the exact law and with the seasonal naive baseline.
+Run: python examples/14_forecasting_uncertainty.py [--quick]
 """
-import math
+import time
+from statistics import NormalDist
 
 import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 import torch
 
 from _common import lesson, report, save
 
-from rnnkit.models import Forecaster
+from rnnkit.forecast import RNNForecaster, load_panel, score, seasonal_naive
 
 args = lesson(__doc__.splitlines()[0])
 torch.set_num_threads(1)            # small matrices: one thread is faster than two on a shared machine
-STEPS, ORIGINS, PATHS, HORIZON = (60, 6, 50, 20) if args.quick else (600, 120, 300, 30)
-PERIOD, PHI, SIGMA = 24, 0.7, 0.2    # signal period; AR(1) noise e_t = PHI e_{t-1} + SIGMA eps_t
+SERIES, TRAIN, STEPS, STEP_SIZE = (12, 120, 80, 24) if args.quick else (64, 240, 1000, 6)
+PERIOD, PHI, SIGMA, HORIZON, TEST = 24, 0.7, 0.05, 24, 120
+LEVELS = (50, 90)
+# explicit sizes, so the run takes the same time whatever RNNForecaster's defaults become
+SIZES = dict(steps=STEPS, hidden_size=64, batch_size=128, ensemble=1, progress=False, random_state=args.seed)
+MODELS = {"quantile, direct": dict(likelihood="quantile", decoder="direct"),
+          "normal, direct": dict(likelihood="normal", decoder="direct"),
+          "normal, autoregressive": dict(likelihood="normal", decoder="autoregressive")}
 
-# ----- the series: a known periodic signal plus AR(1) noise -------------------------------------------
-generator = torch.Generator().manual_seed(args.seed)
-n = 3000
-t = torch.arange(n, dtype=torch.float32)
-signal = torch.sin(2 * math.pi * t / PERIOD) + 0.5 * torch.sin(4 * math.pi * t / PERIOD + 1.0)
-shocks = SIGMA * torch.randn(n, generator=generator)
-noise = torch.zeros(n)
+# ----- the series: y = level (1 + 0.2 signal(t + phase) + e_t), e_t = PHI e_{t-1} + SIGMA eps_t ------
+rng = np.random.default_rng(args.seed)
+n = TRAIN + TEST
+t = np.arange(n)
+level = np.exp(rng.uniform(np.log(1), np.log(100), SERIES))          # levels from 1 to 100
+phase = rng.integers(0, PERIOD, SERIES)
+angle = 2 * np.pi * (t[None, :] + phase[:, None]) / PERIOD
+signal = np.sin(angle) + 0.5 * np.sin(2 * angle + 1.0)                  # (series, n)
+shocks = SIGMA * rng.standard_normal((SERIES, n))
+noise = np.zeros((SERIES, n))
 for i in range(1, n):
-    noise[i] = PHI * noise[i - 1] + shocks[i]
-series = (signal + noise).view(1, n, 1)
-split = 2000                                      # train on the first 2000 points, test on the rest
+    noise[:, i] = PHI * noise[:, i - 1] + shocks[:, i]
+y = level[:, None] * (1 + 0.2 * signal + noise)
+ids = np.array([f"s{i:02d}" for i in range(SERIES)])
+table = pd.DataFrame({"unique_id": np.repeat(ids, n), "ds": np.tile(t, SERIES), "y": y.reshape(-1)})
+train = table[table["ds"] < TRAIN]
+windows = (TEST - HORIZON) // STEP_SIZE + 1          # cutoffs from the training part's last step onwards
+report("series, training steps each, held-out steps each", f"{SERIES}, {TRAIN}, {TEST}")
+report("held-out forecasts of 24 steps (series x cutoffs)", f"{SERIES} x {windows}")
 
-# the exact predictive law h steps ahead: mean signal + PHI^h e_t, sd SIGMA sqrt((1 - PHI^2h) / (1 - PHI^2))
-steps_ahead = torch.arange(1, HORIZON + 1, dtype=torch.float32)
-exact_sd = SIGMA * torch.sqrt((1 - PHI ** (2 * steps_ahead)) / (1 - PHI ** 2))
+# ----- the forecasters: fit on the training part, backtest on the held-out part -------------------------
+backtests, seconds = {}, {}
+for name, choice in MODELS.items():
+    started = time.perf_counter()
+    model = RNNForecaster(h=HORIZON, season_length=PERIOD, alias=name, **choice, **SIZES).fit(train)
+    # the model reads each series up to each cutoff and is not refitted: every window in one batched pass
+    backtests[name] = model.cross_validation(table, n_windows=windows, step_size=STEP_SIZE, level=LEVELS)
+    seconds[name] = time.perf_counter() - started
+    report(f"{name}, seconds to fit and backtest", seconds[name])
+cv = backtests["quantile, direct"][["unique_id", "ds", "cutoff", "y"]].copy()
+for name, got in backtests.items():
+    cv = cv.merge(got.drop(columns="y"), on=["unique_id", "ds", "cutoff"])
 
-# ----- training: one-step-ahead negative log-likelihood on windows of the training part -------------
-windows = series[0, :split].unfold(0, 65, 8).permute(0, 2, 1)          # (N, 65, 1) overlapping windows
-model = Forecaster(series_size=1, hidden_size=32)
-optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
-order = torch.Generator().manual_seed(args.seed)
-for step in range(STEPS):
-    batch = windows[torch.randint(len(windows), (32,), generator=order)]
-    loss, _ = model.loss(batch[:, :-1], batch[:, 1:])                   # predict each next value
-    optimiser.zero_grad()
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    optimiser.step()
+# ----- the yardstick: the exact law, N(level (1 + 0.2 signal + PHI^k e_cutoff), level sd_k) --------------
+series = pd.Index(ids).get_indexer(cv["unique_id"])
+ahead = (cv["ds"] - cv["cutoff"]).to_numpy()                              # 1 .. HORIZON
+steps_ahead = np.arange(1, HORIZON + 1)
+exact_sd = SIGMA * np.sqrt((1 - PHI ** (2 * steps_ahead)) / (1 - PHI ** 2))   # in units of the level
+mean = level[series] * (1 + 0.2 * signal[series, cv["ds"]] + PHI ** ahead * noise[series, cv["cutoff"]])
+sd = level[series] * exact_sd[ahead - 1]
+cv["exact"] = mean
+for lv in LEVELS:
+    z = NormalDist().inv_cdf(0.5 + lv / 200)
+    cv[f"exact-lo-{lv}"], cv[f"exact-hi-{lv}"] = mean - z * sd, mean + z * sd
 
-# ----- one step ahead on the test part: the predicted sd and the NLL, against the exact law ------------
-model.eval()
-with torch.no_grad():
-    report("one-step NLL on the training windows", model.loss(windows[:, :-1], windows[:, 1:])[0].item(), "nats")
-    hidden, _ = model(series[:, split - 201:-1])            # 200 steps of warm-up before the test part
-    hidden = hidden[:, 200:]
-    targets = series[:, split:]
-    test_nll = -model.readout.log_prob(targets, hidden).mean().item()
-    predicted_sd = model.readout.std(hidden).squeeze()
-exact_next = signal[split:] + PHI * noise[split - 1:-1]      # the exact one-step mean, sd SIGMA
-exact_nll = (0.5 * ((series[0, split:, 0] - exact_next) / SIGMA) ** 2 + math.log(SIGMA * math.sqrt(2 * math.pi)))
-report("one-step NLL on the test part", test_nll, "nats")
-report("one-step NLL of the exact law on the test part", exact_nll.mean().item(), "nats")
-report("true one-step sd of the noise (SIGMA)", SIGMA)
-report("one-step predicted sd on the test part, median", predicted_sd.median().item())
+# ----- the baseline: the seasonal naive forecast from each cutoff ------------------------------------------
+naive = []
+for cutoff in np.unique(cv["cutoff"]):
+    known = load_panel(table[table["ds"] <= cutoff])
+    naive.append(seasonal_naive(known, HORIZON, PERIOD, level=LEVELS, alias="seasonal naive").assign(cutoff=cutoff))
+cv = cv.merge(pd.concat(naive), on=["unique_id", "ds", "cutoff"])
 
-# ----- closed-loop forecasts from many origins in the test part -----------------------------------------
-origins = torch.linspace(split + 100, n - HORIZON, ORIGINS).long()
-history = torch.stack([series[0, o - 100:o] for o in origins])          # (origins, 100, 1)
-future = torch.stack([series[0, o:o + HORIZON, 0] for o in origins])    # (origins, HORIZON)
-paths = model.forecast(history, steps=HORIZON, num_samples=PATHS, seed=args.seed)     # (paths, origins, H, 1)
-q05, q25, q50, q75, q95 = Forecaster.quantiles(paths, (0.05, 0.25, 0.5, 0.75, 0.95))[..., 0]
-inside90 = ((future >= q05) & (future <= q95)).float()                   # (origins, HORIZON)
-inside50 = ((future >= q25) & (future <= q75)).float()
-report("forecast origins x steps ahead scored", f"{ORIGINS} x {HORIZON}")
-report("coverage of the 90 percent interval", inside90.mean().item())
-report("coverage of the 50 percent interval", inside50.mean().item())
-report("coverage of the 90 percent interval, 1 step ahead", inside90[:, 0].mean().item())
-report(f"coverage of the 90 percent interval, {HORIZON} steps ahead", inside90[:, -1].mean().item())
+# ----- the scores: sMAPE, MASE, coverage and scaled CRPS, averaged over series and cutoffs -----------------
+names = ["exact", *MODELS, "seasonal naive"]
+scores = score(cv, table, models=names, season_length=PERIOD, level=LEVELS).set_index("model")
+for name in names:
+    s = scores.loc[name]
+    report(name, f"sMAPE {s['smape']:.2f}, MASE {s['mase']:.3f}, coverage of the 50/90 percent intervals "
+                 f"{s['coverage-50']:.1%}/{s['coverage-90']:.1%}, scaled CRPS {s['scaled_crps']:.4f}")
 
-# the exact forecaster knows the signal and the current noise value: what a perfect model achieves
-exact_mean = torch.stack([signal[o:o + HORIZON] + PHI ** steps_ahead * noise[o - 1] for o in origins])
-exact_inside = ((future - exact_mean).abs() <= 1.645 * exact_sd).float()
-report("coverage of the exact 90 percent interval (a perfect model, for comparison)", exact_inside.mean().item())
-width = (q95 - q05).mean(0)                                             # (HORIZON,)
-report("90 percent interval width 1 step ahead, model / exact", f"{width[0]:.3f} / {2 * 1.645 * exact_sd[0]:.3f}")
-report(f"90 percent interval width {HORIZON} steps ahead, model / exact",
-       f"{width[-1]:.3f} / {2 * 1.645 * exact_sd[-1]:.3f}")
-report("RMSE of the median forecast", (q50 - future).pow(2).mean().sqrt().item())
-report("RMSE of the exact mean (the best possible)", (exact_mean - future).pow(2).mean().sqrt().item())
+inside = {name: ((cv["y"] >= cv[f"{name}-lo-90"]) & (cv["y"] <= cv[f"{name}-hi-90"])).groupby(ahead).mean()
+          for name in names}                                                          # 90 % coverage by horizon
+width = {name: ((cv[f"{name}-hi-90"] - cv[f"{name}-lo-90"]) / level[series]).groupby(ahead).mean()
+         for name in names}                                                           # in units of the level
+for name in names:
+    report(f"{name}, 90 percent coverage 1 / 12 / 24 steps ahead",
+           " / ".join(f"{inside[name][k]:.1%}" for k in (1, 12, 24)))
+for name in names[1:]:
+    report(f"{name}, 90 percent width over the exact one, 1 / 12 / 24 steps ahead",
+           " / ".join(f"{width[name][k] / width['exact'][k]:.2f}" for k in (1, 12, 24)))
 
-# ----- the figure ----------------------------------------------------------------------------
+# ----- the figure ----------------------------------------------------------------------------------
+colours = {"exact": "grey", "quantile, direct": "tab:blue", "normal, direct": "tab:green",
+           "normal, autoregressive": "tab:purple", "seasonal naive": "tab:orange"}
 fig, (fan, cover, wide) = plt.subplots(1, 3, figsize=(16, 4.6), gridspec_kw={"width_ratios": [1.5, 1, 1]})
-k = 0
-past = torch.arange(origins[k] - 60, origins[k])
-ahead = torch.arange(origins[k], origins[k] + HORIZON)
-fan.plot(past, series[0, past, 0], color="black", linewidth=1, label="history")
-fan.plot(ahead, future[k], color="black", marker=".", linestyle="none", label="what happened")
-fan.fill_between(ahead, q05[k], q95[k], color="tab:blue", alpha=0.2, label="90% interval")
-fan.fill_between(ahead, q25[k], q75[k], color="tab:blue", alpha=0.35, label="50% interval")
-fan.plot(ahead, q50[k], color="tab:blue", label="median of the sample paths")
-fan.plot(ahead, exact_mean[k] + 1.645 * exact_sd, color="grey", linestyle="--", linewidth=1, label="exact 90% interval")
-fan.plot(ahead, exact_mean[k] - 1.645 * exact_sd, color="grey", linestyle="--", linewidth=1)
+first = cv["cutoff"].min()
+one = cv[(cv["unique_id"] == ids[0]) & (cv["cutoff"] == first)]
+past = table[(table["unique_id"] == ids[0]) & (table["ds"] <= first) & (table["ds"] > first - 3 * PERIOD)]
+fan.plot(past["ds"], past["y"], color="black", linewidth=1, label="history")
+fan.plot(one["ds"], one["y"], color="black", marker=".", linestyle="none", label="what happened")
+fan.fill_between(one["ds"], one["quantile, direct-lo-90"], one["quantile, direct-hi-90"], color="tab:blue",
+                 alpha=0.2, label="90% interval")
+fan.fill_between(one["ds"], one["quantile, direct-lo-50"], one["quantile, direct-hi-50"], color="tab:blue",
+                 alpha=0.35, label="50% interval")
+fan.plot(one["ds"], one["quantile, direct"], color="tab:blue", label="median")
+fan.plot(one["ds"], one["exact-lo-90"], color="grey", linestyle="--", linewidth=1, label="exact 90% interval")
+fan.plot(one["ds"], one["exact-hi-90"], color="grey", linestyle="--", linewidth=1)
 fan.set_xlabel("time step")
 fan.set_ylabel("value")
-fan.set_title(f"One held-out forecast from {PATHS} closed-loop sample paths")
-fan.set_ylim(None, fan.get_ylim()[1] + 1.0)                    # room for the legend
+fan.set_title(f"Series {ids[0]} from the first held-out cutoff (quantile, direct)")
 fan.legend(loc="upper left", fontsize=7, ncol=3)
+fan.set_ylim(None, fan.get_ylim()[1] + 0.25 * np.ptp(fan.get_ylim()))        # room for the legend
 
-cover.plot(steps_ahead, inside90.mean(0), marker="o", color="tab:blue", label="90% interval")
-cover.plot(steps_ahead, inside50.mean(0), marker="s", color="tab:orange", label="50% interval")
-cover.plot(steps_ahead, exact_inside.mean(0), color="grey", linewidth=1, label="exact 90% interval")
-cover.axhline(0.9, color="tab:blue", linestyle="--", linewidth=1)
-cover.axhline(0.5, color="tab:orange", linestyle="--", linewidth=1)
-cover.set_ylim(0, 1.05)
+for name in names:
+    cover.plot(steps_ahead, inside[name], color=colours[name], label=name,
+               linewidth=1 if name == "exact" else 1.5)
+    wide.plot(steps_ahead, width[name], color=colours[name], label=name,
+              linestyle="--" if name == "exact" else "-")
+cover.axhline(0.9, color="black", linestyle=":", linewidth=1)
+cover.set_ylim(0.7, 1.0)
 cover.set_xlabel("steps ahead")
-cover.set_ylabel(f"fraction of the {ORIGINS} test origins inside")
-cover.set_title("Coverage (dashed: nominal)")
-cover.legend(loc="lower left", fontsize=8)
-
-wide.plot(steps_ahead, width, color="tab:blue", label="model (5% to 95% of the paths)")
-wide.plot(steps_ahead, 2 * 1.645 * exact_sd, color="grey", linestyle="--", label="exact")
+cover.set_ylabel("share of held-out values inside")
+cover.set_title("Coverage of the 90% interval (dotted: nominal)")
+cover.legend(loc="lower left", fontsize=7)
 wide.set_ylim(0, None)
 wide.set_xlabel("steps ahead")
-wide.set_ylabel("width of the 90% interval")
-wide.set_title("Uncertainty grows with the horizon")
-wide.legend(loc="lower right", fontsize=8)
-fig.suptitle(f"Forecasting a periodic series with AR(1) noise (phi = {PHI}, sigma = {SIGMA}) with an LSTM Forecaster")
+wide.set_ylabel("width of the 90% interval / the series' level")
+wide.set_title("Interval width by horizon")
+wide.legend(loc="lower right", fontsize=7)
+fig.suptitle(f"{SERIES} periodic series with AR(1) noise (phi = {PHI}, sigma = {SIGMA}), "
+             f"one global RNNForecaster, held-out windows from cross_validation")
 fig.tight_layout()
 save(fig, args, "14_forecasting_uncertainty")
