@@ -15,7 +15,8 @@ pd = pytest.importorskip("pandas")
 
 from rnnkit.cli import main  # noqa: E402
 from rnnkit.commands import forecast as command  # noqa: E402
-from rnnkit.forecast import DECODERS, FILLS, LIKELIHOODS, RNNForecaster, load_panel, score, seasonal_naive  # noqa: E402
+from rnnkit.forecast import (DECODERS, FILLS, LIKELIHOODS, RNNForecaster, load_panel, score,  # noqa: E402
+                             season_length_for, seasonal_naive)
 
 H, STEPS, SEED = 6, 30, 3                       # a fit of 30 steps: a trial of the command, seconds on one thread
 
@@ -151,7 +152,7 @@ def test_plot_writes_fan_charts_as_png(files, tmp_path):
     ("5h", 1, "hourly data in steps of 5 (5h), no whole number of steps a day"),
     (1, 1, "ds counts steps, with no calendar to find a season in")])
 def test_the_season_length_follows_the_frequency(freq, length, why):
-    assert command.season_length_for(freq) == (length, why)
+    assert season_length_for(freq) == (length, why)
 
 
 def test_the_command_offers_the_librarys_fills_and_likelihoods():

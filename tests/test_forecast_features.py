@@ -8,7 +8,7 @@ import torch
 
 pd = pytest.importorskip("pandas")
 
-from rnnkit.forecast import load_panel  # noqa: E402
+from rnnkit.forecast import load_panel, seasonal_naive  # noqa: E402
 from rnnkit.forecast.features import Standardizer, encode, ordinals, periods  # noqa: E402
 from rnnkit.forecast.heads import QUANTILES, empirical_quantiles, head  # noqa: E402
 from rnnkit.forecast.model import RNNForecaster  # noqa: E402
@@ -234,3 +234,42 @@ def test_each_misuse_of_the_new_options_is_one_line():
         with pytest.raises(error, match="^" + re.escape(message) + "$"):
             call()
     assert QUANTILES[4] == 0.5
+
+
+def test_the_baseline_is_the_seasonal_naive_forecast_in_the_networks_units():
+    """Network.baseline (one gather) against the rule written out: step k repeats the value one season
+    before it, from the window's last season."""
+    from rnnkit.forecast.network import Network
+    net = Network(values=2, steps=0, past=0, static=0, h=7, outputs=3, hidden=8, layers=1, decoder="direct", season=3)
+    x = torch.randn(2, 10, 2, dtype=torch.float64)
+    want = torch.stack([x[:, 10 - 3 + (k % 3), 0] for k in range(7)], 1)
+    torch.testing.assert_close(net.baseline(x), want)
+    out = net.double()(x, torch.zeros(2, 7, 0, dtype=torch.float64), torch.zeros(2, 0, dtype=torch.float64))
+    assert out.shape == (2, 7, 3)
+    df = ar1_panel(count=4, n=40)
+    model = RNNForecaster(h=5, season_length=4, steps=3, baseline=True, progress=False).fit(df)
+    assert model.networks[0].season == 4 and len(model.predict()) == 20
+
+
+def test_what_fit_leaves_to_the_data_is_chosen_afresh_for_each_table(monkeypatch):
+    """season_length from the frequency, the transform from the signs, steps from the number of windows
+    (20 passes, within 1,500-4,000); the settings as given stay as given."""
+    import rnnkit.forecast.model as module
+    steps = []
+    monkeypatch.setattr(module, "train", lambda *a, **k: steps.append(k["steps"]))       # no training: the choices
+    model = RNNForecaster(h=4, progress=False)
+    model.fit(covariate_panel(count=3, n=30).drop(columns=["promo", "size"]))               # 78 windows
+    assert (model.config.season_length, model.config.transform, steps[-1]) == (12, "log", 1500)
+    model.fit(ar1_panel(count=300, n=100, mean=0.0))            # 28,800 windows: 20 x 28,800 / 128 = 4,500 > 4,000
+    assert (model.config.season_length, model.config.transform, steps[-1]) == (1, "none", 4000)
+    assert (model.settings.season_length, model.settings.transform, model.settings.steps) == (None, "auto", None)
+
+
+def test_the_future_frame_and_the_seasonal_naive_forecast_take_plain_tables():
+    df = covariate_panel(count=2, n=24)
+    model = RNNForecaster(h=3, steps=2, progress=False).fit(df, future=["promo"], static=["size"])
+    frame = model.make_future_dataframe()
+    assert frame["ds"].dt.strftime("%Y-%m").tolist() == ["2003-01", "2003-02", "2003-03"] * 2
+    assert len(model.make_future_dataframe(h=2, df=df[df["ds"] < "2002-06-01"])) == 4
+    plain = df[["unique_id", "ds", "y"]]
+    pd.testing.assert_frame_equal(seasonal_naive(plain, 3, 12), seasonal_naive(load_panel(plain), 3, 12))

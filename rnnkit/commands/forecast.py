@@ -33,16 +33,6 @@ DECODERS = ("direct", "autoregressive")           # rnnkit.forecast.DECODERS, li
 NAIVE = "SeasonalNaive"
 EXTRA = ("pandas", "pyarrow", "utilsforecast", "scipy")    # the forecast extra
 
-# the calendar's seasons: a frequency's offset alias (its part before "-") -> (the data's adjective, the
-# step's name, steps in a season, the season's name)
-_YEARLY, _QUARTERLY = ("yearly", "year", 1, "year"), ("quarterly", "quarter", 4, "year")
-_MONTHLY = ("monthly", "month", 12, "year")
-CALENDAR = {**dict.fromkeys(("Y", "YS", "YE", "A", "AS", "BY", "BYS", "BYE", "BA", "BAS"), _YEARLY),
-            **dict.fromkeys(("Q", "QS", "QE", "BQ", "BQS", "BQE"), _QUARTERLY),
-            **dict.fromkeys(("M", "MS", "ME", "BM", "BMS", "BME", "CBMS", "CBME"), _MONTHLY),
-            "W": ("weekly", "week", 52, "year"), "D": ("daily", "day", 7, "week"),
-            "B": ("business-daily", "business day", 5, "week"), "h": ("hourly", "hour", 24, "day"),
-            "min": ("minutely", "minute", 60, "hour"), "s": ("secondly", "second", 60, "minute")}
 
 
 def add_arguments(parser) -> None:
@@ -64,13 +54,14 @@ def add_arguments(parser) -> None:
         fit.add_argument(f"--{kind}", nargs="+", action="extend", default=[], metavar="COLUMN",
                          help=f"covariate columns {meaning}")
     fit.add_argument("--likelihood", choices=LIKELIHOODS, help="what the network's outputs describe: quantiles, or "
-                     "a normal, Student-t or negative binomial (counts) distribution (default: the model's, quantile)")
+                     "a normal, Student-t or negative binomial (counts) distribution (default: the model's)")
     fit.add_argument("--decoder", choices=DECODERS, help="direct: every step ahead at once (the default); "
                      "autoregressive: sample paths, each draw fed back")
     fit.add_argument("--ensemble", type=int, metavar="K", help="networks from K seeds, their quantiles averaged "
                      "(default: the model's)")
     fit.add_argument("--max-minutes", type=float, metavar="X", help="stop training after X minutes")
-    fit.add_argument("--steps", type=int, metavar="N", help="training steps (default: the model's, 1500); a few "
+    fit.add_argument("--steps", type=int, metavar="N", help="training steps (default: the model's rule, from "
+                     "the table's size); a few "
                      "dozen make a quick trial of the command, not a useful model")
     fit.add_argument("--seed", type=int, default=0, help="the random seed: the same data, seed and steps give the "
                      "same model")
@@ -139,32 +130,10 @@ def run(args) -> int:
         raise ValueError(str(error)) from None
 
 
-def season_length_for(freq) -> tuple:
-    """``(steps in a season, why in words)`` for data of frequency ``freq`` (a pandas offset alias, or the
-    step of integer ``ds``): the calendar's cycle one step longer than a step (a year of months, a week of
-    days, a day of hours)."""
-    if not isinstance(freq, str):
-        return 1, "ds counts steps, with no calendar to find a season in"
-    import pandas as pd
-
-    offset = pd.tseries.frequencies.to_offset(freq)
-    found = CALENDAR.get(offset.name.split("-")[0])
-    if found is None:
-        return 1, f"no calendar season is known for the frequency {freq}"
-    adjective, step, count, season = found
-    if count == 1:
-        return 1, f"{adjective} data ({freq}), no season within a {season}"
-    if offset.n == 1:
-        return count, f"{adjective} data ({freq}), {count} {step}s a {season}"
-    if count % offset.n:
-        return 1, f"{adjective} data in steps of {offset.n} ({freq}), no whole number of steps a {season}"
-    return count // offset.n, f"{adjective} data in steps of {offset.n} ({freq}), {count // offset.n} steps a {season}"
-
-
 # ----- the actions ---------------------------------------------------------------------------------------
 
 def _fit(args) -> int:
-    from ..forecast import RNNForecaster, check_horizon, load_panel
+    from ..forecast import RNNForecaster, check_horizon, load_panel, season_length_for
 
     horizon = check_horizon(args.horizon)
     seed = check_int("", "--seed", args.seed, 0)

@@ -19,10 +19,11 @@ except ImportError:                                                    # pragma:
         from None
 
 from .data import FILLS, Covariates, Panel, check_counts, check_future, check_horizon, load_panel, read_table
+from .features import season_length_for
 from .metrics import interval_columns, score, seasonal_naive
 from .model import DECODERS, LIKELIHOODS, QUANTILES, RNNForecaster
 from .plots import plot_forecasts
 
 __all__ = ["FILLS", "Covariates", "Panel", "check_counts", "check_future", "check_horizon", "load_panel",
-           "read_table", "interval_columns", "score", "seasonal_naive", "QUANTILES", "LIKELIHOODS", "DECODERS",
-           "RNNForecaster", "plot_forecasts"]
+           "read_table", "season_length_for", "interval_columns", "score", "seasonal_naive", "QUANTILES",
+           "LIKELIHOODS", "DECODERS", "RNNForecaster", "plot_forecasts"]

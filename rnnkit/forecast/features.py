@@ -28,11 +28,43 @@ import pandas as pd
 
 from .data import ID, TARGET, TIME, Panel
 
-__all__ = ["periods", "ordinals", "Standardizer", "Encoded", "encode"]
+__all__ = ["season_length_for", "periods", "ordinals", "Standardizer", "Encoded", "encode"]
 
 # the calendar's own periods, by the frequency's kind (besides the season length the user gives)
 _CALENDAR = {"month": (12,), "quarter": (4,), "week": (52.1775,), "day": (7, 365.25), "hour": (24, 168),
              "minute": (60, 1440), "second": (60,)}
+
+
+# the calendar's seasons: a frequency's offset alias (its part before "-") -> (the data's adjective, the
+# step's name, steps in a season, the season's name)
+_YEARLY, _QUARTERLY = ("yearly", "year", 1, "year"), ("quarterly", "quarter", 4, "year")
+_MONTHLY = ("monthly", "month", 12, "year")
+CALENDAR = {**dict.fromkeys(("Y", "YS", "YE", "A", "AS", "BY", "BYS", "BYE", "BA", "BAS"), _YEARLY),
+            **dict.fromkeys(("Q", "QS", "QE", "BQ", "BQS", "BQE"), _QUARTERLY),
+            **dict.fromkeys(("M", "MS", "ME", "BM", "BMS", "BME", "CBMS", "CBME"), _MONTHLY),
+            "W": ("weekly", "week", 52, "year"), "D": ("daily", "day", 7, "week"),
+            "B": ("business-daily", "business day", 5, "week"), "h": ("hourly", "hour", 24, "day"),
+            "min": ("minutely", "minute", 60, "hour"), "s": ("secondly", "second", 60, "minute")}
+
+
+def season_length_for(freq) -> tuple:
+    """``(steps in a season, why in words)`` for data of frequency ``freq`` (a pandas offset alias, or the
+    step of integer ``ds``): the calendar's cycle one step longer than a step (a year of months, a week of
+    days, a day of hours)."""
+    if not isinstance(freq, str):
+        return 1, "ds counts steps, with no calendar to find a season in"
+    offset = pd.tseries.frequencies.to_offset(freq)
+    found = CALENDAR.get(offset.name.split("-")[0])
+    if found is None:
+        return 1, f"no calendar season is known for the frequency {freq}"
+    adjective, step, count, season = found
+    if count == 1:
+        return 1, f"{adjective} data ({freq}), no season within a {season}"
+    if offset.n == 1:
+        return count, f"{adjective} data ({freq}), {count} {step}s a {season}"
+    if count % offset.n:
+        return 1, f"{adjective} data in steps of {offset.n} ({freq}), no whole number of steps a {season}"
+    return count // offset.n, f"{adjective} data in steps of {offset.n} ({freq}), {count // offset.n} steps a {season}"
 
 
 def _kind(freq) -> str | None:

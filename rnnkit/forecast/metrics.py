@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from utilsforecast import losses
 
-from .data import ID, TARGET, TIME, Panel, check_horizon
+from .data import ID, TARGET, TIME, Panel, check_horizon, load_panel
 
 __all__ = ["score", "seasonal_naive", "interval_columns"]
 
@@ -67,13 +67,15 @@ def _per_series(df: pd.DataFrame, train_df: pd.DataFrame, models: list, season_l
                       for m in models]).rename_axis(ID).reset_index()
 
 
-def seasonal_naive(panel: Panel, h: int, season_length: int, level=(), alias: str = "SeasonalNaive") -> pd.DataFrame:
+def seasonal_naive(panel, h: int, season_length: int, level=(), alias: str = "SeasonalNaive") -> pd.DataFrame:
     r"""The seasonal naive forecast of every series of ``panel``, ``h`` steps: :math:`\hat y_{T+k} =
     y_{T+k-m\lceil k/m\rceil}` (the last season repeated), with normal intervals for each level of
     ``level``, :math:`\hat y \pm z\,\sigma\sqrt{\lceil k/m \rceil}`, where :math:`\sigma^2` is the mean of the
     squared in-sample errors :math:`y_t - y_{t-m}`. A series shorter than two seasons uses
-    :math:`m = 1` (the last value). Columns ``unique_id, ds, ALIAS`` and the intervals."""
+    :math:`m = 1` (the last value). ``panel``: a :class:`Panel`, or a table as :func:`load_panel` reads it.
+    Columns ``unique_id, ds, ALIAS`` and the intervals."""
     h = check_horizon(h)
+    panel = panel if isinstance(panel, Panel) else load_panel(panel)
     level = sorted(level)
     future = panel.future_frame(h)
     k = np.arange(1, h + 1)

@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 from .._arguments import check_int, check_number
 from .._files import umask_mode
 from .data import ID, TARGET, TIME, Panel, check_counts, check_future, check_horizon, load_panel
-from .features import Encoded, Standardizer, encode
+from .features import Encoded, Standardizer, encode, season_length_for
 from .heads import LIKELIHOODS, QUANTILES, empirical_quantiles, head
 from .metrics import interval_columns
 from .network import DECODERS, PATHS, Network, Scaler, scaled, train
@@ -43,7 +43,7 @@ from .network import DECODERS, PATHS, Network, Scaler, scaled, train
 __all__ = ["RNNForecaster", "QUANTILES", "LIKELIHOODS", "DECODERS"]
 
 _OWNER = "RNNForecaster"
-STEPS = (300, 4000)        # the fewest and most training steps the epochs rule gives
+STEPS = (1500, 4000)       # the fewest and most training steps the epochs rule gives
 TRANSFORMS = ("auto", "log", "none")
 
 
@@ -51,17 +51,18 @@ TRANSFORMS = ("auto", "log", "none")
 class ForecasterConfig:
     """Everything that rebuilds a fitted forecaster (saved beside its weights)."""
     h: int
-    season_length: int = 1
+    season_length: int | None = None      # None: from the frequency (season_length_for)
     context: int | None = None            # None: max(2 h, 2 seasons, 8), capped by the longest series
     hidden_size: int = 64
     num_layers: int = 1
     steps: int | None = None              # None: epochs passes over the windows, within STEPS
-    epochs: float = 10.0
+    epochs: float = 20.0
     batch_size: int = 128
     lr: float = 3e-3
     likelihood: str = "quantile"
     decoder: str = "direct"
     transform: str = "auto"               # auto: log where no y is negative (not for counts); log; none
+    baseline: bool = False                # direct decoder: learn the change from the seasonal naive forecast
     ensemble: int = 1
     max_minutes: float | None = None
     alias: str = "RNN"
@@ -87,20 +88,22 @@ class RNNForecaster:
     ['unique_id', 'ds', 'RNN', 'RNN-lo-80', 'RNN-hi-80']
     """
 
-    def __init__(self, h: int, season_length: int = 1, *, context: int | None = None, hidden_size: int = 64,
-                 num_layers: int = 1, steps: int | None = None, epochs: float = 10.0, batch_size: int = 128, lr: float = 3e-3,
-                 likelihood: str = "quantile", decoder: str = "direct", transform: str = "auto", ensemble: int = 1,
+    def __init__(self, h: int, season_length: int | None = None, *, context: int | None = None, hidden_size: int = 64,
+                 num_layers: int = 1, steps: int | None = None, epochs: float = 20.0, batch_size: int = 128, lr: float = 3e-3,
+                 likelihood: str = "quantile", decoder: str = "direct", transform: str = "auto", baseline: bool = False,
+                 ensemble: int = 1,
                  max_minutes: float | None = None, alias: str = "RNN", random_state: int = 0, progress: bool = True):
         positive = {"low": 0.0, "low_closed": False, "high_closed": False}
         self.config = ForecasterConfig(
-            h=check_horizon(h), season_length=check_int(_OWNER, "season_length", season_length),
+            h=check_horizon(h),
+            season_length=None if season_length is None else check_int(_OWNER, "season_length", season_length),
             context=None if context is None else check_int(_OWNER, "context", context),
             hidden_size=check_int(_OWNER, "hidden_size", hidden_size),
             num_layers=check_int(_OWNER, "num_layers", num_layers), steps=None if steps is None else check_int(_OWNER, "steps", steps),
             epochs=check_number(_OWNER, "epochs", epochs, **positive),
             batch_size=check_int(_OWNER, "batch_size", batch_size), lr=check_number(_OWNER, "lr", lr, **positive),
             likelihood=_choice("likelihood", likelihood, LIKELIHOODS), decoder=_choice("decoder", decoder, DECODERS),
-            transform=_choice("transform", transform, TRANSFORMS),
+            transform=_choice("transform", transform, TRANSFORMS), baseline=bool(baseline),
             ensemble=check_int(_OWNER, "ensemble", ensemble),
             max_minutes=None if max_minutes is None else check_number(_OWNER, "max_minutes", max_minutes, **positive),
             alias=str(alias), random_state=check_int(_OWNER, "random_state", random_state, 0))
@@ -117,6 +120,8 @@ class RNNForecaster:
         panel = df if isinstance(df, Panel) else load_panel(df, freq=freq, fill=fill, future=future, past=past,
                                                             static=static)
         c = self.config = replace(self.settings)
+        if c.season_length is None:
+            c.season_length = season_length_for(panel.freq)[0]
         if c.likelihood == "negbin":
             check_counts(panel, "negbin")
         if c.decoder == "autoregressive" and panel.covariates.past:
@@ -166,9 +171,22 @@ class RNNForecaster:
         c = self.config
         return Network(values=2, steps=encoded.steps.shape[1], past=encoded.past.shape[1],
                        static=encoded.static.shape[1], h=c.h, outputs=self._head().n, hidden=c.hidden_size,
-                       layers=c.num_layers, decoder=c.decoder)
+                       layers=c.num_layers, decoder=c.decoder,
+                       season=self._baseline_season())
+
+    def _baseline_season(self) -> int:
+        """The season of the direct decoder's baseline (0: none; counts are modelled without one)."""
+        c = self.config
+        use = c.baseline and c.decoder == "direct" and c.likelihood != "negbin"
+        return min(c.season_length, c.context) if use else 0
 
     # ----- forecasting ---------------------------------------------------------------------------
+    def make_future_dataframe(self, h: int | None = None, df=None) -> pd.DataFrame:
+        """``unique_id, ds`` of the ``h`` steps (default: the fitted ``h``) after each series' end (of ``df``,
+        or of the fitted table): the frame to fill with future covariates and pass as ``X_df``."""
+        h = self._horizon(h, "make_future_dataframe")
+        return (self.panel if df is None else self._panel(df)).future_frame(h)
+
     def predict(self, h: int | None = None, level=(80, 95), X_df=None, df=None) -> pd.DataFrame:
         """The forecasts of the next ``h`` steps (default: the ``h`` fitted) of every series: ``unique_id, ds,
         ALIAS`` (the median) and ``ALIAS-lo-L, ALIAS-hi-L`` for each level of ``level``. ``X_df``: the future
@@ -191,7 +209,9 @@ class RNNForecaster:
         """Forecasts from each of the last ``n_windows`` cutoffs of every series of ``df`` (default: the fitted
         table), ``step_size`` steps apart (default ``h``), beside the truth: ``unique_id, ds, cutoff, y`` and
         the forecast columns. The model reads each series up to the cutoff and is not refitted (one batched
-        pass for every window); ``refit=True`` fits a fresh model on the table cut at each cutoff instead."""
+        pass for every window); ``refit=True`` fits a fresh model on the table cut at each cutoff instead.
+        Without ``df`` (or with the fitted table) and without refitting, the windows lie in the history the
+        model learnt from: the scores are in-sample, flattering; pass later data for a fair measure."""
         h = self._horizon(h, "cross_validation")
         n_windows = check_int(_OWNER, "n_windows", n_windows)
         step_size = h if step_size is None else check_int(_OWNER, "step_size", step_size)

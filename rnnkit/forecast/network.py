@@ -69,14 +69,16 @@ def scaled(batch: dict, scaler: Scaler) -> tuple:
 
 class Network(nn.Module):
     def __init__(self, *, values: int, steps: int, past: int, static: int, h: int, outputs: int, hidden: int,
-                 layers: int, decoder: str):
+                 layers: int, decoder: str, season: int = 0):
         super().__init__()
-        self.h, self.outputs, self.decoder, self.steps = h, outputs, decoder, steps
+        self.h, self.outputs, self.decoder, self.steps, self.season = h, outputs, decoder, steps, season
         self.rnn = LSTM(values + steps + past + static, hidden, num_layers=layers, batch_first=True)
         if decoder == "direct":
             self.width = max(8, hidden // 4)
             self.context = nn.Linear(hidden, h * self.width)
-            self.local = nn.Sequential(nn.Linear(self.width + steps, hidden), nn.ReLU(), nn.Linear(hidden, outputs))
+            extra = 1 if season else 0
+            self.local = nn.Sequential(nn.Linear(self.width + steps + extra, hidden), nn.ReLU(),
+                                       nn.Linear(hidden, outputs))
             self.skip = nn.Linear(self.width, outputs)
         else:
             self.out = nn.Linear(hidden, outputs)
@@ -90,7 +92,18 @@ class Network(nn.Module):
         """Direct: ``x`` (B, context, inputs), ``ahead`` (B, h, steps) -> raw outputs (B, h, outputs)."""
         out, _ = self.rnn(self._inputs(x, static))
         c = self.context(out[:, -1]).view(-1, self.h, self.width)
-        return self.skip(c) + self.local(torch.cat([c, ahead], -1))
+        if not self.season:
+            return self.skip(c) + self.local(torch.cat([c, ahead], -1))
+        base = self.baseline(x)                                                        # (B, h)
+        raw = self.skip(c) + self.local(torch.cat([c, ahead, base.unsqueeze(-1)], -1))
+        return raw + nn.functional.pad(base.unsqueeze(-1), (0, self.outputs - 1))
+
+    def baseline(self, x):
+        """The seasonal naive forecast of each step ahead in the network's units (the last value where the
+        season is 1): the value one season before it, from the window's last season."""
+        context = x.shape[1]
+        rows = context - self.season + torch.arange(self.h) % self.season
+        return x[:, rows.clamp_min(0), 0]
 
     def teacher_forced(self, x, ahead, y, static):
         """Autoregressive: raw outputs for every row of the window and the ``h`` after it, each from the
