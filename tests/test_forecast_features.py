@@ -131,7 +131,7 @@ def test_the_negative_binomial_head_has_the_mean_it_says():
 def ar1_model():
     torch.set_num_threads(1)
     df = ar1_panel()
-    return RNNForecaster(h=4, steps=600, likelihood="normal", transform="none", context=16, progress=False).fit(df), df
+    return RNNForecaster(h=4, steps=600, likelihood="normal", context=16, progress=False).fit(df), df
 
 
 def test_intervals_of_an_ar1_process_cover_what_they_say(ar1_model):
@@ -194,6 +194,21 @@ def test_a_future_covariate_is_read_and_a_saved_ensemble_predicts_the_same(tmp_p
     pd.testing.assert_frame_equal(first, told.predict(X_df=future).groupby("unique_id").head(3).reset_index(drop=True))
 
 
+def test_the_log_transform_maps_the_quantiles_back_and_round_trips_the_scale():
+    """log(1 + y/s): forecasts never negative, quantiles ordered, a table 1,000 times larger forecast 1,000
+    times larger; the Scaler's inverse undoes it."""
+    from rnnkit.forecast.network import Scaler
+    y, s = torch.tensor([[0.0, 3.0, 250.0]], dtype=torch.float64), torch.tensor([[10.0]], dtype=torch.float64)
+    torch.testing.assert_close(Scaler(log=True).inverse(Scaler(log=True)(y, s), s), y)
+    df = covariate_panel(count=6, n=40).drop(columns=["promo", "size"])
+    model = RNNForecaster(h=4, season_length=12, steps=60, transform="log", progress=False).fit(df)
+    got = model.predict(level=[80, 95])
+    ordered = ["RNN-lo-95", "RNN-lo-80", "RNN", "RNN-hi-80", "RNN-hi-95"]
+    assert (got[ordered].to_numpy() >= 0).all() and (np.diff(got[ordered].to_numpy(), axis=1) >= 0).all()
+    large = model.predict(level=[80, 95], df=df.assign(y=df["y"] * 1000))
+    np.testing.assert_allclose(large[ordered].to_numpy(), 1000 * got[ordered].to_numpy(), rtol=1e-5)
+
+
 def test_the_autoregressive_decoder_forecasts_from_sample_paths():
     df = ar1_panel(count=20, n=60)
     model = RNNForecaster(h=3, steps=100, likelihood="normal", decoder="autoregressive", progress=False).fit(df)
@@ -228,6 +243,11 @@ def test_each_misuse_of_the_new_options_is_one_line():
              "n_windows or h"),
             (lambda: RNNForecaster(h=2).cross_validation(df), RuntimeError,
              "RNNForecaster: call fit(df) before cross_validation()"),
+            (lambda: RNNForecaster(h=2, transform="log").fit(counts), ValueError,
+             "RNNForecaster: transform='log' needs series that are never negative, and a likelihood for real values "
+             "(not negbin); use transform='none'"),
+            (lambda: RNNForecaster(h=2, transform="sqrt"), ValueError,
+             "RNNForecaster: transform must be one of none, log, got 'sqrt'"),
             (lambda: fitted.predict(level=[100]), ValueError,
              "RNNForecaster: level 100 needs the 0 and 1 quantiles, which the model does not learn; choose levels "
              "among 50, 80, 90, 95")]:
@@ -252,17 +272,17 @@ def test_the_baseline_is_the_seasonal_naive_forecast_in_the_networks_units():
 
 
 def test_what_fit_leaves_to_the_data_is_chosen_afresh_for_each_table(monkeypatch):
-    """season_length from the frequency, the transform from the signs, steps from the number of windows
+    """season_length from the frequency, steps from the number of windows
     (20 passes, within 1,500-4,000); the settings as given stay as given."""
     import rnnkit.forecast.model as module
     steps = []
     monkeypatch.setattr(module, "train", lambda *a, **k: steps.append(k["steps"]))       # no training: the choices
     model = RNNForecaster(h=4, progress=False)
     model.fit(covariate_panel(count=3, n=30).drop(columns=["promo", "size"]))               # 78 windows
-    assert (model.config.season_length, model.config.transform, steps[-1]) == (12, "log", 1500)
+    assert (model.config.season_length, steps[-1]) == (12, 1500)
     model.fit(ar1_panel(count=300, n=100, mean=0.0))            # 28,800 windows: 20 x 28,800 / 128 = 4,500 > 4,000
-    assert (model.config.season_length, model.config.transform, steps[-1]) == (1, "none", 4000)
-    assert (model.settings.season_length, model.settings.transform, model.settings.steps) == (None, "auto", None)
+    assert (model.config.season_length, steps[-1]) == (1, 4000)
+    assert (model.settings.season_length, model.settings.steps) == (None, None)
 
 
 def test_the_future_frame_and_the_seasonal_naive_forecast_take_plain_tables():

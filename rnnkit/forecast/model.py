@@ -44,7 +44,7 @@ __all__ = ["RNNForecaster", "QUANTILES", "LIKELIHOODS", "DECODERS"]
 
 _OWNER = "RNNForecaster"
 STEPS = (1500, 4000)       # the fewest and most training steps the epochs rule gives
-TRANSFORMS = ("auto", "log", "none")
+TRANSFORMS = ("none", "log")
 
 
 @dataclass
@@ -61,7 +61,7 @@ class ForecasterConfig:
     lr: float = 3e-3
     likelihood: str = "quantile"
     decoder: str = "direct"
-    transform: str = "auto"               # auto: log where no y is negative (not for counts); log; none
+    transform: str = "none"               # log: model log(1 + y/s), for series never negative
     baseline: bool = False                # direct decoder: learn the change from the seasonal naive forecast
     ensemble: int = 1
     max_minutes: float | None = None
@@ -90,7 +90,7 @@ class RNNForecaster:
 
     def __init__(self, h: int, season_length: int | None = None, *, context: int | None = None, hidden_size: int = 64,
                  num_layers: int = 1, steps: int | None = None, epochs: float = 20.0, batch_size: int = 128, lr: float = 3e-3,
-                 likelihood: str = "quantile", decoder: str = "direct", transform: str = "auto", baseline: bool = False,
+                 likelihood: str = "quantile", decoder: str = "direct", transform: str = "none", baseline: bool = False,
                  ensemble: int = 1,
                  max_minutes: float | None = None, alias: str = "RNN", random_state: int = 0, progress: bool = True):
         positive = {"low": 0.0, "low_closed": False, "high_closed": False}
@@ -129,12 +129,9 @@ class RNNForecaster:
                              f"({', '.join(panel.covariates.past)}), which are unknown beyond each series' end; "
                              f"use decoder='direct' or declare them as future covariates")
         _long_enough(panel, c.h + 1, f"forecasting {c.h} steps needs at least {c.h + 1}; drop it or lower h")
-        nonnegative = bool((panel.df[TARGET] >= 0).all())
-        if c.transform == "log" and (not nonnegative or c.likelihood == "negbin"):
+        if c.transform == "log" and (c.likelihood == "negbin" or (panel.df[TARGET] < 0).any()):
             raise ValueError(f"{_OWNER}: transform='log' needs series that are never negative, and a likelihood for "
                              f"real values (not negbin); use transform='none'")
-        if c.transform == "auto":
-            c.transform = "log" if nonnegative and c.likelihood != "negbin" else "none"
         longest = int(panel.lengths().max())
         if c.context is None:
             c.context = max(2 * c.h, 2 * c.season_length, 8)
