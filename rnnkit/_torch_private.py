@@ -16,18 +16,25 @@ either way rnnkit keeps working on public APIs only, as stated below.
   (``torch._cudnn_rnn_flatten_weight``, what ``torch.nn.LSTM.flatten_parameters()`` calls), so
   that cuDNN takes them as they are. Without it: cuDNN copies them into one block at every call
   (and warns that they are "not part of single contiguous chunk of memory"); the numbers are the same.
+- :func:`length_free_rnn_export`: torch's length-free decompositions of its multi-layer LSTM and
+  GRU ops (``torch.export._patches``) for the whole of an export, and those ops' dispatch caches
+  emptied around it. Without it: torch's exporter uses them while it captures the graph only, so
+  the shapes of its program are traced at the example's length, and a second export in one
+  process may fix the length altogether (``rnnkit export`` declares its shapes from the input
+  through ONNX's shape inference either way).
 
 torch's sequence and step kernels (``torch.lstm``, ``torch.gru_cell``, ...; the functions
 ``torch.nn.LSTM`` calls) are public names of the ``torch`` namespace and need no fence.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
 
 __all__ = ["sequence_kernels", "step_kernels", "onednn_matmul", "swapped_parameters", "can_swap_parameters",
-           "inside_functorch", "flatten_for_cudnn", "enabled"]
+           "inside_functorch", "flatten_for_cudnn", "length_free_rnn_export", "enabled"]
 
 sequence_kernels = {"LSTM": torch.lstm, "GRU": torch.gru, "RNN_TANH": torch.rnn_tanh, "RNN_RELU": torch.rnn_relu}
 step_kernels = {"LSTM": torch.lstm_cell, "GRU": torch.gru_cell, "RNN_TANH": torch.rnn_tanh_cell,
@@ -109,3 +116,37 @@ def flatten_for_cudnn(weights, mode: str, input_size: int, hidden_size: int, pro
         return True
     except Exception:                      # any failure of a private API means: do without it
         return False
+
+
+@contextlib.contextmanager
+def length_free_rnn_export():
+    """Within this block, torch's exporters see ``aten.lstm`` and ``aten.gru`` through torch's own
+    ``while_loop`` decompositions, which leave the length free (a plain context where they are
+    missing or turned off).
+
+    torch's ONNX exporter puts them in place while it captures the graph only: the decomposition
+    step after it traces the same ops through the default decompositions, one step per time
+    step of the example, so the program declared outputs of the example's length. It puts them
+    in place by writing the ops' Python kernels, around the cache in which each op keeps the
+    kernel it dispatched to last, so the default kernel, cached by one export, is what the next
+    export in the process captures with: an LSTM or GRU whose length is fixed. Hence the caches
+    are emptied on entry and on exit."""
+    patches, ops = contextlib.ExitStack(), ()
+    try:
+        if enabled():
+            from torch.export._patches import (register_gru_while_loop_decomposition,
+                                               register_lstm_while_loop_decomposition)
+            ops = (torch.ops.aten.lstm.input, torch.ops.aten.gru.input)
+            for op in ops:
+                op._dispatch_cache.clear()
+            patches.enter_context(register_lstm_while_loop_decomposition())
+            patches.enter_context(register_gru_while_loop_decomposition())
+    except Exception:                      # any failure of a private API means: do without it
+        patches.close()
+        ops = ()
+    try:
+        with patches:
+            yield
+    finally:
+        for op in ops:
+            op._dispatch_cache.clear()

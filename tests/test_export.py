@@ -39,7 +39,9 @@ def _onnx(model, example, path, dynamic=True):
 def _onnx_in_a_fresh_process(model, example, folder):
     """:func:`_onnx` in a process of its own. In torch 2.13 an LSTM exported after another LSTM in
     the same process comes out with its length fixed to the traced one (plain torch.nn.LSTM too,
-    and torch._dynamo.reset() does not undo it), so this test would pass or fail by test order."""
+    and torch._dynamo.reset() does not undo it), so this test would pass or fail by test order:
+    torch's exporter swaps in its length-free LSTM decomposition without emptying the op's dispatch
+    cache (``rnnkit export`` empties it: :func:`rnnkit._torch_private.length_free_rnn_export`)."""
     torch.save({"model": model, "example": example}, folder / "model.pt")
     code = textwrap.dedent("""
         import sys, warnings, torch

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from .._torch_private import length_free_rnn_export
 from ..models import load_language_model
 
 HELP = "write a trained language model as an ONNX program"
@@ -32,9 +33,10 @@ def run(args) -> int:
     out = Path(args.out) if args.out else Path(args.run_dir) / "model.onnx"
     example = torch.zeros(2, 8, dtype=torch.long)
     dims = ({0: torch.export.Dim("batch"), 1: torch.export.Dim("time")},)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), length_free_rnn_export():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=dims, verbose=False)
+    program.model = _shapes_from_the_input(program.model)
     program.save(str(out))
     states = "h" if model.config.cell != "lstm" else "h and c"
     if hasattr(model, "live"):                 # an ensemble: its members, or its snapshots so far
@@ -46,3 +48,23 @@ def run(args) -> int:
     print(f"wrote {out}: input token ids (batch, time) int64 from a {len(vocab):,}-token {vocab.level} "
           f"vocabulary; outputs {outputs} ({states}, (layers, batch, hidden) each), starting from zeros")
     return 0
+
+
+def _shapes_from_the_input(model):
+    """``model`` (an ONNX IR model) declaring each value's shape, the outputs' among them, as
+    ONNX's shape inference derives it from the input's (batch, time), in place of the shapes
+    the exporter recorded while tracing.
+
+    Where torch traces its multi-layer RNN ops through their default decompositions (one step
+    per time step of the example: see :func:`~rnnkit._torch_private.length_free_rnn_export`),
+    the ONNX LSTM/GRU ops still take any length, but the program declared logits of (batch, 8,
+    V), and onnxruntime warned "does not match actual shape" at every other length. A shape
+    that inference cannot derive is left undeclared, never the traced one.
+    """
+    from onnxscript.ir.passes.common import ShapeInferencePass
+
+    for graph in model.graphs():
+        for node in graph:
+            for value in node.outputs:
+                value.shape = None
+    return ShapeInferencePass(strict_mode=True, data_prop=True)(model).model
