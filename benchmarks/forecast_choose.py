@@ -56,6 +56,10 @@ CANDIDATES = {
     "rule-plain": {"steps": None, "baseline": False, "transform": "none"},
     "rule-ensemble5": {"steps": None, "ensemble": 5},
     "rule-log": {"steps": None, "baseline": False, "transform": "log"},
+    "context3h": {"context_h": 3},
+    "context1h": {"context_h": 1},
+    "hidden128-rule": {"hidden_size": 128},
+    "batch256-rule": {"batch_size": 256},
     "steps6000-plain": {"steps": 6000, "transform": "none"},
     "steps3000-lr1e-2": {"steps": 3000, "lr": 1e-2},
     "hidden128": {"hidden_size": 128},
@@ -104,7 +108,10 @@ def candidate(name: str, peers: dict, groups=GROUPS) -> dict:
     for group in groups:
         train, test, h, m = frames(group)
         start = time.perf_counter()
-        model = RNNForecaster(h=h, season_length=m, alias="rnnkit", progress=False, **CANDIDATES[name])
+        keywords = dict(CANDIDATES[name])
+        if "context_h" in keywords:                      # a window of so many horizons (at least two seasons)
+            keywords["context"] = max(keywords.pop("context_h") * h, 2 * m, 8)
+        model = RNNForecaster(h=h, season_length=m, alias="rnnkit", progress=False, **keywords)
         forecasts = model.fit(train, freq=1).predict(level=LEVELS)
         row = {**score("rnnkit", forecasts, train, test, m), "seconds": time.perf_counter() - start}
         best_smape = min(p["smape"] for p in peers[group].values())
