@@ -293,3 +293,19 @@ def test_the_future_frame_and_the_seasonal_naive_forecast_take_plain_tables():
     assert len(model.make_future_dataframe(h=2, df=df[df["ds"] < "2002-06-01"])) == 4
     plain = df[["unique_id", "ds", "y"]]
     pd.testing.assert_frame_equal(seasonal_naive(plain, 3, 12), seasonal_naive(load_panel(plain), 3, 12))
+
+
+def test_cross_validation_with_refitting_gives_the_same_table_as_without():
+    """refit=True fits a fresh model on the table cut at each cutoff: the same rows, cutoffs and truth as
+    the batched pass, and a forecast that is the cut model's own predict."""
+    df = covariate_panel(count=3, n=30)
+    model = RNNForecaster(h=3, season_length=12, steps=5, progress=False).fit(df, future=["promo"], static=["size"])
+    fast = model.cross_validation(n_windows=2, h=2, step_size=3, level=[80])
+    slow = model.cross_validation(n_windows=2, h=2, step_size=3, level=[80], refit=True)
+    assert list(slow.columns) == list(fast.columns)
+    pd.testing.assert_frame_equal(slow[["unique_id", "ds", "cutoff", "y"]], fast[["unique_id", "ds", "cutoff", "y"]])
+    cut = df[df["ds"] <= slow["cutoff"].min()]
+    again = RNNForecaster(h=3, season_length=12, steps=5, progress=False).fit(cut, future=["promo"], static=["size"])
+    first = slow[slow["cutoff"] == slow["cutoff"].min()].drop(columns=["cutoff", "y"]).reset_index(drop=True)
+    future = df[df["ds"] > slow["cutoff"].min()].groupby("unique_id").head(2)[["unique_id", "ds", "promo"]]
+    pd.testing.assert_frame_equal(first, again.predict(h=2, level=[80], X_df=future))
