@@ -275,14 +275,19 @@ def test_what_fit_leaves_to_the_data_is_chosen_afresh_for_each_table(monkeypatch
     """season_length from the frequency, steps from the number of windows
     (20 passes, within 1,500-4,000); the settings as given stay as given."""
     import rnnkit.forecast.model as module
-    steps = []
-    monkeypatch.setattr(module, "train", lambda *a, **k: steps.append(k["steps"]))       # no training: the choices
+    steps, threads = [], []
+    monkeypatch.setattr(module, "train", lambda *a, **k: steps.append(k["steps"]) or threads.append(
+        torch.get_num_threads()))                                                        # no training: the choices
     model = RNNForecaster(h=4, progress=False)
     model.fit(covariate_panel(count=3, n=30).drop(columns=["promo", "size"]))               # 78 windows
     assert (model.config.season_length, steps[-1]) == (12, 1500)
     model.fit(ar1_panel(count=300, n=100, mean=0.0))            # 28,800 windows: 20 x 28,800 / 128 = 4,500 > 4,000
     assert (model.config.season_length, steps[-1]) == (1, 4000)
     assert (model.settings.season_length, model.settings.steps) == (None, None)
+    torch.set_num_threads(2)
+    RNNForecaster(h=4, progress=False).fit(ar1_panel(count=2, n=20))
+    RNNForecaster(h=4, threads=None, progress=False).fit(ar1_panel(count=2, n=20))
+    assert threads[-2:] == [1, 2] and torch.get_num_threads() == 2          # one thread while fitting, then as before
 
 
 def test_the_future_frame_and_the_seasonal_naive_forecast_take_plain_tables():

@@ -20,6 +20,7 @@ The point forecast is the median; the ``l`` % interval is the pair of quantiles 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import shutil
@@ -64,6 +65,7 @@ class ForecasterConfig:
     transform: str = "none"               # log: model log(1 + y/s), for series never negative
     baseline: bool = False                # direct decoder: learn the change from the seasonal naive forecast
     ensemble: int = 1
+    threads: int | None = 1               # torch's threads while fitting and forecasting (None: as set)
     max_minutes: float | None = None
     alias: str = "RNN"
     random_state: int = 0
@@ -91,7 +93,7 @@ class RNNForecaster:
     def __init__(self, h: int, season_length: int | None = None, *, context: int | None = None, hidden_size: int = 64,
                  num_layers: int = 1, steps: int | None = None, epochs: float = 20.0, batch_size: int = 128, lr: float = 3e-3,
                  likelihood: str = "quantile", decoder: str = "direct", transform: str = "none", baseline: bool = False,
-                 ensemble: int = 1,
+                 ensemble: int = 1, threads: int | None = 1,
                  max_minutes: float | None = None, alias: str = "RNN", random_state: int = 0, progress: bool = True):
         positive = {"low": 0.0, "low_closed": False, "high_closed": False}
         self.config = ForecasterConfig(
@@ -105,6 +107,7 @@ class RNNForecaster:
             likelihood=_choice("likelihood", likelihood, LIKELIHOODS), decoder=_choice("decoder", decoder, DECODERS),
             transform=_choice("transform", transform, TRANSFORMS), baseline=bool(baseline),
             ensemble=check_int(_OWNER, "ensemble", ensemble),
+            threads=None if threads is None else check_int(_OWNER, "threads", threads),
             max_minutes=None if max_minutes is None else check_number(_OWNER, "max_minutes", max_minutes, **positive),
             alias=str(alias), random_state=check_int(_OWNER, "random_state", random_state, 0))
         self.settings = self.config          # as given; fit resolves what is left to the data in a copy
@@ -145,6 +148,12 @@ class RNNForecaster:
         encoded = self._encode(panel)
         budget = None if c.max_minutes is None else 60 * c.max_minutes / c.ensemble
         self.networks = []
+        with _threads(c.threads):
+            self._fit_members(encoded, budget)
+        return self
+
+    def _fit_members(self, encoded: Encoded, budget) -> None:
+        c = self.config
         for member in range(c.ensemble):
             torch.manual_seed(c.random_state + member)
             network = self._network(encoded)
@@ -153,7 +162,6 @@ class RNNForecaster:
                   lr=c.lr, budget=budget, rng=np.random.default_rng(c.random_state + member), progress=self.progress,
                   desc="fit" if c.ensemble == 1 else f"fit {member + 1}/{c.ensemble}")
             self.networks.append(network)
-        return self
 
     def _encode(self, panel: Panel, extra: int = 0, future=None) -> Encoded:
         return encode(panel, self.config.season_length, self.standardizer, extra=extra, future=future)
@@ -261,7 +269,7 @@ class RNNForecaster:
         ahead, static = torch.from_numpy(batch["ahead"]), torch.from_numpy(batch["static"])
         generator = torch.Generator().manual_seed(c.random_state)
         total = 0.0
-        with torch.no_grad():
+        with torch.no_grad(), _threads(c.threads):
             for network in self._require():
                 if c.decoder == "direct":
                     target_scale = scaler.targets(scale, scale)[1].double()[:, None]
@@ -365,6 +373,22 @@ class RNNForecaster:
             network.eval()
             model.networks.append(network)
         return model
+
+
+@contextlib.contextmanager
+def _threads(count: int | None):
+    """torch's intra-op threads set to ``count`` within the block (None: left as they are). One is the
+    default: the network is small, so a second thread gains little on an idle machine and costs much
+    where another process holds a core (each matrix product waits for the slower thread)."""
+    if count is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _long_enough(panel: Panel, needed: int, why: str) -> None:
