@@ -55,6 +55,8 @@ CANDIDATES = {
     "rule-nobaseline": {"steps": None, "baseline": False},
     "rule-plain": {"steps": None, "baseline": False, "transform": "none"},
     "rule-ensemble5": {"steps": None, "ensemble": 5},
+    "default": {},
+    "default-ensemble5": {"ensemble": 5},
     "rule-log": {"steps": None, "baseline": False, "transform": "log"},
     "context3h": {"context_h": 3},
     "context1h": {"context_h": 1},
@@ -131,7 +133,8 @@ def candidate(name: str, peers: dict, groups=GROUPS) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("candidates", nargs="*", help=f"among {', '.join(CANDIDATES)}")
-    parser.add_argument("--groups", nargs="+", default=list(GROUPS), help="a quick look at some groups (not saved)")
+    parser.add_argument("--groups", nargs="+", default=list(GROUPS), help="some groups only (merged into the "
+                        "candidate's entry; its summary once every group is in)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a small network)")
     parser.add_argument("--statistical", action="store_true", help="run the statistical peers (once)")
     args = parser.parse_args(argv)
@@ -148,9 +151,18 @@ def main(argv=None) -> int:
         return 2
     peers = json.loads(peers_path.read_text())["groups"]
     path = RESULTS / "forecast_choose.json"
-    if args.groups != list(GROUPS):
+    if args.groups != list(GROUPS):                  # part of the panel: merged into what other runs wrote
         for name in args.candidates:
-            candidate(name, peers, args.groups)
+            got = candidate(name, peers, args.groups)
+            results = json.loads(path.read_text())["candidates"] if path.exists() else {}
+            merged = {**{g: v for g, v in results.get(name, {}).items() if g in GROUPS}, **{g: got[g] for g in args.groups}}
+            if all(g in merged for g in GROUPS):
+                merged["summary"] = {k: float(np.exp(np.mean([np.log(merged[g][k]) for g in GROUPS])))
+                                     for k in ("smape_ratio", "mase_ratio")}
+                merged["summary"]["seconds"] = float(sum(merged[g]["seconds"] for g in GROUPS))
+            merged["keywords"] = CANDIDATES[name]
+            results[name] = merged
+            write_results("forecast_choose", {"panel": list(GROUPS), "candidates": results})
         return 0
     for name in args.candidates:
         got = candidate(name, peers)
@@ -159,7 +171,8 @@ def main(argv=None) -> int:
         write_results("forecast_choose", {"panel": list(GROUPS), "candidates": results})
     results = json.loads(path.read_text())["candidates"] if path.exists() else {}
     print(f"\n{'candidate':16} {'sMAPE/best':>10} {'MASE/best':>10} {'seconds':>8}   (geometric means over the panel)")
-    for name, r in sorted(results.items(), key=lambda kv: kv[1]["summary"]["smape_ratio"]):
+    for name, r in sorted(((n, r) for n, r in results.items() if "summary" in r),
+                          key=lambda kv: kv[1]["summary"]["smape_ratio"]):
         s = r["summary"]
         print(f"{name:16} {s['smape_ratio']:10.3f} {s['mase_ratio']:10.3f} {s['seconds']:8.0f}")
     return 0
