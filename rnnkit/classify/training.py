@@ -84,7 +84,7 @@ def train_members(cases: list, targets: np.ndarray, task: str, outputs: int, pat
                   seed: int, progress: bool = False) -> tuple:
     """Train ``recipe.members`` networks on ``cases`` (normalized, (C, time_i)) and ``targets`` (class
     indices, or standardized values (N, outputs)); returns ``(networks, report)`` where ``report`` holds
-    per member the epochs run, the best epoch and its validation loss."""
+    per member the epochs run, the best epoch, its validation loss and the held-out cases."""
     started = time.perf_counter()
     x, lengths = batch_cases(cases, patch)
     y = torch.as_tensor(targets, dtype=torch.long if task == "classification" else torch.float32)
@@ -128,7 +128,7 @@ def train_members(cases: list, targets: np.ndarray, task: str, outputs: int, pat
         network.eval()
         networks.append(network)
         report.append({"epochs": epoch, "best_epoch": best_epoch if len(held) else epoch,
-                       "validation_loss": best if len(held) else None})
+                       "validation_loss": best if len(held) else None, "validation_cases": held.tolist()})
     bar.close()
     return networks, report
 

@@ -107,10 +107,12 @@ class RNNClassifier(ClassifierMixin, _RNNEstimator):
         """Learn from ``X`` (a collection of cases) and ``y`` (one label of any type per case)."""
         cases, y = self._cases(X, y)
         y = column_or_1d(y, warn=True)
+        if y.dtype.kind == "f" and not np.isfinite(y).all():
+            raise ValueError("y contains NaN or infinite labels; drop those cases or give them a label")
         check_classification_targets(y)
         self.classes_, targets = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
-            raise ValueError(f"y has one class ({self.classes_[0]!r}); a classifier needs at least two")
+            raise ValueError(f"y has one class ({self.classes_.tolist()[0]!r}); a classifier needs at least two")
         return self._fit(cases, targets, len(self.classes_))
 
     def predict_proba(self, X) -> np.ndarray:
@@ -130,6 +132,11 @@ class RNNRegressor(RegressorMixin, _RNNEstimator):
     """Sequence regression with the same recipe as :class:`RNNClassifier` (targets standardized, the
     squared error, no class weights); ``y`` is (cases,) or (cases, outputs)."""
     _task = "regression"
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
 
     def fit(self, X, y) -> "RNNRegressor":
         cases, y = self._cases(X, y)
