@@ -31,17 +31,17 @@ class SequenceModel:
     ``cases`` are checked (C, time_i) arrays (:func:`~rnnkit.classify.as_cases`); ``targets`` are class
     indices 0..outputs-1 (classification) or values (N, outputs) (regression, standardized inside).
     The recipe's ``members`` recurrent networks and, where ``reservoir_size > 0``, the reservoir
-    readout each give class probabilities (or values); the prediction is the average of the recurrent
-    members' average and the reservoir's.
+    readout each give class probabilities (or values); the prediction is their weighted average, the
+    reservoir counting as ``reservoir_weight`` members.
     """
 
-    def __init__(self, recipe: Recipe, task: str = "classification", reservoir_size: int = 150):
+    def __init__(self, recipe: Recipe, task: str = "classification"):
         if task not in TASKS:
             raise ValueError(f"SequenceModel: task must be one of {list(TASKS)}, got {task!r}")
-        if not recipe.members and not reservoir_size:
+        if not recipe.members and not recipe.reservoir_size:
             raise ValueError("SequenceModel: members=0 and reservoir_size=0 leave no model; give either a "
                              "positive number")
-        self.recipe, self.task, self.reservoir_size = recipe, task, reservoir_size
+        self.recipe, self.task = recipe, task
         self.networks, self.reservoir, self.report = [], None, {}
 
     def fit(self, cases: list, targets: np.ndarray, outputs: int, seed: int = 0,
@@ -57,8 +57,8 @@ class SequenceModel:
             self.target_scale[self.target_scale < 1e-12] = 1.0
             targets = (targets - self.target_mean) / self.target_scale
         self.patch = patch_length([c.shape[1] for c in cases], self.recipe.max_steps)
-        if self.reservoir_size:
-            self.reservoir = ReservoirReadout(self.channels, self.reservoir_size, task=self.task, seed=seed)
+        if self.recipe.reservoir_size:
+            self.reservoir = ReservoirReadout(self.channels, self.recipe.reservoir_size, task=self.task, seed=seed)
             self.reservoir.fit(cases, targets, outputs)
         self.report["reservoir_seconds"] = time.perf_counter() - started
         if self.recipe.members:
@@ -73,12 +73,14 @@ class SequenceModel:
         """Class probabilities (N, K), or values (N, outputs) in the targets' units."""
         check_channels(cases, self.channels)
         cases = self.normalizer(cases)
-        parts = []
+        parts, weights = [], []
         if self.networks:
             parts.append(predict_members(self.networks, cases, self.patch, self.task))
+            weights.append(len(self.networks))
         if self.reservoir is not None:
             parts.append(self.reservoir.predict(cases))
-        out = np.mean(parts, axis=0)
+            weights.append(self.recipe.reservoir_weight)
+        out = np.average(parts, axis=0, weights=weights)
         if self.task == "classification":
             return out / out.sum(1, keepdims=True)
         return out * self.target_scale + self.target_mean
@@ -106,7 +108,7 @@ class SequenceModel:
                 for i, cell in enumerate(self.reservoir.cells):
                     tensors.update({f"reservoir.cell{i}.{k}": v.contiguous() for k, v in cell.state_dict().items()})
             described = {"format": FORMAT, "task": self.task, "recipe": asdict(self.recipe),
-                         "reservoir_size": self.reservoir_size, "channels": self.channels, "outputs": self.outputs,
+                         "channels": self.channels, "outputs": self.outputs,
                          "patch": self.patch, "members": len(self.networks),
                          "input_size": self.channels * self.patch, "extra": extra or {}}
             (staging / "model.json").write_text(json.dumps(described, indent=1))
@@ -128,7 +130,7 @@ class SequenceModel:
             raise ValueError(f"'{path}' was saved in format {described.get('format')!r}; this rnnkit reads {FORMAT}")
         known = {f.name for f in fields(Recipe)}
         recipe = Recipe(**{k: v for k, v in described["recipe"].items() if k in known})
-        model = cls(recipe, described["task"], described["reservoir_size"])
+        model = cls(recipe, described["task"])
         model.channels, model.outputs, model.patch = described["channels"], described["outputs"], described["patch"]
         tensors = load_file(str(path / "weights.safetensors"))
 
@@ -145,8 +147,8 @@ class SequenceModel:
             prefix = f"member{i}."
             network.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
             model.networks.append(network.eval())
-        if model.reservoir_size:
-            readout = ReservoirReadout(model.channels, model.reservoir_size, task=model.task)
+        if recipe.reservoir_size:
+            readout = ReservoirReadout(model.channels, recipe.reservoir_size, task=model.task)
             for i, cell in enumerate(readout.cells):
                 prefix = f"reservoir.cell{i}."
                 cell.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})

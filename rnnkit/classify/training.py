@@ -37,6 +37,8 @@ class Recipe:
     validation_size: float = 0.2
     members: int = 5                # networks over seeds and validation splits, their outputs averaged
     time_limit: float = 60.0        # seconds for the whole fit, shared by the members
+    reservoir_size: int = 150       # units per leak rate of the reservoir readout; 0 leaves it out
+    reservoir_weight: float = 1.0   # the reservoir readout counts as this many members in the average
 
 
 def validation_split(targets: np.ndarray, fraction: float, rng: np.random.Generator, stratify: bool):

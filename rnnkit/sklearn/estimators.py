@@ -27,13 +27,15 @@ class _RNNEstimator(BaseEstimator):
 
     def __init__(self, *, hidden_size: int = _DEFAULTS.hidden_size, num_layers: int = _DEFAULTS.num_layers,
                  cell: str = _DEFAULTS.cell, pooling: str = _DEFAULTS.pooling, max_steps: int = _DEFAULTS.max_steps,
-                 members: int = _DEFAULTS.members, reservoir_size: int = 150, dropout: float = _DEFAULTS.dropout,
+                 members: int = _DEFAULTS.members, reservoir_size: int = _DEFAULTS.reservoir_size,
+                 reservoir_weight: float = _DEFAULTS.reservoir_weight, dropout: float = _DEFAULTS.dropout,
                  lr: float = _DEFAULTS.lr, weight_decay: float = _DEFAULTS.weight_decay,
                  batch_size: int = _DEFAULTS.batch_size, max_epochs: int = _DEFAULTS.max_epochs,
                  patience: int = _DEFAULTS.patience, validation_size: float = _DEFAULTS.validation_size,
                  time_limit: float | None = None, random_state=None, progress: bool = False):
         self.hidden_size, self.num_layers, self.cell, self.pooling = hidden_size, num_layers, cell, pooling
         self.max_steps, self.members, self.reservoir_size, self.dropout = max_steps, members, reservoir_size, dropout
+        self.reservoir_weight = reservoir_weight
         self.lr, self.weight_decay, self.batch_size, self.max_epochs = lr, weight_decay, batch_size, max_epochs
         self.patience, self.validation_size, self.time_limit = patience, validation_size, time_limit
         self.random_state, self.progress = random_state, progress
@@ -63,7 +65,7 @@ class _RNNEstimator(BaseEstimator):
 
     def _fit(self, cases, targets, outputs: int):
         seed = int(check_random_state(self.random_state).randint(2**31 - 1))
-        self.model_ = SequenceModel(self._recipe(), self._task, self.reservoir_size)
+        self.model_ = SequenceModel(self._recipe(), self._task)
         self.model_.fit(cases, targets, outputs, seed=seed, progress=self.progress)
         self.n_features_in_ = self.model_.channels
         return self
@@ -91,8 +93,9 @@ class RNNClassifier(ClassifierMixin, _RNNEstimator):
     and maximum of its states over the case's own steps, trained with balanced class weights on its own
     stratified split and stopped early on the held-out ``validation_size`` (the best epoch's weights
     kept); an echo-state reservoir readout (``reservoir_size`` units per leak rate, ridge penalty by
-    leave-one-out; 0 leaves it out); the probabilities of both averaged. ``time_limit`` (seconds,
-    ``None``: the recipe's 60) bounds the whole fit; ``progress`` shows a bar.
+    leave-one-out; 0 leaves it out), counting as ``reservoir_weight`` members; the probabilities
+    averaged. ``time_limit`` (seconds, ``None``: the recipe's 60) bounds the whole fit; ``progress``
+    shows a bar.
 
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
