@@ -16,7 +16,7 @@ from tqdm import tqdm
 from .collection import batch_cases
 from .network import PooledRNN
 
-__all__ = ["Recipe", "validation_split", "balanced_weights", "train_members"]
+__all__ = ["Recipe", "validation_split", "balanced_weights", "train_members", "predict_members"]
 
 
 @dataclass
@@ -73,13 +73,11 @@ def _loss(task: str, weights):
 
 def _evaluate(network, loss_fn, x, lengths, y, batch_size: int) -> float:
     network.eval()
-    total = 0.0
     with torch.no_grad():
         outputs = torch.cat([network(x[i:i + batch_size], lengths[i:i + batch_size])
                              for i in range(0, len(x), batch_size)])
-    total = float(loss_fn(outputs, y))
     network.train()
-    return total
+    return float(loss_fn(outputs, y))
 
 
 def train_members(cases: list, targets: np.ndarray, task: str, outputs: int, patch: int, recipe: Recipe,
