@@ -109,3 +109,17 @@ def test_each_bad_file_is_one_line(tmp_path):
     np.savez(tmp_path / "other.npz", data=np.zeros(3))
     with pytest.raises(ValueError, match=re.escape("no array named X (it holds ['data']); save the cases as X")):
         read_collection(tmp_path / "other.npz")
+
+
+def test_predictions_are_written_one_row_per_case_with_each_class_probability(tmp_path):
+    import csv
+
+    from rnnkit.classify import write_predictions
+
+    probabilities = np.array([[0.123456789, 0.876543211], [1.0, 0.0]])
+    write_predictions(tmp_path / "out.csv", ["case-1", "case-2"], [7, 3], probabilities, [3, 7])
+    rows = list(csv.reader(open(tmp_path / "out.csv")))
+    assert rows[0] == ["case", "label", "p_3", "p_7"]
+    assert rows[1][:2] == ["case-1", "7"] and rows[2] == ["case-2", "3", "1.0", "0.0"]
+    assert [float(v) for v in rows[1][2:]] == probabilities[0].tolist()           # exactly the API's numbers
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]                   # no temporary file left

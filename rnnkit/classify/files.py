@@ -18,12 +18,15 @@ their names. Each mistake in a file is one line naming the file and, where it ca
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Collection", "FORMATS", "read_collection", "read_ts", "read_csv", "read_npz"]
+from .._files import write_text_atomic
+
+__all__ = ["Collection", "FORMATS", "read_collection", "read_ts", "read_csv", "read_npz", "write_predictions"]
 
 
 class Collection(NamedTuple):
@@ -158,3 +161,23 @@ def read_collection(path) -> Collection:
     if not path.is_file():
         raise FileNotFoundError(f"'{path}' does not exist")
     return reader(path)
+
+
+def write_predictions(path, names: list, labels, probabilities: np.ndarray, classes) -> None:
+    """Write one row per case to the CSV file ``path``, whole or not at all: ``case, label`` and, for
+    each class, ``p_<class>``, its probability (the float's exact value as Python writes it).
+
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "predictions.csv")
+    >>> write_predictions(path, ["a", "b"], ["up", "down"], np.array([[0.25, 0.75], [0.9, 0.1]]), ["down", "up"])
+    >>> print(open(path).read().strip())
+    case,label,p_down,p_up
+    a,up,0.25,0.75
+    b,down,0.9,0.1
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["case", "label", *(f"p_{c}" for c in classes)])
+    for name, label, row in zip(names, labels, np.asarray(probabilities)):
+        writer.writerow([name, label, *(repr(float(p)) for p in row)])     # the shortest text that reads back exactly
+    write_text_atomic(path, buffer.getvalue())
