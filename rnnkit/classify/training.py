@@ -103,24 +103,29 @@ def train_members(cases: list, targets: np.ndarray, task: str, outputs: int, pat
         deadline = started + recipe.time_limit * (member + 1) / recipe.members
         best, best_epoch, best_state, epoch = math.inf, 0, None, 0
         batch_size = min(recipe.batch_size, max(len(train) // 4, 1))
+        if len(held):
+            held_x, held_lengths = x[held, :int(lengths[held].max())], lengths[held]
         for epoch in range(1, recipe.max_epochs + 1):
+            epoch_started = time.perf_counter()
             order = train[rng.permutation(len(train))]
             for start in range(0, len(order), batch_size):
                 pick = torch.as_tensor(order[start:start + batch_size])
-                loss = loss_fn(network(x[pick], lengths[pick]), y[pick])
+                steps = int(lengths[pick].max())                      # the batch's own longest case
+                loss = loss_fn(network(x[pick, :steps], lengths[pick]), y[pick])
                 optimizer.zero_grad()
                 loss.backward()
                 nn.utils.clip_grad_norm_(network.parameters(), 1.0)
                 optimizer.step()
             bar.update(1)
             if len(held):
-                score = _evaluate(network, loss_fn, x[held], lengths[held], y[held], 256)
+                score = _evaluate(network, loss_fn, held_x, held_lengths, y[held], 256)
                 if score < best:
                     best, best_epoch, best_state = score, epoch, copy.deepcopy(network.state_dict())
                 bar.set_postfix(member=member + 1, validation=f"{best:.4f}", refresh=False)
                 if epoch - best_epoch >= recipe.patience:
                     break
-            if time.perf_counter() > deadline:
+            now = time.perf_counter()
+            if now + (now - epoch_started) > deadline:                # another epoch would overrun the budget
                 break
         bar.update(recipe.max_epochs - epoch)
         if best_state is not None:
