@@ -186,6 +186,8 @@ def test_save_and_load_give_the_same_predictions_all_or_nothing(tmp_path, monkey
     again = load(tmp_path / "model")
     np.testing.assert_array_equal(again.predict_proba(X), model.predict_proba(X))
     assert again.get_params() == model.get_params() and list(again.classes_) == list(model.classes_)
+    drawn = RNNClassifier(**{**SMALL, "random_state": np.random.RandomState(3)}).fit(X, y)
+    assert load(drawn.save(tmp_path / "drawn")).get_params()["random_state"] is None
     regressor = RNNRegressor(**SMALL).fit(X, [case.shape[1] for case in X])
     np.testing.assert_array_equal(load(regressor.save(tmp_path / "regressor")).predict(X), regressor.predict(X))
     with pytest.raises(FileExistsError, match=re.escape(f"'{tmp_path / 'model'}' exists; save to a new folder")):
@@ -197,7 +199,7 @@ def test_save_and_load_give_the_same_predictions_all_or_nothing(tmp_path, monkey
     monkeypatch.setattr("rnnkit.classify.model.save_file", broken)
     with pytest.raises(OSError, match="disk full"):
         model.save(tmp_path / "half")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "regressor"]   # no folder, no staging left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["drawn", "model", "regressor"]   # no half, no staging
 
 
 def test_evaluate_reports_accuracy_balanced_accuracy_f1_and_the_confusion_matrix():

@@ -78,8 +78,10 @@ class _RNNEstimator(BaseEstimator):
     def save(self, path) -> Path:
         """Write the fitted estimator to the new folder ``path``, all or nothing; :func:`load` reads it."""
         check_is_fitted(self, "model_")
-        return self.model_.save(path, {"estimator": type(self).__name__, "params": self.get_params(),
-                                       **self._saved()})
+        params = self.get_params()
+        if not (params["random_state"] is None or isinstance(params["random_state"], int)):
+            params["random_state"] = None                  # a RandomState object: what it drew is in the weights
+        return self.model_.save(path, {"estimator": type(self).__name__, "params": params, **self._saved()})
 
     def _saved(self) -> dict:
         return {}
@@ -95,7 +97,8 @@ class RNNClassifier(ClassifierMixin, _RNNEstimator):
     kept); an echo-state reservoir readout (``reservoir_size`` units per leak rate, ridge penalty by
     leave-one-out; 0 leaves it out), counting as ``reservoir_weight`` members; the probabilities
     averaged. ``time_limit`` (seconds, ``None``: the recipe's 60) bounds the whole fit; ``progress``
-    shows a bar.
+    shows a bar. A fixed ``random_state`` gives the same model every time unless the budget cuts the
+    training short, which depends on the machine's speed.
 
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
