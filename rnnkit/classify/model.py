@@ -128,8 +128,10 @@ class SequenceModel:
         described = json.loads((path / "model.json").read_text())
         if described.get("format") != FORMAT:
             raise ValueError(f"'{path}' was saved in format {described.get('format')!r}; this rnnkit reads {FORMAT}")
-        known = {f.name for f in fields(Recipe)}
-        recipe = Recipe(**{k: v for k, v in described["recipe"].items() if k in known})
+        unknown = sorted(set(described["recipe"]) - {f.name for f in fields(Recipe)})
+        if unknown:
+            raise ValueError(f"'{path}' was saved with recipe settings this rnnkit does not know: {unknown}")
+        recipe = Recipe(**described["recipe"])
         model = cls(recipe, described["task"])
         model.channels, model.outputs, model.patch = described["channels"], described["outputs"], described["patch"]
         tensors = load_file(str(path / "weights.safetensors"))
