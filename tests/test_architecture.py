@@ -23,7 +23,7 @@ LAYERS = (
     ("models", {"rnnkit.models"}),
     ("analysis", {"rnnkit.analysis"}),
     ("train", {"rnnkit.train", "rnnkit.generate"}),
-    ("products", {"rnnkit.forecast"}),
+    ("products", {"rnnkit.forecast", "rnnkit.classify", "rnnkit.sklearn"}),
     ("commands", {"rnnkit.commands", "rnnkit.cli"}),
     ("face", {"rnnkit"}),
 )
