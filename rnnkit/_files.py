@@ -1,11 +1,13 @@
 """File-system helpers shared by the modules that write runs, token files and compiled code."""
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["umask_mode", "cache_root", "write_text_atomic"]
+__all__ = ["umask_mode", "cache_root", "write_text_atomic", "new_folder"]
 
 
 def cache_root() -> Path:
@@ -36,3 +38,22 @@ def write_text_atomic(path, text: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def new_folder(path):
+    """The new folder ``path``, written all or nothing: the block writes into a staging folder beside it
+    (yielded), which becomes ``path`` by a rename once the block ends, and is removed if it raises. A
+    ``path`` that exists is refused before anything is written."""
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"'{path}' exists; save to a new folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".rnnkit-", dir=path.parent))     # beside it: the move is a rename
+    umask_mode(staging, directory=True)              # mkdtemp's 0700 would outlive the rename
+    try:
+        yield staging
+        shutil.move(str(staging), str(path))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

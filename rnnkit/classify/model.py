@@ -3,8 +3,6 @@ with their averaged prediction, and saving to a folder all or nothing."""
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -13,7 +11,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .._files import umask_mode
+from .._files import new_folder
 from .collection import Normalizer, check_channels, patch_length
 from .network import PooledRNN
 from .reservoir import ReservoirReadout
@@ -90,12 +88,7 @@ class SequenceModel:
         """Write the model to the new folder ``path`` (``model.json``, ``weights.safetensors``), with
         ``extra`` (JSON) beside its settings; all or nothing: the folder appears once every file is in."""
         path = Path(path)
-        if path.exists():
-            raise FileExistsError(f"'{path}' exists; save to a new folder")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".rnnkit-", dir=path.parent))     # beside it: the move is a rename
-        umask_mode(staging, directory=True)
-        try:
+        with new_folder(path) as staging:
             arrays = {"normalizer.mean": self.normalizer.mean, "normalizer.std": self.normalizer.std}
             if self.task == "regression":
                 arrays.update({"target.mean": self.target_mean, "target.scale": self.target_scale})
@@ -113,10 +106,6 @@ class SequenceModel:
                          "input_size": self.channels * self.patch, "extra": extra or {}}
             (staging / "model.json").write_text(json.dumps(described, indent=1))
             save_file(tensors, str(staging / "weights.safetensors"))
-            shutil.move(str(staging), str(path))
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return path
 
     @classmethod

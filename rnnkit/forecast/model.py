@@ -23,8 +23,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -34,7 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .._arguments import check_int, check_number
-from .._files import umask_mode
+from .._files import new_folder
 from .data import ID, TARGET, TIME, Panel, check_counts, check_future, check_horizon, load_panel
 from .features import Encoded, Standardizer, encode, season_length_for
 from .heads import LIKELIHOODS, QUANTILES, empirical_quantiles, head
@@ -328,12 +326,7 @@ class RNNForecaster:
         if not self.networks:
             raise RuntimeError(f"{_OWNER}: call fit(df) before save()")
         path = Path(path)
-        if path.exists():
-            raise FileExistsError(f"'{path}' exists; save to a new folder")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".rnnkit-", dir=path.parent))     # beside it: the move is a rename
-        umask_mode(staging, directory=True)              # mkdtemp's 0700 would outlive the rename
-        try:
+        with new_folder(path) as staging:
             config = asdict(self.config)
             config["quantiles"] = list(config["quantiles"])
             cov = self.panel.covariates
@@ -344,10 +337,6 @@ class RNNForecaster:
                        for k, v in network.state_dict().items()}
             save_file(weights, str(staging / "weights.safetensors"))
             self.panel.df.to_parquet(staging / "series.parquet", index=False)
-            shutil.move(str(staging), str(path))
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return path
 
     @classmethod
