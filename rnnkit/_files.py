@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["umask_mode", "cache_root", "write_text_atomic", "new_folder"]
+__all__ = ["umask_mode", "cache_root", "write_text_atomic", "write_figure_atomic", "new_folder"]
 
 
 def cache_root() -> Path:
@@ -38,6 +38,22 @@ def write_text_atomic(path, text: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def write_figure_atomic(fig, path) -> None:
+    """Draw the matplotlib figure ``fig`` to ``path`` (PNG unless its suffix names another format matplotlib
+    writes), all or nothing: into a temporary file beside it, then renamed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            fig.savefig(handle, format=path.suffix[1:].lower() or "png")
+        umask_mode(staging)
+        os.replace(staging, path)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
 
 
 @contextlib.contextmanager

@@ -10,11 +10,11 @@ an echo-state reservoir readout, averaged) and saves it. The scikit-learn estima
 from __future__ import annotations
 
 from .collection import Normalizer, as_cases, batch_cases, check_channels, patch_length
-from .files import FORMATS, Collection, read_collection, write_predictions
+from .files import FORMATS, Collection, format_predictions, read_collection, write_predictions
 from .model import TASKS, SequenceModel
 from .network import POOLINGS, PooledRNN
 from .reservoir import ReservoirReadout
 from .training import Recipe
 
-__all__ = ["FORMATS", "Collection", "read_collection", "write_predictions", "Normalizer", "as_cases", "batch_cases", "check_channels", "patch_length", "TASKS", "SequenceModel",
+__all__ = ["FORMATS", "Collection", "read_collection", "format_predictions", "write_predictions", "Normalizer", "as_cases", "batch_cases", "check_channels", "patch_length", "TASKS", "SequenceModel",
            "POOLINGS", "PooledRNN", "ReservoirReadout", "Recipe"]

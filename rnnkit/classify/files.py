@@ -26,7 +26,7 @@ import numpy as np
 
 from .._files import write_text_atomic
 
-__all__ = ["Collection", "FORMATS", "read_collection", "read_ts", "read_csv", "read_npz", "write_predictions"]
+__all__ = ["Collection", "FORMATS", "read_collection", "read_ts", "read_csv", "read_npz", "format_predictions", "write_predictions"]
 
 
 class Collection(NamedTuple):
@@ -163,6 +163,16 @@ def read_collection(path) -> Collection:
     return reader(path)
 
 
+def format_predictions(names: list, labels, probabilities: np.ndarray, classes) -> str:
+    """The CSV text :func:`write_predictions` writes: a header, then one row per case."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["case", "label", *(f"p_{c}" for c in classes)])
+    for name, label, row in zip(names, labels, np.asarray(probabilities)):
+        writer.writerow([name, label, *(repr(float(p)) for p in row)])     # the shortest text that reads back exactly
+    return buffer.getvalue()
+
+
 def write_predictions(path, names: list, labels, probabilities: np.ndarray, classes) -> None:
     """Write one row per case to the CSV file ``path``, whole or not at all: ``case, label`` and, for
     each class, ``p_<class>``, its probability (the float's exact value as Python writes it).
@@ -175,9 +185,4 @@ def write_predictions(path, names: list, labels, probabilities: np.ndarray, clas
     a,up,0.25,0.75
     b,down,0.9,0.1
     """
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["case", "label", *(f"p_{c}" for c in classes)])
-    for name, label, row in zip(names, labels, np.asarray(probabilities)):
-        writer.writerow([name, label, *(repr(float(p)) for p in row)])     # the shortest text that reads back exactly
-    write_text_atomic(path, buffer.getvalue())
+    write_text_atomic(path, format_predictions(names, labels, probabilities, classes))

@@ -14,7 +14,7 @@ from .._version import __version__
 
 __all__ = ["COMMANDS", "command", "build_parser"]
 
-COMMANDS = ("demo", "train", "prepare", "sample", "evaluate", "export", "forecast", "inspect", "bench")
+COMMANDS = ("demo", "train", "prepare", "sample", "evaluate", "export", "forecast", "classify", "inspect", "bench")
 
 
 def command(name: str):

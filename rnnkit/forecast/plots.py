@@ -18,14 +18,11 @@ value. matplotlib is the optional extra ``plot``: ``pip install "rnnkit[plot]"``
 from __future__ import annotations
 
 import math
-import os
-import tempfile
-from pathlib import Path
 
 import pandas as pd
 
 from .._arguments import check_int
-from .._files import umask_mode
+from .._files import write_figure_atomic
 from .data import ID, TARGET, TIME
 from .metrics import interval_columns
 
@@ -96,7 +93,8 @@ def plot_forecasts(history_df, forecasts_df, *, alias: str = "RNN", level=(80, 9
         fig.suptitle(f"the first {len(shown)} of {len(ids)} series", fontsize=9)
     if pd.api.types.is_datetime64_any_dtype(forecasts_df[TIME]):
         fig.autofmt_xdate(rotation=30)
-    _write(fig, path)
+    if path is not None:
+        write_figure_atomic(fig, path)
     return fig
 
 
@@ -112,20 +110,3 @@ def _figure(owner: str, size):
     except ImportError:
         raise ImportError(f'{owner} needs matplotlib, which is not installed: pip install "rnnkit[plot]"') from None
     return Figure(figsize=size, dpi=100, layout="constrained")
-
-
-def _write(fig, path) -> None:
-    """``fig`` to ``path``, all or nothing: drawn into a temporary file beside it, then renamed."""
-    if path is None:
-        return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format=path.suffix[1:].lower() or "png")
-        umask_mode(staging)
-        os.replace(staging, path)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
