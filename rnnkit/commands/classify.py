@@ -123,7 +123,7 @@ def _predict(args) -> int:
         values = model.predict(collection.X)
         if values.ndim != 1:
             raise ValueError(f"'{args.model_dir}' predicts {values.shape[1]} values a case; the command writes one")
-        labels, probabilities, classes = values.tolist(), values[:, None][:, :0], []
+        labels, probabilities, classes = values.tolist(), values.reshape(-1, 1)[:, :0], []   # no classes: (N, 0)
     text = format_predictions(collection.names, labels, probabilities, classes)
     if output is None:
         sys.stdout.write(text)
@@ -150,7 +150,7 @@ def _evaluate(args) -> int:
     print(f"{len(X)} cases, {len(result.classes)} classes")
     print(_scores_table(result))
     if picture is not None:
-        from ..classify.plots import plot_confusion
+        from ..classify import plot_confusion
 
         plot_confusion(result.confusion, result.classes.tolist(), path=picture)
     return 0
