@@ -77,7 +77,7 @@ def test_fit_and_predict_give_the_forecasts_the_library_gives(files, tmp_path):
     assert out == (f"season length 12: monthly data (MS), 12 months a year; --season-length sets another\n"
                    f"saved to {root / 'model'}: 3 series, horizon 6 steps (MS); forecast with: rnnkit forecast "
                    f"predict {root / 'model'}\n")
-    assert re.search(rf"fit: +\d+%.* \d+/{STEPS} \[", err), err                            # the model's progress bar
+    assert re.search(rf"fit 5/5: +\d+%.* \d+/{STEPS} \[", err), err           # the model's progress bar, 5 members
     status, out, err = cli(["forecast", "predict", root / "model", "--output", tmp_path / "forecasts.csv"])
     assert (status, out, err) == (0, f"wrote {tmp_path / 'forecasts.csv'}: 18 rows, 3 series x 6 steps\n", "")
     api = RNNForecaster(h=H, season_length=12, steps=STEPS, random_state=SEED, progress=False).fit(root / "train.csv")

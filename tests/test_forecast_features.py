@@ -131,7 +131,7 @@ def test_the_negative_binomial_head_has_the_mean_it_says():
 def ar1_model():
     torch.set_num_threads(1)
     df = ar1_panel()
-    return RNNForecaster(h=4, steps=600, likelihood="normal", context=16, progress=False).fit(df), df
+    return RNNForecaster(h=4, steps=600, likelihood="normal", context=16, ensemble=1, progress=False).fit(df), df
 
 
 def test_intervals_of_an_ar1_process_cover_what_they_say(ar1_model):
@@ -181,7 +181,7 @@ def test_a_future_covariate_is_read_and_a_saved_ensemble_predicts_the_same(tmp_p
     df = covariate_panel()
     train, test = df.groupby("unique_id").head(52), df.groupby("unique_id").tail(8)
     kwargs = dict(h=8, season_length=12, steps=200, progress=False)
-    plain = RNNForecaster(**kwargs).fit(train.drop(columns=["promo", "size"]))
+    plain = RNNForecaster(**kwargs, ensemble=1).fit(train.drop(columns=["promo", "size"]))
     told = RNNForecaster(**kwargs, likelihood="studentt", ensemble=2).fit(train, future=["promo"], static=["size"])
     future = test[["unique_id", "ds", "promo"]]
     error = {name: (f.merge(test, on=["unique_id", "ds"]).eval("abs(RNN - y)").mean())
@@ -211,7 +211,8 @@ def test_the_log_transform_maps_the_quantiles_back_and_round_trips_the_scale():
 
 def test_the_autoregressive_decoder_forecasts_from_sample_paths():
     df = ar1_panel(count=20, n=60)
-    model = RNNForecaster(h=3, steps=100, likelihood="normal", decoder="autoregressive", progress=False).fit(df)
+    model = RNNForecaster(h=3, steps=100, likelihood="normal", decoder="autoregressive", ensemble=1,
+                          progress=False).fit(df)
     got = model.predict(level=[80, 95])
     ordered = ["RNN-lo-95", "RNN-lo-80", "RNN", "RNN-hi-80", "RNN-hi-95"]
     assert len(got) == 60 and (np.diff(got[ordered].to_numpy(), axis=1) >= 0).all()
@@ -278,15 +279,15 @@ def test_what_fit_leaves_to_the_data_is_chosen_afresh_for_each_table(monkeypatch
     steps, threads = [], []
     monkeypatch.setattr(module, "train", lambda *a, **k: steps.append(k["steps"]) or threads.append(
         torch.get_num_threads()))                                                        # no training: the choices
-    model = RNNForecaster(h=4, progress=False)
+    model = RNNForecaster(h=4, ensemble=1, progress=False)
     model.fit(covariate_panel(count=3, n=30).drop(columns=["promo", "size"]))               # 78 windows
     assert (model.config.season_length, steps[-1]) == (12, 1500)
     model.fit(ar1_panel(count=300, n=100, mean=0.0))            # 28,800 windows: 20 x 28,800 / 128 = 4,500 > 4,000
     assert (model.config.season_length, steps[-1]) == (1, 4000)
     assert (model.settings.season_length, model.settings.steps) == (None, None)
     torch.set_num_threads(2)
-    RNNForecaster(h=4, progress=False).fit(ar1_panel(count=2, n=20))
-    RNNForecaster(h=4, threads=None, progress=False).fit(ar1_panel(count=2, n=20))
+    RNNForecaster(h=4, ensemble=1, progress=False).fit(ar1_panel(count=2, n=20))
+    RNNForecaster(h=4, threads=None, ensemble=1, progress=False).fit(ar1_panel(count=2, n=20))
     assert threads[-2:] == [1, 2] and torch.get_num_threads() == 2          # one thread while fitting, then as before
 
 

@@ -62,7 +62,7 @@ class ForecasterConfig:
     decoder: str = "direct"
     transform: str = "none"               # log: model log(1 + y/s), for series never negative
     baseline: bool = False                # direct decoder: learn the change from the seasonal naive forecast
-    ensemble: int = 1
+    ensemble: int = 5
     threads: int | None = 1               # torch's threads while fitting and forecasting (None: as set)
     max_minutes: float | None = None
     alias: str = "RNN"
@@ -91,7 +91,7 @@ class RNNForecaster:
     def __init__(self, h: int, season_length: int | None = None, *, context: int | None = None, hidden_size: int = 64,
                  num_layers: int = 1, steps: int | None = None, epochs: float = 20.0, batch_size: int = 128, lr: float = 3e-3,
                  likelihood: str = "quantile", decoder: str = "direct", transform: str = "none", baseline: bool = False,
-                 ensemble: int = 1, threads: int | None = 1,
+                 ensemble: int = 5, threads: int | None = 1,
                  max_minutes: float | None = None, alias: str = "RNN", random_state: int = 0, progress: bool = True):
         positive = {"low": 0.0, "low_closed": False, "high_closed": False}
         self.config = ForecasterConfig(
