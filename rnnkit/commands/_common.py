@@ -1,6 +1,9 @@
 """What several commands share: where a loaded model runs."""
 from __future__ import annotations
 
+import importlib
+from pathlib import Path
+
 from ..train.distributed import DEVICES, choose_device
 
 
@@ -13,3 +16,28 @@ def add_device(parser) -> None:
 def device(args):
     """The torch device ``--device`` names."""
     return choose_device(args.device, option="--device")
+
+
+def output_file(path, example: str):
+    """``--output`` checked before any work: None (standard output) or a file's path, never a folder
+    (``example`` names a file in the message)."""
+    if path is None:
+        return None
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"--output '{path}' is a folder; name a file ({example})")
+    return path
+
+
+def picture_file(path):
+    """``--plot`` checked before any work: a .png name, and matplotlib there to draw it."""
+    if path is None:
+        return None
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"--plot '{path}' does not end in .png; name the picture NAME.png")
+    try:
+        importlib.import_module("matplotlib")
+    except ImportError:
+        raise ValueError('--plot needs matplotlib, which is not installed: pip install "rnnkit[plot]"') from None
+    return path

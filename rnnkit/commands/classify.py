@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .._arguments import check_int, check_number
 from .._files import write_text_atomic
+from ._common import output_file, picture_file
 
 HELP = "classify collections of sequences: fit a model, predict, evaluate"
 DESCRIPTION = ("Classify recordings (sequences of one or more channels, of any length) with rnnkit's default "
@@ -113,7 +114,7 @@ def _fit(args) -> int:
 def _predict(args) -> int:
     from ..classify import format_predictions, read_collection
 
-    output = _output(args.output)
+    output = output_file(args.output, "predictions.csv")
     model = _load(args.model_dir)
     collection = read_collection(args.data)
     if hasattr(model, "classes_"):
@@ -135,7 +136,7 @@ def _predict(args) -> int:
 
 
 def _evaluate(args) -> int:
-    picture = _picture(args.plot)
+    picture = picture_file(args.plot)
     model = _load(args.model_dir)
     regression = not hasattr(model, "classes_")
     if regression and picture is not None:
@@ -175,29 +176,6 @@ def _labelled(path, regression: bool):
     except ValueError:
         raise ValueError(f"'{path}' has labels that are not numbers, such as {str(collection.y[0])!r}; "
                          f"--regression needs numeric targets") from None
-
-
-def _output(path):
-    if path is None:
-        return None
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"--output '{path}' is a folder; name a file (predictions.csv)")
-    return path
-
-
-def _picture(path):
-    """``--plot`` checked before any work: a .png name, and matplotlib there to draw it."""
-    if path is None:
-        return None
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise ValueError(f"--plot '{path}' does not end in .png; name the picture NAME.png")
-    try:
-        importlib.import_module("matplotlib")
-    except ImportError:
-        raise ValueError('--plot needs matplotlib, which is not installed: pip install "rnnkit[plot]"') from None
-    return path
 
 
 def _load(folder):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .._arguments import check_int, check_number
 from .._files import write_text_atomic
+from ._common import output_file, picture_file
 
 HELP = "forecast tables of series: fit a model, predict, evaluate"
 DESCRIPTION = ("Forecast many series at once with one recurrent network (rnnkit.forecast.RNNForecaster). A table "
@@ -161,7 +162,7 @@ def _fit(args) -> int:
 
 
 def _predict(args) -> int:
-    levels, output, picture = sorted(set(args.level)), _output(args.output), _picture(args.plot)
+    levels, output, picture = sorted(set(args.level)), output_file(args.output, "forecasts.csv"), picture_file(args.plot)
     model = _load(args.model_dir)
     history = None if args.data is None else _history(model, args.data, args.fill)
     forecasts = model.predict(level=levels, X_df=args.future_data, df=history)
@@ -180,7 +181,7 @@ def _predict(args) -> int:
 def _evaluate(args) -> int:
     from ..forecast import score
 
-    levels, picture = sorted(set(args.level)), _picture(args.plot)
+    levels, picture = sorted(set(args.level)), picture_file(args.plot)
     model = _load(args.model_dir)
     c = model.config
     panel = _history(model, args.data, args.fill)
@@ -210,29 +211,6 @@ def _evaluate(args) -> int:
 def _freq(text):
     """``--freq`` as load_panel takes it: an integer step for integer ``ds``, else an offset alias."""
     return int(text) if text is not None and text.isdigit() else text
-
-
-def _output(path):
-    if path is None:
-        return None
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"--output '{path}' is a folder; name a file (forecasts.csv)")
-    return path
-
-
-def _picture(path):
-    """``--plot`` checked before any work: a .png name, and matplotlib there to draw it."""
-    if path is None:
-        return None
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise ValueError(f"--plot '{path}' does not end in .png; name the picture NAME.png")
-    try:
-        importlib.import_module("matplotlib")
-    except ImportError:
-        raise ValueError('--plot needs matplotlib, which is not installed: pip install "rnnkit[plot]"') from None
-    return path
 
 
 def _load(folder):
