@@ -65,6 +65,16 @@ def test_the_quantiles_never_cross_and_a_saved_model_predicts_the_same(fitted, t
     assert (tmp_path / "model").stat().st_mode & 0o777 == 0o777 & ~_umask()        # as a folder made by hand
     again = RNNForecaster.load(tmp_path / "model", progress=False).predict(level=[50, 80, 95])
     pd.testing.assert_frame_equal(again, got)
+    from safetensors.torch import load_file, save_file
+    weights = load_file(str(tmp_path / "model" / "weights.safetensors"))
+    (tmp_path / "old").mkdir()
+    for name in ("config.json", "series.parquet"):
+        (tmp_path / "old" / name).write_bytes((tmp_path / "model" / name).read_bytes())
+    save_file({k.split(".", 1)[1]: v for k, v in weights.items()}, str(tmp_path / "old" / "weights.safetensors"))
+    with pytest.raises(ValueError, match="^" + re.escape(
+            f"'{tmp_path / 'old'}' holds a forecaster saved by an earlier rnnkit (one network, before covariates "
+            f"and ensembles); fit it again") + "$"):
+        RNNForecaster.load(tmp_path / "old")
     shorter = model.predict(h=3, level=[])
     np.testing.assert_array_equal(shorter["RNN"].to_numpy(), got["RNN"].to_numpy().reshape(40, 12)[:, :3].reshape(-1))
 

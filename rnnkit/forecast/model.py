@@ -355,6 +355,9 @@ class RNNForecaster:
         model.standardizer = Standardizer(**saved.get("standardizer", {"mean": {}, "std": {}}))
         encoded = model._encode(model.panel)
         weights = load_file(str(path / "weights.safetensors"))
+        if not all(k.split(".", 1)[0].isdigit() for k in weights):          # one network, no member prefix
+            raise ValueError(f"'{path}' holds a forecaster saved by an earlier rnnkit (one network, before "
+                             f"covariates and ensembles); fit it again")
         members = sorted({int(k.split(".", 1)[0]) for k in weights})
         for i in members:
             network = model._network(encoded)
