@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 import zlib
 
 import pytest
@@ -82,3 +84,12 @@ def whole_and_resumed(tmp_path, options: list, stop: int, total: int):
     assert main(["train", *options, "--max-steps", str(stop), "--out", str(tmp_path / "parts")]) == 0
     assert main(["train", "--resume", "--max-steps", str(total), "--out", str(tmp_path / "parts"), "--quiet"]) == 0
     return (load_language_model(tmp_path / "whole", "latest"), load_language_model(tmp_path / "parts", "latest"))
+
+
+def run_without(module: str, code: str) -> subprocess.CompletedProcess:
+    """``code`` run by a fresh Python in which any import of ``module`` fails, as where it is not installed;
+    the run must end well (its output is returned)."""
+    result = subprocess.run([sys.executable, "-c", f"import sys\nsys.modules[{module!r}] = None\n{code}"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result

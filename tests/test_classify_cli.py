@@ -5,8 +5,6 @@ import contextlib
 import csv
 import io
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ import torch
 
 pytest.importorskip("sklearn")
 
+from conftest import run_without  # noqa: E402
 from rnnkit.classify import read_collection  # noqa: E402
 from rnnkit.cli import main  # noqa: E402
 from rnnkit.sklearn import RNNClassifier, evaluate, load  # noqa: E402
@@ -212,13 +211,10 @@ def test_usage_errors_are_argparse_s(argv, message):
 
 
 def test_without_scikit_learn_the_command_says_what_to_install():
-    code = ("import sys\n"
-            "sys.modules['sklearn'] = None\n"                  # an import of sklearn fails, as where it is absent
-            "from rnnkit.cli import main\n"
+    code = ("from rnnkit.cli import main\n"
             "print(main(['classify', 'fit', '--train', 'x.csv', '--out', 'o']))\n"
             "main(['--help'])\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    result = run_without("sklearn", code)
     assert result.stderr == 'rnnkit classify: error: classifying needs scikit-learn, which is not installed: pip ' \
                             'install "rnnkit[classify]"\n'
     assert result.stdout.startswith("2\nusage: rnnkit") and "classify  classify collections" in result.stdout

@@ -4,8 +4,6 @@ behind, and without pandas the command says what to install."""
 import contextlib
 import io
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,6 +11,7 @@ import torch
 
 pd = pytest.importorskip("pandas")
 
+from conftest import run_without  # noqa: E402
 from rnnkit.cli import main  # noqa: E402
 from rnnkit.commands import forecast as command  # noqa: E402
 from rnnkit.forecast import (DECODERS, FILLS, LIKELIHOODS, RNNForecaster, load_panel, score,  # noqa: E402
@@ -225,13 +224,10 @@ def test_usage_errors_are_argparse_s(argv, message):
 
 
 def test_without_pandas_the_command_says_what_to_install():
-    code = ("import sys\n"
-            "sys.modules['pandas'] = None\n"                   # an import of pandas fails, as where it is absent
-            "from rnnkit.cli import main\n"
+    code = ("from rnnkit.cli import main\n"
             "print(main(['forecast', 'fit', '--data', 'x.csv', '--horizon', '3', '--out', 'o']))\n"
             "main(['--help'])\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    result = run_without("pandas", code)
     assert result.stderr == 'rnnkit forecast: error: forecasting needs pandas, which is not installed: pip install ' \
                             '"rnnkit[forecast]"\n'
     assert result.stdout.startswith("2\nusage: rnnkit") and "forecast  forecast tables of series" in result.stdout

@@ -2,14 +2,13 @@
 Parquet file; frequencies inferred and checked; gaps refused or filled; and every bad input refused in
 one line naming the series and the row, word for word."""
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 pd = pytest.importorskip("pandas")
 
+from conftest import run_without  # noqa: E402
 from rnnkit.forecast import Covariates, check_counts, check_future, check_horizon, load_panel  # noqa: E402
 
 
@@ -198,16 +197,13 @@ def test_future_covariates_must_come_for_every_series_and_step_with_the_fitted_c
 
 
 def test_rnnkit_works_without_pandas_and_the_forecast_package_says_what_to_install():
-    code = ("import sys\n"
-            "sys.modules['pandas'] = None\n"                   # an import of pandas fails, as where it is absent
-            "import rnnkit, torch\n"
+    code = ("import rnnkit, torch\n"
             "layer = rnnkit.LSTM(2, 3)\n"
             "print(tuple(layer(torch.zeros(4, 1, 2))[0].shape))\n"
             "try:\n"
             "    import rnnkit.forecast\n"
             "except ImportError as error:\n"
             "    print(error)\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    result = run_without("pandas", code)
     assert result.stdout.splitlines() == ["(4, 1, 3)", 'rnnkit.forecast needs pandas, which is not installed: '
                                                        'pip install "rnnkit[forecast]"']

@@ -2,8 +2,6 @@
 ecosystem (Pipeline, GridSearchCV, cross_val_score), ragged cases read as if alone, normalization from
 the training cases only, saving, and every bad input's one line, word for word."""
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,6 +9,7 @@ import torch
 
 pytest.importorskip("sklearn")
 
+from conftest import run_without  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
@@ -252,15 +251,12 @@ def test_every_bad_input_is_one_line_word_for_word():
 
 
 def test_rnnkit_works_without_scikit_learn_and_the_estimators_say_what_to_install():
-    code = ("import sys\n"
-            "sys.modules['sklearn'] = None\n"                   # an import of scikit-learn fails, as where it is absent
-            "import numpy as np, rnnkit, rnnkit.classify\n"
+    code = ("import numpy as np, rnnkit, rnnkit.classify\n"
             "print(len(rnnkit.classify.as_cases(np.zeros((2, 1, 3)))))\n"
             "try:\n"
             "    import rnnkit.sklearn\n"
             "except ImportError as error:\n"
             "    print(error)\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    result = run_without("sklearn", code)
     assert result.stdout.splitlines() == ["2", 'rnnkit.sklearn needs scikit-learn, which is not installed: '
                                                'pip install "rnnkit[classify]"']

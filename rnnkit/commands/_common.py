@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import importlib
+import sys
 from pathlib import Path
 
+from .._files import write_text_atomic
 from ..train.distributed import DEVICES, choose_device
 
 
@@ -41,3 +43,29 @@ def picture_file(path):
     except ImportError:
         raise ValueError('--plot needs matplotlib, which is not installed: pip install "rnnkit[plot]"') from None
     return path
+
+
+def run_action(args, actions: dict, needs: dict, purpose: str, install: str) -> int:
+    """A command's action ``args.action`` (its function in ``actions``) once every package of ``needs``
+    (``{module: the name a user installs}``) imports, else one line: ``purpose`` needs it, and ``install``;
+    the library's FileExistsError becomes a one-line error as its ValueErrors are."""
+    for module, name in needs.items():
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise ValueError(f"{purpose} needs {name}, which is not installed: {install}") from None
+    try:
+        return actions[args.action](args)
+    except FileExistsError as error:
+        raise ValueError(str(error)) from None
+
+
+def write_output(text: str, path, summary: str) -> None:
+    """``text`` to standard output where ``path`` is None, else written atomically to ``path`` (its folder
+    made), and one line saying so: ``wrote PATH: SUMMARY``."""
+    if path is None:
+        sys.stdout.write(text)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, text)
+    print(f"wrote {path}: {summary}")

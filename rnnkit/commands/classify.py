@@ -9,14 +9,11 @@ without the classify extra.
 """
 from __future__ import annotations
 
-import importlib
 import shlex
-import sys
 from pathlib import Path
 
 from .._arguments import check_int, check_number
-from .._files import write_text_atomic
-from ._common import output_file, picture_file
+from ._common import output_file, picture_file, run_action, write_output
 
 HELP = "classify collections of sequences: fit a model, predict, evaluate"
 DESCRIPTION = ("Classify recordings (sequences of one or more channels, of any length) with rnnkit's default "
@@ -30,7 +27,7 @@ EPILOG = ("example: rnnkit classify fit --train vowels_train.ts --out runs/vowel
           "rnnkit classify evaluate runs/vowels --data vowels_test.ts --plot confusion.png")
 AT_LEAST_ONE = ("epochs",)
 
-EXTRA = ("sklearn",)                              # the classify extra: scikit-learn
+EXTRA = {"sklearn": "scikit-learn"}               # the classify extra: its module and the name installed
 INSTALL = 'pip install "rnnkit[classify]"'
 
 
@@ -76,15 +73,7 @@ def _model_dir(parser) -> None:
 
 
 def run(args) -> int:
-    for name in EXTRA:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            raise ValueError(f"classifying needs scikit-learn, which is not installed: {INSTALL}") from None
-    try:
-        return {"fit": _fit, "predict": _predict, "evaluate": _evaluate}[args.action](args)
-    except FileExistsError as error:                     # the library's one line, printed as its ValueErrors are
-        raise ValueError(str(error)) from None
+    return run_action(args, {"fit": _fit, "predict": _predict, "evaluate": _evaluate}, EXTRA, "classifying", INSTALL)
 
 
 # ----- the actions ---------------------------------------------------------------------------------------
@@ -125,13 +114,7 @@ def _predict(args) -> int:
         if values.ndim != 1:
             raise ValueError(f"'{args.model_dir}' predicts {values.shape[1]} values a case; the command writes one")
         labels, probabilities, classes = values.tolist(), values.reshape(-1, 1)[:, :0], []   # no classes: (N, 0)
-    text = format_predictions(collection.names, labels, probabilities, classes)
-    if output is None:
-        sys.stdout.write(text)
-    else:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(output, text)
-        print(f"wrote {output}: {len(labels)} cases")
+    write_output(format_predictions(collection.names, labels, probabilities, classes), output, f"{len(labels)} cases")
     return 0
 
 
@@ -186,7 +169,8 @@ def _load(folder):
 
 def _scores_table(result) -> str:
     """Accuracy and balanced accuracy, then a table of each class's F1 and number of cases, each aligned."""
-    totals = _aligned([["accuracy", f"{result.accuracy:.3f}"], ["balanced accuracy", f"{result.balanced_accuracy:.3f}"]])
+    totals = _aligned([["accuracy", f"{result.accuracy:.3f}"],
+                       ["balanced accuracy", f"{result.balanced_accuracy:.3f}"]])
     classes = _aligned([["class", "F1", "cases"], *([str(label), f"{f1:.3f}", str(count)] for (label, f1), count
                                                     in zip(result.f1.items(), result.confusion.sum(1)))])
     return f"{totals}\n\n{classes}"

@@ -7,14 +7,11 @@ runs, so that ``rnnkit --help`` works without the forecast extra.
 """
 from __future__ import annotations
 
-import importlib
 import shlex
-import sys
 from pathlib import Path
 
 from .._arguments import check_int, check_number
-from .._files import write_text_atomic
-from ._common import output_file, picture_file
+from ._common import output_file, picture_file, run_action, write_output
 
 HELP = "forecast tables of series: fit a model, predict, evaluate"
 DESCRIPTION = ("Forecast many series at once with one recurrent network (rnnkit.forecast.RNNForecaster). A table "
@@ -119,16 +116,8 @@ def _plot(parser, what: str) -> None:
 
 
 def run(args) -> int:
-    for name in EXTRA:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            raise ValueError(f'forecasting needs {name}, which is not installed: pip install "rnnkit[forecast]"') \
-                from None
-    try:
-        return {"fit": _fit, "predict": _predict, "evaluate": _evaluate}[args.action](args)
-    except FileExistsError as error:                     # the library's one line, printed as its ValueErrors are
-        raise ValueError(str(error)) from None
+    return run_action(args, {"fit": _fit, "predict": _predict, "evaluate": _evaluate}, {name: name for name in EXTRA},
+                      "forecasting", 'pip install "rnnkit[forecast]"')
 
 
 # ----- the actions ---------------------------------------------------------------------------------------
@@ -162,19 +151,15 @@ def _fit(args) -> int:
 
 
 def _predict(args) -> int:
-    levels, output, picture = sorted(set(args.level)), output_file(args.output, "forecasts.csv"), picture_file(args.plot)
+    levels, picture = sorted(set(args.level)), picture_file(args.plot)
+    output = output_file(args.output, "forecasts.csv")
     model = _load(args.model_dir)
-    history = None if args.data is None else _history(model, args.data, args.fill)
+    history = None if args.data is None else model.read_like(args.data, fill=args.fill)
     forecasts = model.predict(level=levels, X_df=args.future_data, df=history)
     if picture is not None:
         _draw(model, (model.panel if history is None else history).df, forecasts, levels, args.plot_series, picture)
-    text = forecasts.to_csv(index=False)
-    if output is None:
-        sys.stdout.write(text)
-    else:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(output, text)
-        print(f"wrote {output}: {len(forecasts)} rows, {forecasts[ID].nunique()} series x {model.config.h} steps")
+    write_output(forecasts.to_csv(index=False), output,
+                 f"{len(forecasts)} rows, {forecasts[ID].nunique()} series x {model.config.h} steps")
     return 0
 
 
@@ -184,7 +169,7 @@ def _evaluate(args) -> int:
     levels, picture = sorted(set(args.level)), picture_file(args.plot)
     model = _load(args.model_dir)
     c = model.config
-    panel = _history(model, args.data, args.fill)
+    panel = model.read_like(args.data, fill=args.fill)
     backtest = model.cross_validation(panel, n_windows=args.windows, level=levels)
     both = backtest.merge(_naive_windows(panel, backtest, c.h, c.season_length, levels), on=[ID, TIME, "cutoff"],
                           how="left")
@@ -217,16 +202,6 @@ def _load(folder):
     from ..forecast import RNNForecaster
 
     return RNNForecaster.load(folder, progress=False)
-
-
-def _history(model, data, fill):
-    """The table ``data``, read as the model's series are (its frequency and its covariates), its gaps
-    filled as ``--fill`` says."""
-    from ..forecast import load_panel
-
-    kinds = model.panel.covariates
-    return load_panel(data, freq=model.panel.freq, fill=fill, future=kinds.future, past=kinds.past,
-                      static=kinds.static)
 
 
 def _naive_windows(panel, backtest, h: int, season_length: int, levels):

@@ -89,17 +89,18 @@ class RNNForecaster:
     """
 
     def __init__(self, h: int, season_length: int | None = None, *, context: int | None = None, hidden_size: int = 64,
-                 num_layers: int = 1, steps: int | None = None, epochs: float = 20.0, batch_size: int = 128, lr: float = 3e-3,
-                 likelihood: str = "quantile", decoder: str = "direct", transform: str = "none", baseline: bool = False,
-                 ensemble: int = 5, threads: int | None = 1,
-                 max_minutes: float | None = None, alias: str = "RNN", random_state: int = 0, progress: bool = True):
+                 num_layers: int = 1, steps: int | None = None, epochs: float = 20.0, batch_size: int = 128,
+                 lr: float = 3e-3, likelihood: str = "quantile", decoder: str = "direct", transform: str = "none",
+                 baseline: bool = False, ensemble: int = 5, threads: int | None = 1, max_minutes: float | None = None,
+                 alias: str = "RNN", random_state: int = 0, progress: bool = True):
         positive = {"low": 0.0, "low_closed": False, "high_closed": False}
         self.config = ForecasterConfig(
             h=check_horizon(h),
             season_length=None if season_length is None else check_int(_OWNER, "season_length", season_length),
             context=None if context is None else check_int(_OWNER, "context", context),
             hidden_size=check_int(_OWNER, "hidden_size", hidden_size),
-            num_layers=check_int(_OWNER, "num_layers", num_layers), steps=None if steps is None else check_int(_OWNER, "steps", steps),
+            num_layers=check_int(_OWNER, "num_layers", num_layers),
+            steps=None if steps is None else check_int(_OWNER, "steps", steps),
             epochs=check_number(_OWNER, "epochs", epochs, **positive),
             batch_size=check_int(_OWNER, "batch_size", batch_size), lr=check_number(_OWNER, "lr", lr, **positive),
             likelihood=_choice("likelihood", likelihood, LIKELIHOODS), decoder=_choice("decoder", decoder, DECODERS),
@@ -188,7 +189,7 @@ class RNNForecaster:
         """``unique_id, ds`` of the ``h`` steps (default: the fitted ``h``) after each series' end (of ``df``,
         or of the fitted table): the frame to fill with future covariates and pass as ``X_df``."""
         h = self._horizon(h, "make_future_dataframe")
-        return (self.panel if df is None else self._panel(df)).future_frame(h)
+        return (self.panel if df is None else self.read_like(df)).future_frame(h)
 
     def predict(self, h: int | None = None, level=(80, 95), X_df=None, df=None) -> pd.DataFrame:
         """The forecasts of the next ``h`` steps (default: the ``h`` fitted) of every series: ``unique_id, ds,
@@ -197,7 +198,7 @@ class RNNForecaster:
         (same columns; the model is not refitted)."""
         h = self._horizon(h)
         columns = self._columns(level)
-        panel = self.panel if df is None else self._panel(df)
+        panel = self.panel if df is None else self.read_like(df)
         future = _extended(check_future(panel, h, X_df), panel, h, self.config.h)
         encoded = self._encode(panel, extra=self.config.h, future=future)
         series = np.arange(len(encoded.lengths))
@@ -218,7 +219,7 @@ class RNNForecaster:
         h = self._horizon(h, "cross_validation")
         n_windows = check_int(_OWNER, "n_windows", n_windows)
         step_size = h if step_size is None else check_int(_OWNER, "step_size", step_size)
-        panel = self.panel if df is None else self._panel(df)
+        panel = self.panel if df is None else self.read_like(df)
         back = h + (n_windows - 1) * step_size
         _long_enough(panel, back + 1, f"{n_windows} window(s) of {h} steps, {step_size} apart, need at least "
                                       f"{back + 1}; lower n_windows or h")
@@ -292,10 +293,12 @@ class RNNForecaster:
                              f"with h={h}")
         return h
 
-    def _panel(self, df) -> Panel:
-        """``df`` read as the fitted table was: its frequency and covariates."""
+    def read_like(self, df, *, fill: str | None = None) -> Panel:
+        """``df`` (a table, the path of one, or a :class:`Panel`) read as the fitted table was: with its
+        frequency and covariates, gaps filled as ``fill`` says."""
+        self._require("read_like")
         cov = self.panel.covariates
-        panel = df if isinstance(df, Panel) else load_panel(df, freq=self.panel.freq, future=cov.future,
+        panel = df if isinstance(df, Panel) else load_panel(df, freq=self.panel.freq, fill=fill, future=cov.future,
                                                             past=cov.past, static=cov.static)
         if panel.freq != self.panel.freq:
             raise ValueError(f"the table's frequency is {panel.freq!r}, the model was fitted on {self.panel.freq!r}; "
@@ -344,7 +347,8 @@ class RNNForecaster:
         """The forecaster :meth:`save` wrote to ``path``."""
         path = Path(path)
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"'{path}' holds no saved forecaster (no config.json); pass the folder save() wrote")
+            raise FileNotFoundError(f"'{path}' holds no saved forecaster (no config.json); pass the folder save() "
+                                    f"wrote")
         saved = json.loads((path / "config.json").read_text())
         config = ForecasterConfig(**{**saved["forecaster"], "quantiles": tuple(saved["forecaster"]["quantiles"])})
         model = cls(config.h, config.season_length, progress=progress)
